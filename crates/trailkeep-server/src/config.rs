@@ -1,0 +1,291 @@
+//! Server options: one definition serves the command line (`trailkeep serve --help`), the
+//! environment (`TRAILKEEP_*`) and the config file (`trailkeep.toml`, same names in snake_case).
+//!
+//! Precedence: command-line flag, then environment variable, then config file, then default.
+//! (Clap folds the first two together; [`ServeOptions::merge_file`] fills what both left unset.)
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// How hard an acknowledgement promises durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Acknowledge only after the data is fsynced (the default).
+    Fsync,
+    /// Acknowledge once written to the OS; a power loss may lose the last acknowledged events.
+    Relaxed,
+}
+
+impl DurabilityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DurabilityMode::Fsync => "fsync",
+            DurabilityMode::Relaxed => "relaxed",
+        }
+    }
+}
+
+/// Options of `trailkeep serve`. Every field is optional here so that the file can fill what the
+/// command line and environment left out; [`ServeOptions::resolve`] applies the defaults.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// Config file [default: ./trailkeep.toml when it exists].
+    #[arg(long, env = "TRAILKEEP_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Data directory (ledger, index, keys) [default: ./trailkeep-data].
+    #[arg(long, env = "TRAILKEEP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:7700].
+    #[arg(long, env = "TRAILKEEP_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Bootstrap admin API key (at least 16 characters). Without it, one is generated on first
+    /// start, printed once, and stored hashed.
+    #[arg(
+        long,
+        env = "TRAILKEEP_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub admin_key: Option<String>,
+
+    /// PEM certificate chain; with --tls-key, serve HTTPS.
+    #[arg(
+        long,
+        env = "TRAILKEEP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "TRAILKEEP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// fsync: acknowledge after fsync; relaxed: acknowledge after write [default: fsync].
+    #[arg(long, env = "TRAILKEEP_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityMode>,
+
+    /// Largest canonical stored event, in bytes [default: 16384].
+    #[arg(long, env = "TRAILKEEP_MAX_EVENT_BYTES", value_name = "BYTES")]
+    pub max_event_bytes: Option<usize>,
+
+    /// Largest request body after decompression, in bytes [default: 16777216].
+    #[arg(long, env = "TRAILKEEP_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Most events in one ingest request [default: 10000].
+    #[arg(long, env = "TRAILKEEP_MAX_BATCH_EVENTS", value_name = "N")]
+    pub max_batch_events: Option<usize>,
+
+    /// Events that may wait between HTTP and the ledger before ingest answers 429 [default: 100000].
+    #[arg(long, env = "TRAILKEEP_INGEST_QUEUE", value_name = "N")]
+    pub ingest_queue: Option<usize>,
+
+    /// Checkpoint origin prefix; each account's log is `<origin>/<account>` [default: trailkeep].
+    #[arg(long, env = "TRAILKEEP_ORIGIN", value_name = "NAME")]
+    pub origin: Option<String>,
+
+    /// Service prefix for actions mapped from Kubernetes audit events [default: kubernetes].
+    #[arg(long, env = "TRAILKEEP_KUBERNETES_SERVICE", value_name = "NAME")]
+    pub kubernetes_service: Option<String>,
+}
+
+/// Fully resolved server options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_key: Option<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub durability: DurabilityMode,
+    pub max_event_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_batch_events: usize,
+    pub ingest_queue: usize,
+    pub origin: String,
+    pub kubernetes_service: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub const DEFAULT_CONFIG_FILE: &str = "trailkeep.toml";
+
+impl ServeOptions {
+    /// Fills every option left unset by flags and environment from the config file: the one named by
+    /// `--config`, else `./trailkeep.toml` if present.
+    pub fn merge_file(mut self) -> Result<Self, ConfigError> {
+        let (path, required) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let file = Self::parse_file(&text, &path)?;
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            data_dir,
+            listen,
+            admin_key,
+            tls_cert,
+            tls_key,
+            durability,
+            max_event_bytes,
+            max_body_bytes,
+            max_batch_events,
+            ingest_queue,
+            origin,
+            kubernetes_service
+        );
+        Ok(self)
+    }
+
+    fn parse_file(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Applies defaults and checks the values.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key must be given together".into(),
+                ));
+            }
+        };
+        let config = ServerConfig {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./trailkeep-data")),
+            listen: self
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:7700".parse().expect("valid default")),
+            admin_key: self.admin_key,
+            tls,
+            durability: self.durability.unwrap_or(DurabilityMode::Fsync),
+            max_event_bytes: self.max_event_bytes.unwrap_or(16 * 1024),
+            max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+            max_batch_events: self.max_batch_events.unwrap_or(10_000),
+            ingest_queue: self.ingest_queue.unwrap_or(100_000),
+            origin: self.origin.unwrap_or_else(|| "trailkeep".to_string()),
+            kubernetes_service: self
+                .kubernetes_service
+                .unwrap_or_else(|| "kubernetes".to_string()),
+        };
+        if config.max_event_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_event_bytes must be at least 1024".into(),
+            ));
+        }
+        if config.max_batch_events == 0 || config.ingest_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "max_batch_events and ingest_queue must be positive".into(),
+            ));
+        }
+        if config.max_body_bytes < config.max_event_bytes {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least max_event_bytes".into(),
+            ));
+        }
+        if let Some(key) = &config.admin_key {
+            if key.len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "admin_key must be at least 16 characters".into(),
+                ));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_only_what_flags_left_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trailkeep.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/tk\"\nlisten = \"127.0.0.1:9000\"\ndurability = \"relaxed\"\n",
+        )
+        .unwrap();
+        let flags = ServeOptions {
+            config: Some(path),
+            listen: Some("127.0.0.1:8000".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = flags.merge_file().unwrap().resolve().unwrap();
+        assert_eq!(config.listen.port(), 8000, "the flag wins over the file");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/tk"));
+        assert_eq!(config.durability, DurabilityMode::Relaxed);
+        assert_eq!(config.max_event_bytes, 16_384);
+    }
+
+    #[test]
+    fn unknown_keys_and_a_missing_named_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "lsiten = \"127.0.0.1:1\"\n").unwrap();
+        let err = ServeOptions {
+            config: Some(path),
+            ..Default::default()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(err.to_string().contains("lsiten"), "{err}");
+        let missing = ServeOptions {
+            config: Some(dir.path().join("nope.toml")),
+            ..Default::default()
+        };
+        assert!(matches!(
+            missing.merge_file(),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = ServeOptions::default().resolve().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7700");
+        assert_eq!(config.data_dir, PathBuf::from("./trailkeep-data"));
+        assert_eq!(config.durability, DurabilityMode::Fsync);
+    }
+}
