@@ -1,0 +1,153 @@
+//! The fields a query can name, and how each is indexed: the contract between the planner and
+//! the index schema. Pure data, no tantivy.
+//!
+//! Names are the event's dotted paths (DESIGN §2), plus three item fields that are not part of the
+//! event: `account`, `index` and `receivedAt`. Any other dotted path is looked up in the catch-all
+//! JSON field.
+
+use std::fmt;
+
+/// How a dedicated field is indexed, which decides how values are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Exact string (case-sensitive), prefix-searchable.
+    Keyword,
+    /// Exact string stored in lower case (`outcome`, `severity`): query values are lower-cased.
+    LowerKeyword,
+    /// Full text (words, phrases, word prefixes).
+    Text,
+    /// A signed integer.
+    Int,
+    /// An unsigned integer.
+    Uint,
+    /// An instant (RFC 3339, or a date for a whole UTC day).
+    Date,
+    /// `true` / `false`.
+    Bool,
+}
+
+/// A field with its own place in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KnownField {
+    /// The item's account (tenant).
+    Account,
+    /// The item's position in its account's log.
+    Index,
+    /// The event's time.
+    EventTime,
+    /// When Trailkeep received the event.
+    ReceivedAt,
+    /// `action`.
+    Action,
+    /// `outcome`.
+    Outcome,
+    /// `severity`.
+    Severity,
+    /// `id`.
+    Id,
+    /// `correlationId`.
+    CorrelationId,
+    /// `target.id`.
+    TargetId,
+    /// `initiator.id`.
+    InitiatorId,
+    /// `logSourceCRN`.
+    LogSourceCrn,
+    /// `reason.reasonCode` (when an integer; other codes are in the JSON field).
+    ReasonCode,
+    /// `dataEvent`.
+    DataEvent,
+    /// `message`.
+    Message,
+    /// `reason.reasonForFailure`.
+    ReasonForFailure,
+}
+
+impl KnownField {
+    /// Every known field.
+    pub const ALL: [KnownField; 16] = [
+        KnownField::Account,
+        KnownField::Index,
+        KnownField::EventTime,
+        KnownField::ReceivedAt,
+        KnownField::Action,
+        KnownField::Outcome,
+        KnownField::Severity,
+        KnownField::Id,
+        KnownField::CorrelationId,
+        KnownField::TargetId,
+        KnownField::InitiatorId,
+        KnownField::LogSourceCrn,
+        KnownField::ReasonCode,
+        KnownField::DataEvent,
+        KnownField::Message,
+        KnownField::ReasonForFailure,
+    ];
+
+    /// The name used in queries (the event's dotted path).
+    pub fn path(self) -> &'static str {
+        match self {
+            KnownField::Account => "account",
+            KnownField::Index => "index",
+            KnownField::EventTime => "eventTime",
+            KnownField::ReceivedAt => "receivedAt",
+            KnownField::Action => "action",
+            KnownField::Outcome => "outcome",
+            KnownField::Severity => "severity",
+            KnownField::Id => "id",
+            KnownField::CorrelationId => "correlationId",
+            KnownField::TargetId => "target.id",
+            KnownField::InitiatorId => "initiator.id",
+            KnownField::LogSourceCrn => "logSourceCRN",
+            KnownField::ReasonCode => "reason.reasonCode",
+            KnownField::DataEvent => "dataEvent",
+            KnownField::Message => "message",
+            KnownField::ReasonForFailure => "reason.reasonForFailure",
+        }
+    }
+
+    /// Looks a query field name up.
+    pub fn from_path(path: &str) -> Option<KnownField> {
+        KnownField::ALL.into_iter().find(|f| f.path() == path)
+    }
+
+    /// How the field is indexed.
+    pub fn kind(self) -> FieldKind {
+        match self {
+            KnownField::Index => FieldKind::Uint,
+            KnownField::EventTime | KnownField::ReceivedAt => FieldKind::Date,
+            KnownField::ReasonCode => FieldKind::Int,
+            KnownField::DataEvent => FieldKind::Bool,
+            KnownField::Message | KnownField::ReasonForFailure => FieldKind::Text,
+            KnownField::Outcome | KnownField::Severity => FieldKind::LowerKeyword,
+            KnownField::Account
+            | KnownField::Action
+            | KnownField::Id
+            | KnownField::CorrelationId
+            | KnownField::TargetId
+            | KnownField::InitiatorId
+            | KnownField::LogSourceCrn => FieldKind::Keyword,
+        }
+    }
+
+    /// Can results be counted by this field (`terms` aggregation)?
+    pub fn aggregatable(self) -> bool {
+        matches!(
+            self,
+            KnownField::Account
+                | KnownField::Action
+                | KnownField::Outcome
+                | KnownField::Severity
+                | KnownField::TargetId
+                | KnownField::InitiatorId
+                | KnownField::ReasonCode
+                | KnownField::DataEvent
+        )
+    }
+}
+
+impl fmt::Display for KnownField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
+    }
+}
