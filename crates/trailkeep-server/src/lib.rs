@@ -7,4 +7,5 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod demo;
 pub mod error;
