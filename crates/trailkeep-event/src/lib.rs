@@ -1,1 +1,147 @@
-//! placeholder; replaced by the crate's real content.
+//! The Trailkeep event model: CADF events with the Activity Tracker extensions.
+//!
+//! Be lenient in what you accept, strict in what you store: this crate turns every
+//! shape real emitters send into **one canonical stored form**, rejects only what
+//! cannot be understood (with every error, each naming a JSON path and the rule), and
+//! gives the RFC 8785 bytes that the ledger hashes. It is pure: no files, no network,
+//! no clock, no randomness.
+//!
+//! # API
+//!
+//! * [`split_input`]`(bytes, &InputLimits) -> Result<Vec<InputItem>, InputError>` —
+//!   outside bytes → items. Recognises one JSON event, a JSON array, NDJSON, a
+//!   Kubernetes `Event`/`EventList`, an OpenStack envelope and a legacy `payload`
+//!   wrapper. Each [`InputItem`] has a [`Position`] (item index, line, column, byte
+//!   offset) and is an [`ItemKind::Event`] ([`RawEvent`]: value + [`Shape`]), an
+//!   [`ItemKind::Skipped`] (non-final Kubernetes stage) or an [`ItemKind::Error`].
+//!   Only limits on the whole input and an empty input fail the whole call.
+//!   [`split_value`] does the same for an already parsed `serde_json::Value`.
+//! * [`normalize`]`(RawEvent, &Context) -> Result<NormalizedEvent, Vec<FieldError>>` —
+//!   one event. The [`Context`] carries the [`Policy`] (size limit, redaction rules and
+//!   marker, Kubernetes service prefix, input limits), the default account and an
+//!   [`HmacKeys`] source of per-account keys (any `Fn(&str) -> Option<Vec<u8>>`).
+//! * [`NormalizedEvent`] — [`event`](NormalizedEvent::event) (the stored JSON object),
+//!   [`canonical_bytes`](NormalizedEvent::canonical_bytes) (RFC 8785; what the ledger
+//!   hashes), [`account`](NormalizedEvent::account),
+//!   [`location`](NormalizedEvent::location), [`id`](NormalizedEvent::id),
+//!   [`crn`](NormalizedEvent::crn), [`crud`](NormalizedEvent::crud),
+//!   [`action_info`](NormalizedEvent::action_info) (service, object type, verb),
+//!   [`dropped`](NormalizedEvent::dropped), [`shape`](NormalizedEvent::shape).
+//! * [`process_input`]`(bytes, &Context) -> Result<Vec<ProcessedItem>, InputError>` —
+//!   split + normalise in one call, one [`ProcessedItem`] per item in input order: the
+//!   entry point for `trailkeep event check` and for ingest.
+//! * [`canonical`] — RFC 8785 JCS for any `serde_json::Value`:
+//!   [`to_canonical_vec`], [`to_canonical_string`], [`write_canonical`].
+//!
+//! # The stored form
+//!
+//! | field | sent as | stored as |
+//! |---|---|---|
+//! | whole event | top level; under `payload` (legacy, `meta` ignored); under `payload` of an oslo envelope (`event_type`, `publisher_id`, …; also `oslo.message` text); a Kubernetes audit event | the CADF event at the top level ([`k8s`] has the Kubernetes table) |
+//! | `eventTime` | `…Z`, `…+00:00`, `…+0000`, `…+02:00`, 0–9 fraction digits | UTC, `YYYY-MM-DDTHH:MM:SS[.fraction as sent]+00:00`; the text as sent is kept in `eventTimeOriginal` when it differs |
+//! | `outcome` | any case | lower case; must be `success`, `failure`, `pending` or `unknown` |
+//! | `reason.reasonCode` | `403`, `"403"`, `" 403 "`, `403.0`, `"E42"` | a number when integer or integer text, else as sent |
+//! | `reason.reasonForFailure` | under `reason` or `requestData` | also copied to `reason` when only under `requestData` |
+//! | `requestData`, `responseData` | object, stringified JSON object, `null` | object; `null` removes the field; other strings kept |
+//! | `dataEvent` | `true`, `"true"`, `"FALSE"`, `1`, `0`, absent | boolean, `false` when absent |
+//! | `saveServiceCopy` | as `dataEvent` | boolean when present |
+//! | `logSourceCRN` | `crn:v1:…`, `v1:…` | with the `crn:` prefix; must have 10 parts |
+//! | `initiator`/`target`/`observer` | object, `{"id": "target"}` short form, or `initiatorId`/`targetId`/`observerId` | as sent; an initiator and a target (object or reference) are required |
+//! | `*.credential.token` of initiator, target, observer | any | `hmac-sha256:<hex>` under the account's key, else `[redacted]` |
+//! | redaction rules ([`default_rules`]: keys ending in password, secret, token, apiKey, privateKey in request/response data) | any | `hmac-sha256:<hex>` or the marker |
+//! | `id` | string, number, absent/empty | string; when absent a UUID derived from the account and the event's canonical bytes |
+//! | `message` | absent | `<service>: <verb> <objectType> <target.name>` (+ ` -failure`) |
+//! | `severity` | absent; any case | derived (see [`action::derive_severity`]); `normal`/`warning`/`critical` lower-cased |
+//! | numbers anywhere | integers, floats, `200.0`, integers beyond ±2^53 | integral floats become integers; integers beyond ±2^53 (up to 10^21) become decimal strings (RFC 7493 §2.2), so the canonical form loses no digit |
+//! | `null` for `id`, `reason`, `observer`, `message`, … | | the field is removed |
+//! | over the size limit | | `responseData`, then `requestData`, replaced by [`SIZE_PLACEHOLDER`]; each drop recorded in `trailkeepDropped` as `{"field", "sha256", "bytes"}` ([`DROPPED_FIELD`]); still too large → rejected with the limit, the size and the three largest fields |
+//! | anything else, unknown fields | | kept as sent |
+//!
+//! The account is the `a/<id>` scope of `logSourceCRN`, else the context's default
+//! account; the location is the CRN's location, `global` when empty or absent.
+//!
+//! **Round trip.** Parsing a [`NormalizedEvent::canonical_bytes`] and normalising it
+//! again (with the same policy and account) gives the same bytes: every rule leaves its
+//! own output alone (already-redacted values are not redacted again, the placeholder is
+//! not dropped again, `trailkeepDropped` and `eventTimeOriginal` are kept).
+//!
+//! **Rejected** (all errors collected, paths from the event root): missing or
+//! malformed `action`, `eventTime`, `outcome`; neither `initiator` nor `initiatorId`;
+//! neither `target` nor `targetId`; wrong JSON types of known fields; a malformed
+//! `logSourceCRN`; nesting beyond the depth limit; an event too large even after the
+//! size policy.
+
+pub mod action;
+pub mod canonical;
+pub mod crn;
+mod error;
+mod input;
+pub mod k8s;
+mod normalize;
+pub mod redact;
+mod timestamp;
+
+pub use action::{ActionInfo, CrudClass, crud_class};
+pub use canonical::{to_canonical_string, to_canonical_vec, write_canonical};
+pub use crn::{Crn, CrnError, is_valid_account_id};
+pub use error::{FieldError, InputError, ItemError, Position, RuleError};
+pub use input::{InputItem, InputLimits, ItemKind, RawEvent, Shape, split_input, split_value};
+pub use normalize::{
+    Context, DEFAULT_K8S_SERVICE_PREFIX, DEFAULT_MAX_EVENT_BYTES, DROPPED_FIELD, DroppedField,
+    EVENT_TIME_ORIGINAL_FIELD, NormalizedEvent, Policy, SIZE_PLACEHOLDER, normalize,
+};
+pub use redact::{DEFAULT_MARKER, HmacKeys, NoKeys, RedactAction, RedactionRule, default_rules};
+pub use timestamp::normalize_event_time;
+
+/// What became of one item of an input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemResult {
+    /// Normalised and valid: ready to store.
+    Accepted(Box<NormalizedEvent>),
+    /// Rejected, with every error (unreadable items give one error with an empty path).
+    Rejected(Vec<FieldError>),
+    /// Deliberately not stored (a non-final Kubernetes stage).
+    Skipped(String),
+}
+
+/// One item of [`process_input`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedItem {
+    /// Where the item sits in the input.
+    pub position: Position,
+    /// The shape it came in, when it could be read.
+    pub shape: Option<Shape>,
+    /// What became of it.
+    pub result: ItemResult,
+}
+
+/// Split `input` with the policy's limits and normalise every event: one result per
+/// item, in input order. Fails as a whole only as [`split_input`] does.
+pub fn process_input(input: &[u8], ctx: &Context<'_>) -> Result<Vec<ProcessedItem>, InputError> {
+    let items = split_input(input, &ctx.policy.limits)?;
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            let (shape, result) = match item.kind {
+                ItemKind::Event(raw) => {
+                    let shape = raw.shape;
+                    let result = match normalize(raw, ctx) {
+                        Ok(ev) => ItemResult::Accepted(Box::new(ev)),
+                        Err(errs) => ItemResult::Rejected(errs),
+                    };
+                    (Some(shape), result)
+                }
+                ItemKind::Skipped(why) => (Some(Shape::Kubernetes), ItemResult::Skipped(why)),
+                ItemKind::Error(e) => (
+                    None,
+                    ItemResult::Rejected(vec![FieldError::new("", e.to_string())]),
+                ),
+            };
+            ProcessedItem {
+                position: item.position,
+                shape,
+                result,
+            }
+        })
+        .collect())
+}
