@@ -4,8 +4,10 @@
 //! **API Boundary:** this crate knows HTTP and nothing of file formats; it talks to the ledger and
 //! the index only through their public APIs.
 
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod metrics;
