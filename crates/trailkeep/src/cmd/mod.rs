@@ -1,0 +1,5 @@
+//! One module per subcommand. Each `run` returns the process exit code: 0 when everything held,
+//! 1 when the command found problems in its input (rejected events, integrity failures); errors
+//! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
+
+pub mod event;
