@@ -6,9 +6,25 @@
 //! derived data: it can always be deleted and rebuilt from the ledger.
 //!
 //! * [`query`] — the query language: parser (strict and lenient), AST, plan. Pure.
-//! * [`EventIndex`] — opening the index, searching, aggregating.
+//! * [`EventIndex`] — opening the index, [`EventIndex::search`], [`EventIndex::aggregate`].
 //! * [`Writer`] — batched adds, commits with the last indexed position per account, rebuild.
 
 pub mod query;
 
+mod aggregate;
+mod compile;
+mod error;
+mod index;
+mod schema;
+mod search;
+mod writer;
+
+pub use aggregate::{
+    AggregateRequest, AggregateResult, Bucket, Histogram, TermCount, TermsRequest,
+};
+pub use error::{IndexError, Result};
+pub use index::{EventIndex, Positions};
 pub use query::{ParseError, Plan, Query};
+pub use schema::{FORMAT_VERSION, MAX_KEYWORD_BYTES};
+pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest};
+pub use writer::{Added, CommitInfo, Writer, WriterOptions};

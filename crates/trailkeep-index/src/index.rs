@@ -1,0 +1,133 @@
+//! Opening the index and reading its commit metadata.
+//!
+//! The commit payload (tantivy's `meta.json` payload) records, per account, the highest log
+//! index that is in the committed index, and the [`FORMAT_VERSION`]. After a restart or a crash
+//! the server re-feeds each account from `position + 1` out of the ledger.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tantivy::directory::MmapDirectory;
+use tantivy::{Index, IndexReader, ReloadPolicy};
+
+use crate::error::{IndexError, Result};
+use crate::schema::{FORMAT_VERSION, Fields, register_tokenizers};
+use crate::writer::{Writer, WriterOptions};
+
+/// The highest indexed log index per account.
+pub type Positions = BTreeMap<String, u64>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CommitPayload {
+    pub format: u32,
+    pub positions: Positions,
+}
+
+/// A search index of stored events, in a directory or in memory.
+///
+/// Cheap to share between threads (`&EventIndex` is enough to search); at most one [`Writer`]
+/// exists at a time.
+pub struct EventIndex {
+    pub(crate) index: Index,
+    pub(crate) reader: IndexReader,
+    pub(crate) fields: Fields,
+}
+
+impl std::fmt::Debug for EventIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventIndex")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventIndex {
+    /// Opens the index in `dir`, creating it (and the directory) when absent.
+    ///
+    /// An index written by another [`FORMAT_VERSION`] or with another schema is refused with
+    /// [`IndexError::UpgradeRequired`]; the caller deletes it and rebuilds from the ledger.
+    pub fn open(dir: &Path) -> Result<EventIndex> {
+        std::fs::create_dir_all(dir)?;
+        let fields = Fields::new();
+        let directory =
+            MmapDirectory::open(dir).map_err(|e| IndexError::Io(std::io::Error::other(e)))?;
+        let index =
+            if Index::exists(&directory).map_err(|e| IndexError::Io(std::io::Error::other(e)))? {
+                let index = Index::open(directory)?;
+                let found = read_payload(&index)?.map_or(FORMAT_VERSION, |p| p.format);
+                if found != FORMAT_VERSION || index.schema() != fields.schema {
+                    return Err(IndexError::UpgradeRequired {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                index
+            } else {
+                Index::create(directory, fields.schema.clone(), Default::default())?
+            };
+        EventIndex::from_index(index, fields)
+    }
+
+    /// A fresh index in memory (tests, tools).
+    pub fn in_memory() -> Result<EventIndex> {
+        let fields = Fields::new();
+        let index = Index::create_in_ram(fields.schema.clone());
+        EventIndex::from_index(index, fields)
+    }
+
+    fn from_index(index: Index, fields: Fields) -> Result<EventIndex> {
+        register_tokenizers(&index);
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(EventIndex {
+            index,
+            reader,
+            fields,
+        })
+    }
+
+    /// The writer (only one may exist at a time, across processes too).
+    pub fn writer(&self, options: WriterOptions) -> Result<Writer> {
+        Writer::new(self, options)
+    }
+
+    /// The highest committed log index per account: where to resume feeding from the ledger.
+    pub fn committed_positions(&self) -> Result<Positions> {
+        Ok(read_payload(&self.index)?
+            .map(|p| p.positions)
+            .unwrap_or_default())
+    }
+
+    /// Makes the latest commit visible to searches (the writer does this after each commit;
+    /// needed only when another process wrote the index).
+    pub fn reload(&self) -> Result<()> {
+        Ok(self.reader.reload()?)
+    }
+
+    /// Number of indexed events visible to searches (deleted ones excluded).
+    pub fn num_events(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Bytes the index's live files take on disk (or in memory).
+    pub fn size_bytes(&self) -> Result<u64> {
+        let searcher = self.reader.searcher();
+        let usage = searcher.space_usage()?;
+        Ok(usage.total().get_bytes())
+    }
+}
+
+pub(crate) fn read_payload(index: &Index) -> Result<Option<CommitPayload>> {
+    let metas = index.load_metas()?;
+    match metas.payload {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| IndexError::Corrupted {
+                reason: format!("commit payload: {e}"),
+            }),
+    }
+}

@@ -1,0 +1,342 @@
+//! Searching: hits newest first, paged with an opaque cursor.
+//!
+//! Order: `eventTime` descending, then account descending, then index descending — a total
+//! order, so paging has no gaps and no duplicates even among events of the same instant.
+//!
+//! **Architecture Invariant.** Every search is limited to the caller's account set, twice: in the
+//! tantivy query and again in the collector. The cursor only encodes a position in the order;
+//! it carries no accounts, query or range, so it cannot widen what a caller sees.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::{DateTime, DocId, Score, SegmentOrdinal, SegmentReader};
+use time::OffsetDateTime;
+
+use crate::compile::Compiler;
+use crate::error::{IndexError, Result};
+use crate::index::EventIndex;
+use crate::query::Plan;
+use crate::schema::{col, unix_nanos};
+
+/// The most hits one page may ask for.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// A search.
+#[derive(Debug, Clone)]
+pub struct SearchRequest<'a> {
+    /// The planned query ([`crate::query::plan_strict`]).
+    pub plan: &'a Plan,
+    /// The accounts the caller may read (and asked for). Must not be empty.
+    pub accounts: &'a [String],
+    /// Only events with `eventTime >= from`.
+    pub from: Option<OffsetDateTime>,
+    /// Only events with `eventTime < to`.
+    pub to: Option<OffsetDateTime>,
+    /// Hits per page, `1..=MAX_LIMIT`.
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<&'a str>,
+}
+
+/// One hit: a position in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The account (tenant).
+    pub account: String,
+    /// The position in the account's log.
+    pub index: u64,
+    /// The event's time as indexed (microsecond precision).
+    pub event_time: OffsetDateTime,
+}
+
+/// A page of hits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    /// Newest first.
+    pub hits: Vec<Hit>,
+    /// Where the next page starts; `None` when this is the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A position in the result order: (event time µs, account, index).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    micros: i64,
+    account: String,
+    index: u64,
+}
+
+const CURSOR_VERSION: u8 = 1;
+
+fn encode_cursor(key: &SortKey) -> String {
+    let mut bytes = Vec::with_capacity(17 + key.account.len());
+    bytes.push(CURSOR_VERSION);
+    bytes.extend_from_slice(&key.micros.to_be_bytes());
+    bytes.extend_from_slice(&key.index.to_be_bytes());
+    bytes.extend_from_slice(key.account.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_cursor(text: &str) -> Result<SortKey> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| IndexError::InvalidCursor)?;
+    if bytes.len() < 17 || bytes[0] != CURSOR_VERSION {
+        return Err(IndexError::InvalidCursor);
+    }
+    let micros = i64::from_be_bytes(
+        bytes[1..9]
+            .try_into()
+            .map_err(|_| IndexError::InvalidCursor)?,
+    );
+    let index = u64::from_be_bytes(
+        bytes[9..17]
+            .try_into()
+            .map_err(|_| IndexError::InvalidCursor)?,
+    );
+    let account = String::from_utf8(bytes[17..].to_vec()).map_err(|_| IndexError::InvalidCursor)?;
+    Ok(SortKey {
+        micros,
+        account,
+        index,
+    })
+}
+
+/// `[from, to)` in microseconds, as stored in the `eventTime` column.
+pub(crate) fn micros_range(from: Option<OffsetDateTime>, to: Option<OffsetDateTime>) -> (i64, i64) {
+    // A bound is compared with µs-truncated times: `from` rounds up, `to` rounds up too
+    // (t < to  ⇔  trunc(t) < ceil(to) for t ≥ 0 at µs precision).
+    let ceil = |n: i64| n.div_euclid(1000) + i64::from(n.rem_euclid(1000) != 0);
+    let lo = from.map_or(i64::MIN, |t| ceil(unix_nanos(t)));
+    let hi = to.map_or(i64::MAX, |t| ceil(unix_nanos(t)));
+    (lo, hi)
+}
+
+impl EventIndex {
+    /// Finds events newest first, limited to `req.accounts`.
+    pub fn search(&self, req: &SearchRequest<'_>) -> Result<SearchPage> {
+        if req.accounts.is_empty() {
+            return Err(IndexError::NoAccounts);
+        }
+        if req.limit == 0 || req.limit > MAX_LIMIT {
+            return Err(IndexError::InvalidRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let cursor = req.cursor.map(decode_cursor).transpose()?;
+        let (from, to) = micros_range(req.from, req.to);
+        let mut compiler = Compiler::new(&self.index, &self.fields)?;
+        let query = compiler.compile_for_accounts(req.plan, req.accounts);
+        let mut accounts: Vec<String> = req.accounts.to_vec();
+        accounts.sort();
+        accounts.dedup();
+        let collector = Newest {
+            k: req.limit + 1,
+            from,
+            to,
+            cursor,
+            accounts,
+        };
+        let searcher = self.reader.searcher();
+        let mut keys = searcher.search(query.as_ref(), &collector)?;
+        let more = keys.len() > req.limit;
+        keys.truncate(req.limit);
+        let next_cursor = if more {
+            keys.last().map(encode_cursor)
+        } else {
+            None
+        };
+        let hits = keys
+            .into_iter()
+            .map(|k| Hit {
+                event_time: OffsetDateTime::from_unix_timestamp_nanos(i128::from(k.micros) * 1000)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                account: k.account,
+                index: k.index,
+            })
+            .collect();
+        Ok(SearchPage { hits, next_cursor })
+    }
+}
+
+/// Top-k newest collector.
+struct Newest {
+    k: usize,
+    from: i64,
+    to: i64,
+    cursor: Option<SortKey>,
+    /// Sorted.
+    accounts: Vec<String>,
+}
+
+/// Per-segment state: account ordinals are comparable within a segment (sorted dictionary).
+struct NewestSegment {
+    k: usize,
+    from: i64,
+    to: i64,
+    cursor: Option<SortKey>,
+    time: Column<DateTime>,
+    idx: Column<u64>,
+    account: StrColumn,
+    ords: Column<u64>,
+    allowed: Vec<u64>,
+    heap: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    buf: String,
+}
+
+/// The account ordinals of `accounts` in a segment's dictionary (sorted).
+pub(crate) fn allowed_ords(column: &StrColumn, accounts: &[String]) -> tantivy::Result<Vec<u64>> {
+    let mut ords = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        if let Some(ord) = column.dictionary().term_ord(a.as_bytes())? {
+            ords.push(ord);
+        }
+    }
+    ords.sort_unstable();
+    Ok(ords)
+}
+
+impl Collector for Newest {
+    type Fruit = Vec<SortKey>;
+    type Child = MaybeNewestSegment;
+
+    fn for_segment(
+        &self,
+        _ord: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<Self::Child> {
+        let ff = segment.fast_fields();
+        let Some(account) = ff.str(col::ACCOUNT)? else {
+            return Ok(MaybeNewestSegment(None));
+        };
+        let allowed = allowed_ords(&account, &self.accounts)?;
+        if allowed.is_empty() {
+            return Ok(MaybeNewestSegment(None));
+        }
+        Ok(MaybeNewestSegment(Some(NewestSegment {
+            k: self.k,
+            from: self.from,
+            to: self.to,
+            cursor: self.cursor.clone(),
+            time: ff.date(col::EVENT_TIME)?,
+            idx: ff.u64(col::IDX)?,
+            ords: account.ords().clone(),
+            account,
+            allowed,
+            heap: BinaryHeap::with_capacity(self.k + 1),
+            buf: String::new(),
+        })))
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<SortKey>>) -> tantivy::Result<Vec<SortKey>> {
+        let mut all: Vec<SortKey> = fruits.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        all.truncate(self.k);
+        Ok(all)
+    }
+}
+
+/// A segment without any of the accounts is skipped.
+struct MaybeNewestSegment(Option<NewestSegment>);
+
+impl SegmentCollector for MaybeNewestSegment {
+    type Fruit = Vec<SortKey>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if let Some(s) = &mut self.0 {
+            s.collect(doc);
+        }
+    }
+
+    fn harvest(self) -> Vec<SortKey> {
+        match self.0 {
+            None => Vec::new(),
+            Some(s) => s.harvest(),
+        }
+    }
+}
+
+impl NewestSegment {
+    #[inline]
+    fn collect(&mut self, doc: DocId) {
+        let Some(t) = self.time.first(doc) else {
+            return;
+        };
+        let micros = t.into_timestamp_micros();
+        if micros < self.from || micros >= self.to {
+            return;
+        }
+        let Some(ord) = self.ords.first(doc) else {
+            return;
+        };
+        if self.allowed.binary_search(&ord).is_err() {
+            return;
+        }
+        let index = self.idx.first(doc).unwrap_or(0);
+        if let Some(c) = &self.cursor {
+            if micros > c.micros {
+                return;
+            }
+            if micros == c.micros {
+                self.buf.clear();
+                if self.account.ord_to_str(ord, &mut self.buf).is_err() {
+                    return;
+                }
+                if (self.buf.as_str(), index) >= (c.account.as_str(), c.index) {
+                    return;
+                }
+            }
+        }
+        let key = (micros, ord, index);
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse(key));
+        } else if let Some(Reverse(min)) = self.heap.peek() {
+            if key > *min {
+                self.heap.pop();
+                self.heap.push(Reverse(key));
+            }
+        }
+    }
+
+    fn harvest(self) -> Vec<SortKey> {
+        let mut out = Vec::with_capacity(self.heap.len());
+        let mut buf = String::new();
+        for Reverse((micros, ord, index)) in self.heap {
+            buf.clear();
+            if self.account.ord_to_str(ord, &mut buf).unwrap_or(false) {
+                out.push(SortKey {
+                    micros,
+                    account: buf.clone(),
+                    index,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let key = SortKey {
+            micros: -5,
+            account: "acme".into(),
+            index: 42,
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&key)).unwrap(), key);
+        assert!(decode_cursor("not a cursor!").is_err());
+        assert!(decode_cursor("AA").is_err());
+    }
+}

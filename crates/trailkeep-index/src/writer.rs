@@ -1,0 +1,202 @@
+//! Adding items, committing with positions, rebuilding.
+//!
+//! Adds are buffered by tantivy and become visible to searches at [`Writer::commit`]; the server
+//! commits at least every second. A commit records the highest added log index per account in
+//! the commit payload, atomically with the documents, so after a crash the index says exactly
+//! what it contains.
+//!
+//! Re-adding an `(account, index)` never duplicates it: an add at or below the account's highest
+//! added index first deletes any earlier document for that position. In the normal in-order feed
+//! that check costs nothing.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{IndexRecordOption, Term};
+use tantivy::{IndexReader, IndexWriter};
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::index::{CommitPayload, EventIndex, Positions, read_payload};
+use crate::schema::{FORMAT_VERSION, Fields, build_document, unix_nanos};
+
+/// Resources for the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Indexing threads (each needs at least 15 MB of the budget).
+    pub threads: usize,
+    /// Memory for buffered documents, in bytes, for all threads together.
+    pub memory_budget: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            threads: 1,
+            memory_budget: 64 << 20,
+        }
+    }
+}
+
+/// What [`Writer::add`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// A new position for its account.
+    New,
+    /// The position was at or below the account's highest: any older copy is replaced.
+    Replaced,
+}
+
+/// What a commit made durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// tantivy's operation stamp of the commit.
+    pub opstamp: u64,
+    /// The highest committed log index per account.
+    pub positions: Positions,
+}
+
+/// The single writer of an [`EventIndex`].
+pub struct Writer {
+    writer: IndexWriter,
+    reader: IndexReader,
+    fields: Fields,
+    positions: Positions,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("positions", &self.positions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(index: &EventIndex, options: WriterOptions) -> Result<Writer> {
+        let threads = options.threads.max(1);
+        let budget = options.memory_budget.max(threads * (16 << 20));
+        let writer = index.index.writer_with_num_threads(threads, budget)?;
+        let positions = read_payload(&index.index)?
+            .map(|p| p.positions)
+            .unwrap_or_default();
+        Ok(Writer {
+            writer,
+            reader: index.reader.clone(),
+            fields: index.fields.clone(),
+            positions,
+        })
+    }
+
+    /// Adds one item: the event stored at `(account, index)`, received at `received_at`.
+    ///
+    /// `event` is the stored CADF event object. Visible to searches after the next commit.
+    pub fn add(
+        &mut self,
+        account: &str,
+        index: u64,
+        received_at: OffsetDateTime,
+        event: &Value,
+    ) -> Result<Added> {
+        let received = unix_nanos(received_at);
+        let doc = build_document(&self.fields, account, index, received, event);
+        let outcome = match self.positions.get_mut(account) {
+            Some(highest) if index <= *highest => {
+                let query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+                    (
+                        Occur::Must,
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(self.fields.account, account),
+                            IndexRecordOption::Basic,
+                        )) as Box<dyn Query>,
+                    ),
+                    (
+                        Occur::Must,
+                        Box::new(TermQuery::new(
+                            Term::from_field_u64(self.fields.idx, index),
+                            IndexRecordOption::Basic,
+                        )),
+                    ),
+                ]));
+                self.writer.delete_query(query)?;
+                Added::Replaced
+            }
+            Some(highest) => {
+                *highest = index;
+                Added::New
+            }
+            None => {
+                self.positions.insert(account.to_string(), index);
+                Added::New
+            }
+        };
+        self.writer.add_document(doc)?;
+        Ok(outcome)
+    }
+
+    /// Adds a batch of items `(account, index, received_at, event)`; returns how many were new.
+    pub fn add_batch<'e, I>(&mut self, items: I) -> Result<usize>
+    where
+        I: IntoIterator<Item = (&'e str, u64, OffsetDateTime, &'e Value)>,
+    {
+        let mut new = 0;
+        for (account, index, received_at, event) in items {
+            if self.add(account, index, received_at, event)? == Added::New {
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+
+    /// The highest added log index per account, committed or not.
+    pub fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
+    /// Makes every add so far durable and searchable, with the positions in the payload.
+    pub fn commit(&mut self) -> Result<CommitInfo> {
+        let payload = CommitPayload {
+            format: FORMAT_VERSION,
+            positions: self.positions.clone(),
+        };
+        let text =
+            serde_json::to_string(&payload).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut prepared = self.writer.prepare_commit()?;
+        prepared.set_payload(&text);
+        let opstamp = prepared.commit()?;
+        self.reader.reload()?;
+        Ok(CommitInfo {
+            opstamp,
+            positions: self.positions.clone(),
+        })
+    }
+
+    /// Drops every uncommitted add, back to the last commit (positions too).
+    pub fn rollback(&mut self) -> Result<()> {
+        self.writer.rollback()?;
+        self.positions = self.committed_positions_from_reader()?;
+        Ok(())
+    }
+
+    fn committed_positions_from_reader(&self) -> Result<Positions> {
+        let index = self.reader.searcher().index().clone();
+        Ok(read_payload(&index)?
+            .map(|p| p.positions)
+            .unwrap_or_default())
+    }
+
+    /// Deletes everything (for `trailkeep reindex`): the next commit makes the index empty, with
+    /// no positions, so the feed restarts from the start of every account's log.
+    pub fn delete_all(&mut self) -> Result<()> {
+        self.writer.delete_all_documents()?;
+        self.positions = BTreeMap::new();
+        Ok(())
+    }
+
+    /// Waits for background merges to finish and releases the writer lock.
+    pub fn finish(self) -> Result<()> {
+        self.writer.wait_merging_threads()?;
+        Ok(())
+    }
+}
