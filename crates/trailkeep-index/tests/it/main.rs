@@ -1,5 +1,10 @@
 //! The one integration-test binary of trailkeep-index.
 
+mod aggregate;
 mod golden;
+mod isolation;
+mod paging;
+mod persistence;
+mod ranges;
 mod search;
 mod support;
