@@ -1,0 +1,1358 @@
+//! The ledger handle: open + crash recovery, the single writer with group commit, sealing, reads,
+//! proofs and checkpoint signing (FORMAT.md §8–§9).
+//!
+//! One writer thread owns every write to the active segment, the hash files and checkpoints. An
+//! appender hands it a batch and is answered only after the batch's bytes are durable (or, in
+//! [`Durability::Relaxed`], written to the OS). Whatever arrives while the writer is busy with one
+//! fsync is committed by the next one: batches grow with load, and nobody sleeps. A sealer thread
+//! compresses full segments in the background. Readers share an `RwLock` with the writer, which
+//! holds it for writing only to publish a committed group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::frame::{self, MAX_DATA_LEN};
+use crate::merkle::{self, Hash};
+use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
+use crate::segment::{self, BlockMeta, SealOptions, SegmentKind};
+use crate::storage::{LocalDir, Storage};
+use crate::tiles::TileLog;
+
+/// Magic of the `ledger.meta` object.
+pub const META_MAGIC: [u8; 8] = *b"TRAILKMT";
+/// Data-directory format version written and read by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the metadata object.
+pub const META_NAME: &str = "ledger.meta";
+/// Default object holding the signing key (when [`KeySource::Storage`] is used).
+pub const KEY_NAME: &str = "keys/checkpoint.key";
+/// Object holding the public verifier key, written at open.
+pub const PUBKEY_NAME: &str = "keys/checkpoint.pub";
+
+/// Whether an append is acknowledged after fsync or after the write to the OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledge only after the data is fsynced (the default).
+    #[default]
+    Fsync,
+    /// Acknowledge after the write; data is fsynced at least before each checkpoint is signed
+    /// (about once a second), so a crash can lose the last second of acknowledged records.
+    Relaxed,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Fsync => "fsync",
+            Durability::Relaxed => "relaxed",
+        })
+    }
+}
+
+/// Where the checkpoint signing key comes from.
+#[derive(Debug, Clone, Default)]
+pub enum KeySource {
+    /// The object [`KEY_NAME`] in the ledger's storage; generated on first open.
+    #[default]
+    Storage,
+    /// A file on the local file system; generated on first open (mode 0600 on Unix).
+    File(PathBuf),
+    /// A fixed Ed25519 seed (tests and fixtures).
+    Seed([u8; 32]),
+}
+
+/// How to open a ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The checkpoint origin prefix; an account's log has origin `<origin>/<account>`.
+    pub origin: String,
+    /// Name of the signing key (defaults to `origin`).
+    pub key_name: Option<String>,
+    /// The signing key.
+    pub key: KeySource,
+    /// Acknowledge after fsync or after write.
+    pub durability: Durability,
+    /// Rotate (and then seal) the active segment once it reaches this many bytes.
+    pub segment_target_bytes: u64,
+    /// Block size and compression level of sealed segments.
+    pub seal: SealOptions,
+    /// Sign checkpoints of grown trees this often from the writer thread (`None`: only on
+    /// [`Ledger::sign_checkpoints_if_grown`] and at close).
+    pub checkpoint_interval: Option<Duration>,
+    /// Most bytes committed by one group (one fsync).
+    pub max_group_bytes: usize,
+    /// Seal rotated segments on a background thread (otherwise inline, in the writer).
+    pub background_sealing: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            origin: "trailkeep".into(),
+            key_name: None,
+            key: KeySource::Storage,
+            durability: Durability::Fsync,
+            segment_target_bytes: 64 * 1024 * 1024,
+            seal: SealOptions::default(),
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            max_group_bytes: 32 * 1024 * 1024,
+            background_sealing: true,
+        }
+    }
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The account.
+    pub account: String,
+    /// Index in the account's log (its Merkle leaf index).
+    pub index: u64,
+    /// Global position across all accounts.
+    pub position: u64,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The account.
+    pub account: String,
+    /// Index in the account's log.
+    pub index: u64,
+    /// Global position.
+    pub position: u64,
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// An account's current tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeHead {
+    /// Number of leaves.
+    pub size: u64,
+    /// Root hash.
+    pub root: Hash,
+}
+
+/// Counters about the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerStats {
+    /// Records stored.
+    pub records: u64,
+    /// Accounts with at least one record.
+    pub accounts: u64,
+    /// Segments (plain and sealed).
+    pub segments: u64,
+    /// Sealed segments.
+    pub sealed_segments: u64,
+}
+
+type Reply = Box<dyn FnOnce(Result<Vec<Appended>>) + Send + 'static>;
+
+enum Command {
+    Append {
+        records: Vec<(String, Vec<u8>, Hash)>,
+        reply: Reply,
+    },
+    Sign(mpsc::SyncSender<Result<Vec<(String, u64)>>>),
+    Rotate(mpsc::SyncSender<Result<()>>),
+    Close(mpsc::SyncSender<Result<()>>),
+}
+
+#[derive(Debug)]
+enum SegData {
+    Plain { offsets: Vec<u64>, len: u64 },
+    Sealed { blocks: Vec<BlockMeta> },
+}
+
+#[derive(Debug)]
+struct Segment {
+    name: String,
+    first: u64,
+    count: u64,
+    data: SegData,
+}
+
+#[derive(Debug)]
+struct AccountState {
+    positions: Vec<u64>,
+    tree: TileLog,
+    signed_size: u64,
+    checkpoint: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    segments: Vec<Segment>,
+    next_position: u64,
+    accounts: BTreeMap<String, AccountState>,
+}
+
+impl State {
+    fn segment_of(&self, position: u64) -> Option<&Segment> {
+        let i = self.segments.partition_point(|s| s.first <= position);
+        let s = self.segments.get(i.checked_sub(1)?)?;
+        (position < s.first + s.count).then_some(s)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    storage: Arc<dyn Storage>,
+    config: LedgerConfig,
+    signer: NoteSigner,
+    state: RwLock<State>,
+    block_cache: Mutex<Option<(String, u64, Arc<Vec<u8>>)>>,
+    failed: Mutex<Option<String>>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = close_handle(self);
+    }
+}
+
+fn close_handle(h: &Handle) -> Result<()> {
+    let tx = h.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut result = Ok(());
+    if let Some(tx) = tx {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        if tx.send(Command::Close(rtx)).is_ok() {
+            result = rrx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Closed(Some("writer stopped".into()))));
+        }
+    }
+    if let Some(j) = h.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = j.join();
+    }
+    result
+}
+
+/// A handle to an open ledger. Cheap to clone, `Send + Sync`; the last clone to go away closes
+/// the ledger (signing final checkpoints).
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    handle: Arc<Handle>,
+}
+
+fn read_lock(l: &RwLock<State>) -> RwLockReadGuard<'_, State> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn account_prefix(account: &str) -> String {
+    format!("log/{account}/")
+}
+
+fn checkpoint_name(account: &str) -> String {
+    format!("log/{account}/checkpoint")
+}
+
+fn checkpoint_history_name(account: &str, size: u64) -> String {
+    format!("log/{account}/checkpoints/{size:020}")
+}
+
+/// Encode the metadata object.
+pub fn encode_meta(version: u32) -> Vec<u8> {
+    let mut m = META_MAGIC.to_vec();
+    m.extend_from_slice(&version.to_le_bytes());
+    m.extend_from_slice(&[0; 4]);
+    let crc = crc32fast::hash(&m);
+    m.extend_from_slice(&crc.to_le_bytes());
+    m
+}
+
+/// Decode the metadata object, returning the format version.
+pub fn decode_meta(bytes: &[u8]) -> Result<u32> {
+    if bytes.len() != 20 || bytes[..8] != META_MAGIC {
+        return Err(Error::corrupted(format!("{META_NAME}@0"), "bad magic or length"));
+    }
+    if crc32fast::hash(&bytes[..16]) != u32::from_le_bytes(bytes[16..20].try_into().expect("4")) {
+        return Err(Error::corrupted(format!("{META_NAME}@16"), "CRC mismatch"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
+    if version > FORMAT_VERSION {
+        return Err(Error::UpgradeRequired {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == 0 {
+        return Err(Error::corrupted(format!("{META_NAME}@8"), "version 0"));
+    }
+    Ok(version)
+}
+
+fn seg_err(name: &str, e: segment::SegmentError) -> Error {
+    if let Some(v) = e.unsupported_version {
+        return Error::UpgradeRequired {
+            found: u32::from(v),
+            supported: u32::from(segment::SEGMENT_VERSION),
+        };
+    }
+    Error::corrupted(format!("{name}@{}", e.offset), e.reason)
+}
+
+fn load_signer(storage: &dyn Storage, config: &LedgerConfig) -> Result<NoteSigner> {
+    let name = config.key_name.clone().unwrap_or_else(|| config.origin.clone());
+    let key_err = |e: crate::note::NoteError| Error::Key(e.to_string());
+    let signer = match &config.key {
+        KeySource::Seed(seed) => NoteSigner::from_seed(&name, *seed).map_err(key_err)?,
+        KeySource::Storage => match storage.get(KEY_NAME)? {
+            Some(b) => {
+                let text = String::from_utf8(b).map_err(|_| Error::Key("key is not UTF-8".into()))?;
+                NoteSigner::from_private_string(&text).map_err(key_err)?
+            }
+            None => {
+                let s = NoteSigner::generate(&name).map_err(key_err)?;
+                storage.put(KEY_NAME, format!("{}\n", s.to_private_string()).as_bytes())?;
+                s
+            }
+        },
+        KeySource::File(path) => match std::fs::read_to_string(path) {
+            Ok(text) => NoteSigner::from_private_string(&text).map_err(key_err)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let s = NoteSigner::generate(&name).map_err(key_err)?;
+                write_key_file(path, &s.to_private_string())?;
+                s
+            }
+            Err(e) => return Err(Error::Key(format!("{}: {e}", path.display()))),
+        },
+    };
+    Ok(signer)
+}
+
+fn write_key_file(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(format!("{text}\n").as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Read every segment's index. Returns the segments in order and, per record in position order,
+/// (account, index). Repairs (truncates the torn tail, removes superseded plain segments) when
+/// `repair` is set.
+#[allow(clippy::type_complexity)]
+fn load_segments(
+    storage: &dyn Storage,
+    repair: bool,
+) -> Result<(Vec<Segment>, Vec<(Arc<str>, u64)>)> {
+    let mut names: BTreeMap<u64, (Option<String>, Option<String>)> = BTreeMap::new();
+    for name in storage.list("seg/")? {
+        match segment::parse_name(&name) {
+            Some((first, SegmentKind::Plain)) => names.entry(first).or_default().0 = Some(name),
+            Some((first, SegmentKind::Sealed)) => names.entry(first).or_default().1 = Some(name),
+            None => {}
+        }
+    }
+    let mut segments = Vec::new();
+    let mut records: Vec<(Arc<str>, u64)> = Vec::new();
+    let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+    let mut intern = |a: &str| -> Arc<str> {
+        interned
+            .entry(a.to_owned())
+            .or_insert_with(|| Arc::from(a))
+            .clone()
+    };
+    let last_first = names.keys().next_back().copied();
+    let mut next = 0u64;
+    for (first, (plain, sealed)) in names {
+        if first != next {
+            let name = sealed.or(plain).unwrap_or_default();
+            return Err(Error::corrupted(
+                format!("{name}@0"),
+                format!("segment starts at position {first}, expected {next}"),
+            ));
+        }
+        if let Some(sname) = sealed {
+            let size = storage
+                .size(&sname)?
+                .ok_or_else(|| Error::corrupted(&sname, "vanished"))?;
+            let header = storage.get_range(&sname, 0, segment::HEADER_LEN)?;
+            let header = segment::decode_header(&header).map_err(|e| seg_err(&sname, e))?;
+            let fbytes = storage.get_range(
+                &sname,
+                size.saturating_sub(segment::FOOTER_LEN as u64),
+                segment::FOOTER_LEN,
+            )?;
+            let footer = segment::decode_footer(&fbytes, size).map_err(|e| seg_err(&sname, e))?;
+            let tables = storage.get_range(&sname, footer.tables_offset, footer.tables_len as usize)?;
+            let idx =
+                segment::decode_tables(header, &footer, &tables).map_err(|e| seg_err(&sname, e))?;
+            if header.first_position != first {
+                return Err(Error::corrupted(format!("{sname}@12"), "header position differs from name"));
+            }
+            let accts: Vec<Arc<str>> = idx.accounts.iter().map(|a| intern(a)).collect();
+            for (ord, index) in &idx.records {
+                records.push((accts[*ord as usize].clone(), *index));
+            }
+            let count = idx.records.len() as u64;
+            segments.push(Segment {
+                name: sname,
+                first,
+                count,
+                data: SegData::Sealed { blocks: idx.blocks },
+            });
+            next = first + count;
+            if let Some(p) = plain
+                && repair
+            {
+                // Sealing finished but the plain original was not yet removed.
+                storage.delete(&p)?;
+            }
+            continue;
+        }
+        let pname = plain.expect("plain or sealed");
+        let bytes = storage.get(&pname)?.unwrap_or_default();
+        let is_last = Some(first) == last_first;
+        if bytes.len() < segment::HEADER_LEN && is_last {
+            // Created but its header never became durable: start it afresh.
+            if repair {
+                storage.delete(&pname)?;
+            }
+            continue;
+        }
+        let scan = segment::scan_plain(&bytes).map_err(|e| seg_err(&pname, e))?;
+        if scan.header.first_position != first {
+            return Err(Error::corrupted(format!("{pname}@12"), "header position differs from name"));
+        }
+        if let Some(tail) = &scan.tail {
+            if !is_last {
+                return Err(seg_err(&pname, tail.clone()));
+            }
+            if repair {
+                storage.truncate(&pname, scan.valid_len)?;
+                storage.sync(&pname)?;
+            }
+        }
+        let mut offsets = Vec::with_capacity(scan.records.len());
+        for (off, r) in &scan.records {
+            offsets.push(*off);
+            records.push((intern(r.account), r.index));
+        }
+        let count = offsets.len() as u64;
+        segments.push(Segment {
+            name: pname,
+            first,
+            count,
+            data: SegData::Plain {
+                offsets,
+                len: scan.valid_len,
+            },
+        });
+        next = first + count;
+    }
+    Ok((segments, records))
+}
+
+fn read_from(
+    storage: &dyn Storage,
+    cache: &Mutex<Option<(String, u64, Arc<Vec<u8>>)>>,
+    seg: &Segment,
+    position: u64,
+) -> Result<Record> {
+    let i = position - seg.first;
+    let here = |off: u64| format!("{}@{off}", seg.name);
+    match &seg.data {
+        SegData::Plain { offsets, len } => {
+            let off = offsets[i as usize];
+            let end = offsets.get(i as usize + 1).copied().unwrap_or(*len);
+            let bytes = storage.get_range(&seg.name, off, (end - off) as usize)?;
+            let (r, _) = frame::decode_frame(&bytes).map_err(|e| Error::corrupted(here(off), e.to_string()))?;
+            if r.position != position {
+                return Err(Error::corrupted(here(off), "record has the wrong position"));
+            }
+            Ok(Record {
+                account: r.account.to_owned(),
+                index: r.index,
+                position,
+                bytes: r.data.to_vec(),
+            })
+        }
+        SegData::Sealed { blocks } => {
+            let b = blocks.partition_point(|b| b.first_position <= position) - 1;
+            let block = &blocks[b];
+            let cached = {
+                let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                c.as_ref()
+                    .filter(|(n, p, _)| *n == seg.name && *p == block.first_position)
+                    .map(|(_, _, raw)| raw.clone())
+            };
+            let raw = match cached {
+                Some(raw) => raw,
+                None => {
+                    let compressed =
+                        storage.get_range(&seg.name, block.offset, block.compressed_len as usize)?;
+                    let raw = Arc::new(
+                        segment::open_block(block, &compressed)
+                            .map_err(|e| Error::corrupted(here(e.offset), e.reason))?,
+                    );
+                    *cache.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((seg.name.clone(), block.first_position, raw.clone()));
+                    raw
+                }
+            };
+            let mut off = 0usize;
+            for _ in block.first_position..position {
+                let (_, n) = frame::decode_frame(&raw[off..])
+                    .map_err(|e| Error::corrupted(here(block.offset), e.to_string()))?;
+                off += n;
+            }
+            let (r, _) = frame::decode_frame(&raw[off..])
+                .map_err(|e| Error::corrupted(here(block.offset), e.to_string()))?;
+            if r.position != position {
+                return Err(Error::corrupted(here(block.offset), "record has the wrong position"));
+            }
+            Ok(Record {
+                account: r.account.to_owned(),
+                index: r.index,
+                position,
+                bytes: r.data.to_vec(),
+            })
+        }
+    }
+}
+
+impl Ledger {
+    /// Open (creating if empty) the ledger in a local directory.
+    pub fn open_dir(path: impl AsRef<Path>, config: LedgerConfig) -> Result<Self> {
+        Self::open(Arc::new(LocalDir::open(path.as_ref())?), config)
+    }
+
+    /// Open (creating if empty) the ledger in `storage`, recovering from any crash: the torn
+    /// tail of the active segment is cut off, and each account's tree is reloaded from its last
+    /// checkpoint and extended with the records written after it.
+    pub fn open(storage: Arc<dyn Storage>, config: LedgerConfig) -> Result<Self> {
+        if config.origin.is_empty() || config.origin.contains(char::is_whitespace) {
+            return Err(Error::Invalid("origin must be non-empty without spaces".into()));
+        }
+        match storage.get(META_NAME)? {
+            Some(m) => {
+                decode_meta(&m)?;
+            }
+            None => {
+                if !storage.list("seg/")?.is_empty() {
+                    return Err(Error::corrupted(META_NAME, "metadata missing but segments exist"));
+                }
+                storage.put(META_NAME, &encode_meta(FORMAT_VERSION))?;
+            }
+        }
+        let signer = load_signer(storage.as_ref(), &config)?;
+        let verifier = signer.verifier();
+        let pub_text = format!("{}\n", verifier.to_key_string());
+        if storage.get(PUBKEY_NAME)?.as_deref() != Some(pub_text.as_bytes()) {
+            storage.put(PUBKEY_NAME, pub_text.as_bytes())?;
+        }
+
+        let (mut segments, records) = load_segments(storage.as_ref(), true)?;
+        let next_position = records.len() as u64;
+        // Per-account positions, checking indexes are dense.
+        let mut positions: BTreeMap<Arc<str>, Vec<u64>> = BTreeMap::new();
+        for (pos, (acct, index)) in records.iter().enumerate() {
+            let v = positions.entry(acct.clone()).or_default();
+            if *index != v.len() as u64 {
+                return Err(Error::corrupted(
+                    format!("{acct}/{index}"),
+                    format!("record at position {pos} has index {index}, expected {}", v.len()),
+                ));
+            }
+            v.push(pos as u64);
+        }
+        drop(records);
+        // Accounts that have checkpoints but no records left would mean lost records.
+        for name in storage.list("log/")? {
+            if let Some(acct) = name
+                .strip_prefix("log/")
+                .and_then(|r| r.strip_suffix("/checkpoint"))
+                && !positions.contains_key(acct)
+                && frame::valid_account(acct)
+            {
+                positions.insert(Arc::from(acct), Vec::new());
+            }
+        }
+
+        let mut state = State {
+            segments: Vec::new(),
+            next_position,
+            accounts: BTreeMap::new(),
+        };
+        for (acct, pos) in positions {
+            let account_state = recover_account(
+                storage.as_ref(),
+                &storage,
+                &verifier,
+                &config,
+                &acct,
+                pos,
+                &segments,
+            )?;
+            state.accounts.insert(acct.to_string(), account_state);
+        }
+
+        // Make sure the last segment is an appendable plain segment.
+        let need_new = !matches!(segments.last(), Some(Segment { data: SegData::Plain { .. }, .. }));
+        if need_new {
+            let name = segment::plain_name(next_position);
+            storage.append(&name, &segment::encode_header(SegmentKind::Plain, next_position))?;
+            storage.sync(&name)?;
+            segments.push(Segment {
+                name,
+                first: next_position,
+                count: 0,
+                data: SegData::Plain {
+                    offsets: Vec::new(),
+                    len: segment::HEADER_LEN as u64,
+                },
+            });
+        }
+        // Plain segments other than the last were rotated but not sealed yet.
+        let to_seal: Vec<String> = segments[..segments.len() - 1]
+            .iter()
+            .filter(|s| matches!(s.data, SegData::Plain { .. }))
+            .map(|s| s.name.clone())
+            .collect();
+        state.segments = segments;
+
+        let shared = Arc::new(Shared {
+            storage,
+            config,
+            signer,
+            state: RwLock::new(state),
+            block_cache: Mutex::new(None),
+            failed: Mutex::new(None),
+        });
+        for name in &to_seal {
+            seal_segment(&shared, name)?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("trailkeep-ledger-writer".into())
+            .spawn(move || Writer::new(writer_shared).run(rx))
+            .map_err(Error::Io)?;
+        Ok(Self {
+            handle: Arc::new(Handle {
+                shared,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    fn send(&self, cmd: Command) -> std::result::Result<(), Command> {
+        let tx = self.handle.tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx.send(cmd).map_err(|e| e.0),
+            None => Err(cmd),
+        }
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed(self.shared().failed.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// The durability mode in force.
+    pub fn durability(&self) -> Durability {
+        self.shared().config.durability
+    }
+
+    /// Append a batch; `done` is called (on the writer thread) with one [`Appended`] per record,
+    /// in order, once the batch is durable, or with the error that prevented it. Use it to bridge
+    /// to async code (e.g. complete a oneshot channel).
+    pub fn append_with(
+        &self,
+        batch: Vec<(String, Vec<u8>)>,
+        done: impl FnOnce(Result<Vec<Appended>>) + Send + 'static,
+    ) {
+        let mut records = Vec::with_capacity(batch.len());
+        for (account, bytes) in batch {
+            if !frame::valid_account(&account) {
+                return done(Err(Error::Invalid(format!(
+                    "account {account:?}: use 1-128 characters of A-Z a-z 0-9 . _ - (not starting with .)"
+                ))));
+            }
+            if bytes.len() > MAX_DATA_LEN {
+                return done(Err(Error::Invalid(format!(
+                    "record of {} bytes exceeds the limit of {MAX_DATA_LEN}",
+                    bytes.len()
+                ))));
+            }
+            let leaf = merkle::leaf_hash(&bytes);
+            records.push((account, bytes, leaf));
+        }
+        if records.is_empty() {
+            return done(Ok(Vec::new()));
+        }
+        if let Err(Command::Append { reply, .. }) = self.send(Command::Append {
+            records,
+            reply: Box::new(done),
+        }) {
+            reply(Err(self.closed_error()));
+        }
+    }
+
+    /// Append a batch and wait until it is durable.
+    pub fn append(&self, batch: Vec<(String, Vec<u8>)>) -> Result<Vec<Appended>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append_with(batch, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    fn request<T>(
+        &self,
+        make: impl FnOnce(mpsc::SyncSender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(make(tx)).map_err(|_| self.closed_error())?;
+        rx.recv().unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    /// Sign a checkpoint for every account whose tree grew since its last checkpoint. Returns
+    /// (account, size) for each checkpoint signed. The writer also does this on its own every
+    /// [`LedgerConfig::checkpoint_interval`] and at close.
+    pub fn sign_checkpoints_if_grown(&self) -> Result<Vec<(String, u64)>> {
+        self.request(Command::Sign)
+    }
+
+    /// Close the active segment now (it is sealed in the background) and start a new one.
+    pub fn rotate(&self) -> Result<()> {
+        self.request(Command::Rotate)
+    }
+
+    /// Sign final checkpoints, finish sealing and stop the writer. Other clones get
+    /// [`Error::Closed`] afterwards.
+    pub fn close(&self) -> Result<()> {
+        close_handle(&self.handle)
+    }
+
+    /// The record at `index` of `account`'s log.
+    pub fn read(&self, account: &str, index: u64) -> Result<Option<Vec<u8>>> {
+        let state = read_lock(&self.shared().state);
+        let Some(pos) = state
+            .accounts
+            .get(account)
+            .and_then(|a| a.positions.get(index as usize))
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let seg = state
+            .segment_of(pos)
+            .ok_or_else(|| Error::corrupted(format!("position {pos}"), "no segment holds it"))?;
+        let r = read_from(self.shared().storage.as_ref(), &self.shared().block_cache, seg, pos)?;
+        if r.account != account || r.index != index {
+            return Err(Error::corrupted(
+                format!("{}/{}", r.account, r.index),
+                format!("position {pos} should hold {account}/{index}"),
+            ));
+        }
+        Ok(Some(r.bytes))
+    }
+
+    /// The record at global `position`.
+    pub fn read_position(&self, position: u64) -> Result<Option<Record>> {
+        let state = read_lock(&self.shared().state);
+        let Some(seg) = state.segment_of(position) else {
+            return Ok(None);
+        };
+        read_from(self.shared().storage.as_ref(), &self.shared().block_cache, seg, position).map(Some)
+    }
+
+    /// Iterate `account`'s records from index `from` (as of each step; new records appear).
+    pub fn iter_account(&self, account: &str, from: u64) -> AccountIter {
+        AccountIter {
+            ledger: self.clone(),
+            account: account.to_owned(),
+            next: from,
+        }
+    }
+
+    /// Accounts with a log.
+    pub fn accounts(&self) -> Vec<String> {
+        read_lock(&self.shared().state).accounts.keys().cloned().collect()
+    }
+
+    /// Number of records (= next global position).
+    pub fn len(&self) -> u64 {
+        read_lock(&self.shared().state).next_position
+    }
+
+    /// Whether no record was ever appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LedgerStats {
+        let s = read_lock(&self.shared().state);
+        LedgerStats {
+            records: s.next_position,
+            accounts: s.accounts.len() as u64,
+            segments: s.segments.len() as u64,
+            sealed_segments: s
+                .segments
+                .iter()
+                .filter(|s| matches!(s.data, SegData::Sealed { .. }))
+                .count() as u64,
+        }
+    }
+
+    /// The current tree of `account`.
+    pub fn tree_head(&self, account: &str) -> Option<TreeHead> {
+        read_lock(&self.shared().state).accounts.get(account).map(|a| TreeHead {
+            size: a.tree.size(),
+            root: a.tree.root(),
+        })
+    }
+
+    /// The root of `account`'s tree at a past (or the current) `size`.
+    pub fn root_at(&self, account: &str, size: u64) -> Result<Hash> {
+        self.with_tree(account, |t| t.root_at(size))
+    }
+
+    fn with_tree<T>(&self, account: &str, f: impl FnOnce(&TileLog) -> Result<T>) -> Result<T> {
+        let state = read_lock(&self.shared().state);
+        let a = state
+            .accounts
+            .get(account)
+            .ok_or_else(|| Error::NotFound(format!("account {account}")))?;
+        f(&a.tree)
+    }
+
+    /// The latest signed checkpoint (a signed note) of `account`.
+    pub fn latest_checkpoint(&self, account: &str) -> Option<String> {
+        read_lock(&self.shared().state)
+            .accounts
+            .get(account)
+            .and_then(|a| a.checkpoint.clone())
+    }
+
+    /// Inclusion proof of `account`'s leaf `index` in its tree of `size` leaves.
+    pub fn inclusion_proof(&self, account: &str, index: u64, size: u64) -> Result<Vec<Hash>> {
+        self.with_tree(account, |t| t.inclusion_proof(index, size))
+    }
+
+    /// Consistency proof of `account`'s tree between sizes `m <= n`.
+    pub fn consistency_proof(&self, account: &str, m: u64, n: u64) -> Result<Vec<Hash>> {
+        self.with_tree(account, |t| t.consistency_proof(m, n))
+    }
+
+    /// A tile of `account`'s tree by its C2SP path (`tile/<L>/<N>[.p/<W>]`), or `None` if no such
+    /// tile exists (yet).
+    pub fn tile(&self, account: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.with_tree(account, |t| t.tile_bytes(path)) {
+            Err(Error::NotFound(_)) => Ok(None),
+            r => r,
+        }
+    }
+
+    /// The note verifier key (`name+hexhash+base64(0x01‖pubkey)`).
+    pub fn verifier_key(&self) -> String {
+        self.shared().signer.verifier().to_key_string()
+    }
+
+    /// The checkpoint origin of `account`'s log.
+    pub fn origin(&self, account: &str) -> String {
+        format!("{}/{account}", self.shared().config.origin)
+    }
+
+    /// Signed checkpoints of `account` that are kept, oldest first: (size, note).
+    pub fn checkpoint_history(&self, account: &str) -> Result<Vec<(u64, String)>> {
+        if !frame::valid_account(account) {
+            return Ok(Vec::new());
+        }
+        let storage = &self.shared().storage;
+        let mut out = Vec::new();
+        for name in storage.list(&format!("log/{account}/checkpoints/"))? {
+            let Some(size) = name.rsplit('/').next().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if let Some(b) = storage.get(&name)? {
+                out.push((size, String::from_utf8_lossy(&b).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Iterator over one account's records; see [`Ledger::iter_account`].
+#[derive(Debug)]
+pub struct AccountIter {
+    ledger: Ledger,
+    account: String,
+    next: u64,
+}
+
+impl Iterator for AccountIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let index = self.next;
+        match self.ledger.read(&self.account, index) {
+            Ok(Some(bytes)) => {
+                self.next += 1;
+                let position = read_lock(&self.ledger.shared().state)
+                    .accounts
+                    .get(&self.account)
+                    .and_then(|a| a.positions.get(index as usize).copied())
+                    .unwrap_or_default();
+                Some(Ok(Record {
+                    account: self.account.clone(),
+                    index,
+                    position,
+                    bytes,
+                }))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.next = u64::MAX;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+fn recover_account(
+    storage: &dyn Storage,
+    storage_arc: &Arc<dyn Storage>,
+    verifier: &NoteVerifier,
+    config: &LedgerConfig,
+    account: &str,
+    positions: Vec<u64>,
+    segments: &[Segment],
+) -> Result<AccountState> {
+    let prefix = account_prefix(account);
+    let cp_name = checkpoint_name(account);
+    let origin = format!("{}/{account}", config.origin);
+    let mut checkpoint = None;
+    let mut cp_size = 0;
+    let mut cp_root = None;
+    if let Some(bytes) = storage.get(&cp_name)? {
+        let text = String::from_utf8(bytes).map_err(|_| Error::corrupted(&cp_name, "not UTF-8"))?;
+        let body = verifier
+            .open(&text)
+            .map_err(|e| Error::corrupted(&cp_name, e.to_string()))?;
+        let cp = Checkpoint::parse(body).map_err(|e| Error::corrupted(&cp_name, e.to_string()))?;
+        if cp.origin != origin {
+            return Err(Error::corrupted(&cp_name, format!("origin {:?} is not {origin:?}", cp.origin)));
+        }
+        cp_size = cp.size;
+        cp_root = Some(cp.root);
+        checkpoint = Some(text);
+    }
+    if cp_size > positions.len() as u64 {
+        return Err(Error::corrupted(
+            format!("{account}/{}", positions.len()),
+            format!(
+                "signed checkpoint covers {cp_size} records but the log holds {}",
+                positions.len()
+            ),
+        ));
+    }
+    let mut tree = TileLog::load(storage_arc.clone(), prefix, cp_size, true)?;
+    if let Some(root) = cp_root
+        && tree.root() != root
+    {
+        return Err(Error::corrupted(
+            format!("{account}/{cp_size}"),
+            "tree hashes do not match the signed checkpoint",
+        ));
+    }
+    let cache = Mutex::new(None);
+    let mut seg_i = 0usize;
+    for (index, &pos) in positions.iter().enumerate().skip(cp_size as usize) {
+        while segments[seg_i].first + segments[seg_i].count <= pos {
+            seg_i += 1;
+        }
+        let r = read_from(storage, &cache, &segments[seg_i], pos)?;
+        if r.account != account || r.index != index as u64 {
+            return Err(Error::corrupted(format!("{account}/{index}"), "record mismatch"));
+        }
+        tree.push(merkle::leaf_hash(&r.bytes));
+    }
+    Ok(AccountState {
+        positions,
+        tree,
+        signed_size: cp_size,
+        checkpoint,
+    })
+}
+
+/// Seal a rotated plain segment: build the sealed file, publish it, remove the plain one.
+fn seal_segment(shared: &Shared, name: &str) -> Result<()> {
+    let storage = shared.storage.as_ref();
+    let bytes = storage
+        .get(name)?
+        .ok_or_else(|| Error::corrupted(name, "segment to seal vanished"))?;
+    let scan = segment::scan_plain(&bytes).map_err(|e| seg_err(name, e))?;
+    if let Some(t) = scan.tail {
+        return Err(seg_err(name, t));
+    }
+    let first = scan.header.first_position;
+    let recs: Vec<_> = scan.records.iter().map(|(_, r)| *r).collect();
+    let sealed = segment::build_sealed(first, &recs, shared.config.seal)?;
+    let idx = segment::parse_sealed(&sealed).map_err(|e| seg_err(name, e))?;
+    let sname = segment::sealed_name(first);
+    storage.put(&sname, &sealed)?;
+    {
+        let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(seg) = state.segments.iter_mut().find(|s| s.name == name) {
+            seg.name = sname;
+            seg.data = SegData::Sealed { blocks: idx.blocks };
+        }
+    }
+    Ok(storage.delete(name)?)
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    next_index: HashMap<String, u64>,
+    next_position: u64,
+    active: String,
+    active_len: u64,
+    last_sign: Instant,
+    sealer: Option<(Sender<String>, JoinHandle<()>)>,
+    buf: Vec<u8>,
+    unsynced: bool,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        let (next_index, next_position, active, active_len) = {
+            let s = read_lock(&shared.state);
+            let last = s.segments.last().expect("an active segment");
+            let len = match &last.data {
+                SegData::Plain { len, .. } => *len,
+                SegData::Sealed { .. } => 0,
+            };
+            (
+                s.accounts
+                    .iter()
+                    .map(|(a, st)| (a.clone(), st.positions.len() as u64))
+                    .collect(),
+                s.next_position,
+                last.name.clone(),
+                len,
+            )
+        };
+        let sealer = shared.config.background_sealing.then(|| {
+            let (tx, rx) = mpsc::channel::<String>();
+            let sh = shared.clone();
+            let j = std::thread::Builder::new()
+                .name("trailkeep-ledger-sealer".into())
+                .spawn(move || {
+                    for name in rx {
+                        if let Err(e) = seal_segment(&sh, &name) {
+                            // Left plain; sealed again at the next open.
+                            let mut f = sh.failed.lock().unwrap_or_else(|e| e.into_inner());
+                            f.get_or_insert_with(|| format!("sealing {name}: {e}"));
+                        }
+                    }
+                })
+                .expect("spawn sealer");
+            (tx, j)
+        });
+        Self {
+            shared,
+            next_index,
+            next_position,
+            active,
+            active_len,
+            last_sign: Instant::now(),
+            sealer,
+            buf: Vec::new(),
+            unsynced: false,
+        }
+    }
+
+    fn fail(&self, e: &Error) {
+        let mut f = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert_with(|| e.to_string());
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        let mut close_reply = None;
+        'outer: loop {
+            let first = match self.shared.config.checkpoint_interval {
+                Some(iv) => {
+                    let wait = iv.saturating_sub(self.last_sign.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(c) => Some(c),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => break,
+                },
+            };
+            let mut appends = Vec::new();
+            let mut others = Vec::new();
+            let mut bytes = 0usize;
+            let take = |c: Command, appends: &mut Vec<_>, others: &mut Vec<_>| match c {
+                Command::Append { records, reply } => {
+                    let n = records.iter().map(|r| r.1.len()).sum::<usize>();
+                    appends.push((records, reply));
+                    n
+                }
+                other => {
+                    others.push(other);
+                    0
+                }
+            };
+            if let Some(c) = first {
+                bytes += take(c, &mut appends, &mut others);
+                // Group commit: everything that queued up while the last fsync ran.
+                while bytes < self.shared.config.max_group_bytes && others.is_empty() {
+                    match rx.try_recv() {
+                        Ok(c) => bytes += take(c, &mut appends, &mut others),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !appends.is_empty()
+                && let Err(e) = self.commit(appends)
+            {
+                self.fail(&e);
+                break 'outer;
+            }
+            for c in others {
+                match c {
+                    Command::Append { .. } => unreachable!("appends are grouped"),
+                    Command::Sign(reply) => {
+                        let r = self.sign();
+                        let _ = reply.send(r);
+                    }
+                    Command::Rotate(reply) => {
+                        let r = self.rotate();
+                        let _ = reply.send(r);
+                    }
+                    Command::Close(reply) => {
+                        close_reply = Some(reply);
+                        break 'outer;
+                    }
+                }
+            }
+            if let Some(iv) = self.shared.config.checkpoint_interval
+                && self.last_sign.elapsed() >= iv
+                && let Err(e) = self.sign()
+            {
+                self.fail(&e);
+                break 'outer;
+            }
+            if self.active_len >= self.shared.config.segment_target_bytes
+                && let Err(e) = self.rotate()
+            {
+                self.fail(&e);
+                break 'outer;
+            }
+        }
+        // Shutdown: answer queued appends, sign, finish sealing.
+        let failed = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut result = match &failed {
+            None => self.sign().map(|_| ()),
+            Some(f) => Err(Error::Closed(Some(f.clone()))),
+        };
+        drop(rx);
+        if let Some((tx, j)) = self.sealer.take() {
+            drop(tx);
+            let _ = j.join();
+        }
+        if result.is_ok()
+            && let Some(f) = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        {
+            result = Err(Error::Closed(Some(f)));
+        }
+        if let Some(reply) = close_reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn commit(&mut self, appends: Vec<(Vec<(String, Vec<u8>, Hash)>, Reply)>) -> Result<()> {
+        self.buf.clear();
+        let start_len = self.active_len;
+        let mut offsets = Vec::new();
+        let mut results = Vec::with_capacity(appends.len());
+        let mut next_index = self.next_index.clone();
+        let mut pos = self.next_position;
+        for (records, _) in &appends {
+            let mut res = Vec::with_capacity(records.len());
+            for (account, data, _) in records {
+                let idx = next_index.entry(account.clone()).or_insert(0);
+                offsets.push(start_len + self.buf.len() as u64);
+                frame::encode_frame(&mut self.buf, pos, *idx, account, data);
+                res.push(Appended {
+                    account: account.clone(),
+                    index: *idx,
+                    position: pos,
+                });
+                *idx += 1;
+                pos += 1;
+            }
+            results.push(res);
+        }
+        let storage = self.shared.storage.as_ref();
+        let io = storage.append(&self.active, &self.buf).and_then(|()| {
+            if self.shared.config.durability == Durability::Fsync {
+                storage.sync(&self.active)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = io {
+            // The file's state is unknown: stop taking writes; the next open recovers.
+            for (_, reply) in appends {
+                reply(Err(Error::Io(std::io::Error::new(e.kind(), e.to_string()))));
+            }
+            return Err(Error::Io(e));
+        }
+        self.unsynced = self.shared.config.durability == Durability::Relaxed;
+        self.active_len += self.buf.len() as u64;
+        self.next_index = next_index;
+        self.next_position = pos;
+        {
+            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            let state = &mut *state;
+            let seg = state.segments.last_mut().expect("active segment");
+            if let SegData::Plain { offsets: o, len } = &mut seg.data {
+                o.extend_from_slice(&offsets);
+                *len = self.active_len;
+            }
+            seg.count += offsets.len() as u64;
+            state.next_position = pos;
+            for ((records, _), res) in appends.iter().zip(&results) {
+                for ((account, _, leaf), r) in records.iter().zip(res) {
+                    let a = match state.accounts.get_mut(account) {
+                        Some(a) => a,
+                        None => state.accounts.entry(account.clone()).or_insert(AccountState {
+                            positions: Vec::new(),
+                            tree: TileLog::new(self.shared.storage.clone(), account_prefix(account)),
+                            signed_size: 0,
+                            checkpoint: None,
+                        }),
+                    };
+                    a.positions.push(r.position);
+                    a.tree.push(*leaf);
+                }
+            }
+        }
+        for ((_, reply), res) in appends.into_iter().zip(results) {
+            reply(Ok(res));
+        }
+        Ok(())
+    }
+
+    fn sign(&mut self) -> Result<Vec<(String, u64)>> {
+        self.last_sign = Instant::now();
+        let storage = self.shared.storage.clone();
+        if self.unsynced {
+            storage.sync(&self.active)?;
+            self.unsynced = false;
+        }
+        let mut signed = Vec::new();
+        let grown: Vec<String> = read_lock(&self.shared.state)
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.tree.size() > a.signed_size || a.checkpoint.is_none() && a.tree.size() > 0)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for account in grown {
+            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            let Some(a) = state.accounts.get_mut(&account) else {
+                continue;
+            };
+            a.tree.persist()?;
+            let cp = Checkpoint {
+                origin: format!("{}/{account}", self.shared.config.origin),
+                size: a.tree.size(),
+                root: a.tree.root(),
+            };
+            let note = self
+                .shared
+                .signer
+                .sign(&cp.body())
+                .map_err(|e| Error::Key(e.to_string()))?;
+            storage.put(&checkpoint_history_name(&account, cp.size), note.as_bytes())?;
+            storage.put(&checkpoint_name(&account), note.as_bytes())?;
+            a.signed_size = cp.size;
+            a.checkpoint = Some(note);
+            signed.push((account, cp.size));
+        }
+        Ok(signed)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let storage = self.shared.storage.clone();
+        let count = {
+            let s = read_lock(&self.shared.state);
+            s.segments.last().map(|s| s.count).unwrap_or(0)
+        };
+        if count == 0 {
+            return Ok(());
+        }
+        storage.sync(&self.active)?;
+        self.unsynced = false;
+        let old = std::mem::replace(&mut self.active, segment::plain_name(self.next_position));
+        storage.append(
+            &self.active,
+            &segment::encode_header(SegmentKind::Plain, self.next_position),
+        )?;
+        storage.sync(&self.active)?;
+        self.active_len = segment::HEADER_LEN as u64;
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .segments
+            .push(Segment {
+                name: self.active.clone(),
+                first: self.next_position,
+                count: 0,
+                data: SegData::Plain {
+                    offsets: Vec::new(),
+                    len: self.active_len,
+                },
+            });
+        match &self.sealer {
+            Some((tx, _)) => {
+                if tx.send(old.clone()).is_err() {
+                    seal_segment(&self.shared, &old)?;
+                }
+            }
+            None => seal_segment(&self.shared, &old)?,
+        }
+        Ok(())
+    }
+}

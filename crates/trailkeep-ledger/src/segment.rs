@@ -1,0 +1,586 @@
+//! Segment files: the plain active segment and sealed, block-compressed segments
+//! (FORMAT.md §2–§4).
+//!
+//! Parsing is pure (over byte slices) and bounded: every length read from disk is checked against
+//! the bytes present and the format's limits before it is used, and every refusal names a byte
+//! offset. Sealed segments are written once and never modified.
+
+use crate::frame::{self, FrameError, MAX_ACCOUNT_LEN, RawRecord};
+
+/// Magic at the start of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"TRAILKLG";
+/// Magic at the very end of a sealed segment.
+pub const SEALED_MAGIC: [u8; 8] = *b"TRAILKSL";
+/// Segment format version written by this build.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Header length.
+pub const HEADER_LEN: usize = 24;
+/// Footer length of a sealed segment.
+pub const FOOTER_LEN: usize = 48;
+/// Bytes per entry in a sealed segment's block table.
+pub const BLOCK_ENTRY_LEN: usize = 32;
+/// Bytes per entry in a sealed segment's record table.
+pub const RECORD_ENTRY_LEN: usize = 12;
+/// Largest uncompressed block a reader accepts.
+pub const MAX_BLOCK_LEN: usize = 64 * 1024 * 1024;
+/// Most records in one segment a reader accepts.
+pub const MAX_SEGMENT_RECORDS: u64 = 1 << 28;
+
+/// Kind byte in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// Appendable, uncompressed frames.
+    Plain = 1,
+    /// Immutable, zstd blocks plus tables.
+    Sealed = 2,
+}
+
+/// A decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format version.
+    pub version: u16,
+    /// Plain or sealed.
+    pub kind: SegmentKind,
+    /// Global position of the segment's first record.
+    pub first_position: u64,
+}
+
+/// A positioned parse failure inside one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentError {
+    /// Byte offset in the segment (for sealed blocks: the offset of the block).
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// The version found, when the failure is an unsupported version.
+    pub unsupported_version: Option<u16>,
+}
+
+impl SegmentError {
+    fn at(offset: u64, reason: impl Into<String>) -> Self {
+        Self {
+            offset,
+            reason: reason.into(),
+            unsupported_version: None,
+        }
+    }
+}
+
+impl std::fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "byte {}: {}", self.offset, self.reason)
+    }
+}
+
+/// Name of a plain segment starting at `first`.
+pub fn plain_name(first: u64) -> String {
+    format!("seg/{first:020}.log")
+}
+
+/// Name of a sealed segment starting at `first`.
+pub fn sealed_name(first: u64) -> String {
+    format!("seg/{first:020}.sealed")
+}
+
+/// Parse a segment object name into (first position, kind).
+pub fn parse_name(name: &str) -> Option<(u64, SegmentKind)> {
+    let rest = name.strip_prefix("seg/")?;
+    let (num, kind) = if let Some(n) = rest.strip_suffix(".log") {
+        (n, SegmentKind::Plain)
+    } else {
+        (rest.strip_suffix(".sealed")?, SegmentKind::Sealed)
+    };
+    if num.len() != 20 || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((num.parse().ok()?, kind))
+}
+
+/// Encode a header.
+pub fn encode_header(kind: SegmentKind, first_position: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[10] = kind as u8;
+    h[12..20].copy_from_slice(&first_position.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Decode a header from the start of `buf`.
+pub fn decode_header(buf: &[u8]) -> Result<Header, SegmentError> {
+    if buf.len() < HEADER_LEN {
+        return Err(SegmentError::at(
+            0,
+            format!("header truncated ({} of {HEADER_LEN} bytes)", buf.len()),
+        ));
+    }
+    if buf[..8] != SEGMENT_MAGIC {
+        return Err(SegmentError::at(0, "bad segment magic"));
+    }
+    let crc = u32::from_le_bytes(buf[20..24].try_into().expect("4"));
+    if crc != crc32fast::hash(&buf[..20]) {
+        return Err(SegmentError::at(20, "header CRC mismatch"));
+    }
+    let version = u16::from_le_bytes([buf[8], buf[9]]);
+    if version == 0 || version > SEGMENT_VERSION {
+        return Err(SegmentError {
+            offset: 8,
+            reason: format!("unsupported segment version {version}"),
+            unsupported_version: Some(version),
+        });
+    }
+    let kind = match buf[10] {
+        1 => SegmentKind::Plain,
+        2 => SegmentKind::Sealed,
+        k => return Err(SegmentError::at(10, format!("unknown segment kind {k}"))),
+    };
+    Ok(Header {
+        version,
+        kind,
+        first_position: u64::from_le_bytes(buf[12..20].try_into().expect("8")),
+    })
+}
+
+/// Result of scanning a plain segment.
+#[derive(Debug)]
+pub struct PlainScan<'a> {
+    /// The header.
+    pub header: Header,
+    /// Every valid record in order, with the byte offset of its frame.
+    pub records: Vec<(u64, RawRecord<'a>)>,
+    /// Length of the valid prefix (header + whole valid frames).
+    pub valid_len: u64,
+    /// Why scanning stopped before the end, if it did.
+    pub tail: Option<SegmentError>,
+}
+
+/// Scan a plain segment, stopping at the first frame that does not decode or whose position is
+/// not the next one. A bad header is an error; a bad frame ends the scan (`tail`).
+pub fn scan_plain(buf: &[u8]) -> Result<PlainScan<'_>, SegmentError> {
+    let header = decode_header(buf)?;
+    if header.kind != SegmentKind::Plain {
+        return Err(SegmentError::at(10, "expected a plain segment"));
+    }
+    let mut records = Vec::new();
+    let mut off = HEADER_LEN;
+    let mut tail = None;
+    let mut next = header.first_position;
+    while off < buf.len() {
+        match frame::decode_frame(&buf[off..]) {
+            Ok((rec, n)) => {
+                if rec.position != next {
+                    tail = Some(SegmentError::at(
+                        off as u64,
+                        format!(
+                            "record at position {} where {next} was expected",
+                            rec.position
+                        ),
+                    ));
+                    break;
+                }
+                records.push((off as u64, rec));
+                next += 1;
+                off += n;
+            }
+            Err(e) => {
+                tail = Some(SegmentError::at(off as u64, e.to_string()));
+                break;
+            }
+        }
+    }
+    Ok(PlainScan {
+        header,
+        records,
+        valid_len: off as u64,
+        tail,
+    })
+}
+
+/// One block of a sealed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMeta {
+    /// Byte offset of the compressed block in the segment.
+    pub offset: u64,
+    /// Compressed length.
+    pub compressed_len: u32,
+    /// Uncompressed length.
+    pub uncompressed_len: u32,
+    /// Global position of the block's first record.
+    pub first_position: u64,
+    /// Records in the block.
+    pub record_count: u32,
+    /// CRC-32 of the compressed bytes.
+    pub crc: u32,
+}
+
+/// The tables of a sealed segment (everything but the blocks themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedIndex {
+    /// The header.
+    pub header: Header,
+    /// Account names; records refer to them by ordinal.
+    pub accounts: Vec<String>,
+    /// Per record (in position order): (account ordinal, index in the account).
+    pub records: Vec<(u32, u64)>,
+    /// The blocks, in position order.
+    pub blocks: Vec<BlockMeta>,
+}
+
+/// Options for sealing.
+#[derive(Debug, Clone, Copy)]
+pub struct SealOptions {
+    /// Target uncompressed bytes per block (a block closes after the record that crosses it).
+    pub block_target: usize,
+    /// zstd level.
+    pub zstd_level: i32,
+}
+
+impl Default for SealOptions {
+    fn default() -> Self {
+        Self {
+            block_target: 256 * 1024,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Build a sealed segment from the records of a plain segment (all must be valid and
+/// consecutive from `first_position`).
+pub fn build_sealed(
+    first_position: u64,
+    records: &[RawRecord<'_>],
+    opts: SealOptions,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&encode_header(SegmentKind::Sealed, first_position));
+    let mut accounts: Vec<String> = Vec::new();
+    let mut ordinals: std::collections::HashMap<&str, u32> = Default::default();
+    let mut table = Vec::with_capacity(records.len() * RECORD_ENTRY_LEN);
+    let mut blocks = Vec::new();
+    let mut compressor = zstd::bulk::Compressor::new(opts.zstd_level)?;
+    let mut raw = Vec::with_capacity(opts.block_target + 64 * 1024);
+    let mut block_first = first_position;
+    let mut block_count = 0u32;
+    let mut flush = |raw: &mut Vec<u8>,
+                     out: &mut Vec<u8>,
+                     block_first: u64,
+                     count: u32|
+     -> std::io::Result<()> {
+        let compressed = compressor.compress(raw)?;
+        blocks.push(BlockMeta {
+            offset: out.len() as u64,
+            compressed_len: compressed.len() as u32,
+            uncompressed_len: raw.len() as u32,
+            first_position: block_first,
+            record_count: count,
+            crc: crc32fast::hash(&compressed),
+        });
+        out.extend_from_slice(&compressed);
+        raw.clear();
+        Ok(())
+    };
+    for (i, r) in records.iter().enumerate() {
+        debug_assert_eq!(r.position, first_position + i as u64);
+        let ord = *ordinals.entry(r.account).or_insert_with(|| {
+            accounts.push(r.account.to_owned());
+            (accounts.len() - 1) as u32
+        });
+        table.extend_from_slice(&ord.to_le_bytes());
+        table.extend_from_slice(&r.index.to_le_bytes());
+        frame::encode_frame(&mut raw, r.position, r.index, r.account, r.data);
+        block_count += 1;
+        if raw.len() >= opts.block_target {
+            flush(&mut raw, &mut out, block_first, block_count)?;
+            block_first = r.position + 1;
+            block_count = 0;
+        }
+    }
+    if block_count > 0 {
+        flush(&mut raw, &mut out, block_first, block_count)?;
+    }
+    let tables_offset = out.len() as u64;
+    out.extend_from_slice(&(accounts.len() as u32).to_le_bytes());
+    for a in &accounts {
+        out.push(a.len() as u8);
+        out.extend_from_slice(a.as_bytes());
+    }
+    out.extend_from_slice(&table);
+    for b in &blocks {
+        out.extend_from_slice(&b.offset.to_le_bytes());
+        out.extend_from_slice(&b.compressed_len.to_le_bytes());
+        out.extend_from_slice(&b.uncompressed_len.to_le_bytes());
+        out.extend_from_slice(&b.first_position.to_le_bytes());
+        out.extend_from_slice(&b.record_count.to_le_bytes());
+        out.extend_from_slice(&b.crc.to_le_bytes());
+    }
+    let tables_len = out.len() as u64 - tables_offset;
+    let tables_crc = crc32fast::hash(&out[tables_offset as usize..]);
+    let footer_start = out.len();
+    out.extend_from_slice(&tables_offset.to_le_bytes());
+    out.extend_from_slice(&tables_len.to_le_bytes());
+    out.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    out.extend_from_slice(&tables_crc.to_le_bytes());
+    out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let fcrc = crc32fast::hash(&out[footer_start..]);
+    out.extend_from_slice(&fcrc.to_le_bytes());
+    out.extend_from_slice(&SEALED_MAGIC);
+    Ok(out)
+}
+
+/// Where a sealed segment's tables live, from its footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footer {
+    /// Offset of the tables.
+    pub tables_offset: u64,
+    /// Length of the tables.
+    pub tables_len: u64,
+    /// Records in the segment.
+    pub record_count: u64,
+    /// Blocks in the segment.
+    pub block_count: u32,
+    /// CRC-32 of the tables.
+    pub tables_crc: u32,
+}
+
+/// Decode the footer (the last [`FOOTER_LEN`] bytes of a segment of `file_len` bytes).
+pub fn decode_footer(buf: &[u8], file_len: u64) -> Result<Footer, SegmentError> {
+    let at = file_len.saturating_sub(FOOTER_LEN as u64);
+    if buf.len() != FOOTER_LEN || file_len < (HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(SegmentError::at(at, "sealed segment too short for a footer"));
+    }
+    if buf[40..48] != SEALED_MAGIC {
+        return Err(SegmentError::at(
+            at + 40,
+            "sealed segment footer magic missing (truncated?)",
+        ));
+    }
+    let crc = u32::from_le_bytes(buf[36..40].try_into().expect("4"));
+    if crc != crc32fast::hash(&buf[..36]) {
+        return Err(SegmentError::at(at, "footer CRC mismatch"));
+    }
+    let u64_at = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().expect("8"));
+    let version = u16::from_le_bytes([buf[32], buf[33]]);
+    if version == 0 || version > SEGMENT_VERSION {
+        return Err(SegmentError {
+            offset: at + 32,
+            reason: format!("unsupported segment version {version}"),
+            unsupported_version: Some(version),
+        });
+    }
+    let f = Footer {
+        tables_offset: u64_at(0),
+        tables_len: u64_at(8),
+        record_count: u64_at(16),
+        block_count: u32::from_le_bytes(buf[24..28].try_into().expect("4")),
+        tables_crc: u32::from_le_bytes(buf[28..32].try_into().expect("4")),
+    };
+    let end = f.tables_offset.checked_add(f.tables_len);
+    if f.tables_offset < HEADER_LEN as u64 || end != Some(at) {
+        return Err(SegmentError::at(at, "footer table bounds do not fit the file"));
+    }
+    if f.record_count > MAX_SEGMENT_RECORDS || u64::from(f.block_count) > f.record_count {
+        return Err(SegmentError::at(at, "footer counts out of range"));
+    }
+    Ok(f)
+}
+
+/// Decode the tables of a sealed segment, given its header bytes, footer and table bytes.
+pub fn decode_tables(
+    header: Header,
+    footer: &Footer,
+    tables: &[u8],
+) -> Result<SealedIndex, SegmentError> {
+    let base = footer.tables_offset;
+    if tables.len() as u64 != footer.tables_len {
+        return Err(SegmentError::at(base, "tables truncated"));
+    }
+    if crc32fast::hash(tables) != footer.tables_crc {
+        return Err(SegmentError::at(base, "tables CRC mismatch"));
+    }
+    let mut at = 0usize;
+    let need = |at: usize, n: usize| -> Result<(), SegmentError> {
+        if at.checked_add(n).is_some_and(|e| e <= tables.len()) {
+            Ok(())
+        } else {
+            Err(SegmentError::at(base + at as u64, "tables end early"))
+        }
+    };
+    need(at, 4)?;
+    let n_accounts = u32::from_le_bytes(tables[0..4].try_into().expect("4")) as usize;
+    at += 4;
+    if n_accounts as u64 > footer.record_count {
+        return Err(SegmentError::at(base, "more accounts than records"));
+    }
+    let mut accounts = Vec::with_capacity(n_accounts.min(4096));
+    for _ in 0..n_accounts {
+        need(at, 1)?;
+        let len = tables[at] as usize;
+        need(at + 1, len)?;
+        let name = std::str::from_utf8(&tables[at + 1..at + 1 + len])
+            .ok()
+            .filter(|a| len <= MAX_ACCOUNT_LEN && frame::valid_account(a))
+            .ok_or_else(|| SegmentError::at(base + at as u64, "invalid account name"))?;
+        accounts.push(name.to_owned());
+        at += 1 + len;
+    }
+    let n_records = footer.record_count as usize;
+    need(at, n_records * RECORD_ENTRY_LEN)?;
+    let mut records = Vec::with_capacity(n_records);
+    for i in 0..n_records {
+        let e = &tables[at + i * RECORD_ENTRY_LEN..at + (i + 1) * RECORD_ENTRY_LEN];
+        let ord = u32::from_le_bytes(e[0..4].try_into().expect("4"));
+        if ord as usize >= accounts.len() {
+            return Err(SegmentError::at(
+                base + (at + i * RECORD_ENTRY_LEN) as u64,
+                "record table names an unknown account",
+            ));
+        }
+        records.push((ord, u64::from_le_bytes(e[4..12].try_into().expect("8"))));
+    }
+    at += n_records * RECORD_ENTRY_LEN;
+    let n_blocks = footer.block_count as usize;
+    need(at, n_blocks * BLOCK_ENTRY_LEN)?;
+    let mut blocks = Vec::with_capacity(n_blocks);
+    let mut next_pos = header.first_position;
+    let mut next_off = HEADER_LEN as u64;
+    for i in 0..n_blocks {
+        let e = &tables[at + i * BLOCK_ENTRY_LEN..at + (i + 1) * BLOCK_ENTRY_LEN];
+        let b = BlockMeta {
+            offset: u64::from_le_bytes(e[0..8].try_into().expect("8")),
+            compressed_len: u32::from_le_bytes(e[8..12].try_into().expect("4")),
+            uncompressed_len: u32::from_le_bytes(e[12..16].try_into().expect("4")),
+            first_position: u64::from_le_bytes(e[16..24].try_into().expect("8")),
+            record_count: u32::from_le_bytes(e[24..28].try_into().expect("4")),
+            crc: u32::from_le_bytes(e[28..32].try_into().expect("4")),
+        };
+        if b.offset != next_off
+            || b.first_position != next_pos
+            || b.record_count == 0
+            || b.uncompressed_len as usize > MAX_BLOCK_LEN
+        {
+            return Err(SegmentError::at(
+                base + (at + i * BLOCK_ENTRY_LEN) as u64,
+                format!("block table entry {i} is inconsistent"),
+            ));
+        }
+        next_off = b.offset + u64::from(b.compressed_len);
+        next_pos = b.first_position + u64::from(b.record_count);
+        blocks.push(b);
+    }
+    at += n_blocks * BLOCK_ENTRY_LEN;
+    if at != tables.len() {
+        return Err(SegmentError::at(base + at as u64, "trailing bytes in tables"));
+    }
+    if next_off != footer.tables_offset || next_pos != header.first_position + footer.record_count
+    {
+        return Err(SegmentError::at(base, "blocks do not cover the segment"));
+    }
+    Ok(SealedIndex {
+        header,
+        accounts,
+        records,
+        blocks,
+    })
+}
+
+/// Parse a whole sealed segment held in memory (verification, fuzzing). Blocks are not opened.
+pub fn parse_sealed(buf: &[u8]) -> Result<SealedIndex, SegmentError> {
+    let header = decode_header(buf)?;
+    if header.kind != SegmentKind::Sealed {
+        return Err(SegmentError::at(10, "expected a sealed segment"));
+    }
+    let len = buf.len() as u64;
+    let footer = decode_footer(&buf[buf.len().saturating_sub(FOOTER_LEN)..], len)?;
+    let tables = &buf[footer.tables_offset as usize..(footer.tables_offset + footer.tables_len) as usize];
+    decode_tables(header, &footer, tables)
+}
+
+/// Check and decompress one block's bytes.
+pub fn open_block(block: &BlockMeta, compressed: &[u8]) -> Result<Vec<u8>, SegmentError> {
+    if compressed.len() != block.compressed_len as usize {
+        return Err(SegmentError::at(block.offset, "block truncated"));
+    }
+    if crc32fast::hash(compressed) != block.crc {
+        return Err(SegmentError::at(block.offset, "block CRC mismatch"));
+    }
+    let raw = zstd::bulk::decompress(compressed, block.uncompressed_len as usize)
+        .map_err(|e| SegmentError::at(block.offset, format!("block does not decompress: {e}")))?;
+    if raw.len() != block.uncompressed_len as usize {
+        return Err(SegmentError::at(block.offset, "block decompressed to the wrong length"));
+    }
+    Ok(raw)
+}
+
+/// Decode all frames of an opened block, checking positions.
+pub fn block_records<'a>(
+    block: &BlockMeta,
+    raw: &'a [u8],
+) -> Result<Vec<RawRecord<'a>>, SegmentError> {
+    let mut out = Vec::with_capacity(block.record_count as usize);
+    let mut off = 0usize;
+    while off < raw.len() {
+        let (r, n) = frame::decode_frame(&raw[off..]).map_err(|e: FrameError| {
+            SegmentError::at(block.offset, format!("record at block byte {off}: {e}"))
+        })?;
+        if r.position != block.first_position + out.len() as u64 {
+            return Err(SegmentError::at(
+                block.offset,
+                format!("record at block byte {off} has position {}", r.position),
+            ));
+        }
+        out.push(r);
+        off += n;
+    }
+    if out.len() != block.record_count as usize {
+        return Err(SegmentError::at(block.offset, "block record count mismatch"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_roundtrip() {
+        let datas: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i)).into_bytes())
+            .collect();
+        let recs: Vec<RawRecord<'_>> = datas
+            .iter()
+            .enumerate()
+            .map(|(i, d)| RawRecord {
+                position: 10 + i as u64,
+                index: i as u64 / 2,
+                account: if i % 2 == 0 { "a" } else { "b" },
+                data: d,
+            })
+            .collect();
+        let opts = SealOptions {
+            block_target: 500,
+            zstd_level: 3,
+        };
+        let bytes = build_sealed(10, &recs, opts).unwrap();
+        let idx = parse_sealed(&bytes).unwrap();
+        assert_eq!(idx.accounts, vec!["a", "b"]);
+        assert_eq!(idx.records.len(), 100);
+        assert!(idx.blocks.len() > 3);
+        let mut all = Vec::new();
+        for b in &idx.blocks {
+            let c = &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+            let raw = open_block(b, c).unwrap();
+            for r in block_records(b, &raw).unwrap() {
+                all.push(r.data.to_vec());
+            }
+        }
+        assert_eq!(all, datas);
+        for cut in [1, 10, 47, 48, 100] {
+            assert!(parse_sealed(&bytes[..bytes.len() - cut]).is_err());
+        }
+    }
+}
