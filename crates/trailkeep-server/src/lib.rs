@@ -10,4 +10,5 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod listen;
 pub mod metrics;
