@@ -555,9 +555,14 @@ fn check_resource(
         }
     };
     if required && !has_object && !has_ref {
+        let article = if res.starts_with(['i', 'o']) {
+            "an"
+        } else {
+            "a"
+        };
         errs.push(FieldError::new(
             res,
-            format!("is required: a `{res}` object or a `{res_id}` reference"),
+            format!("is required: {article} `{res}` object or {article} `{res_id}` reference"),
         ));
     }
 }

@@ -14,7 +14,10 @@ fn account_and_location_come_from_the_crn() {
     assert_eq!(crn.ctype, "public");
     assert_eq!(crn.scope, "a/4f2a9c1e7b3d4e5f8a6b0c2d1e3f5a7b");
     assert_eq!(crn.service_instance, "d3b0c442-98fc-4c1e-b3a4-6e2f1c9d8a7b");
-    assert_eq!(crn.to_string(), codeengine_app_create()["logSourceCRN"].as_str().unwrap());
+    assert_eq!(
+        crn.to_string(),
+        codeengine_app_create()["logSourceCRN"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -22,7 +25,9 @@ fn crn_without_prefix_is_stored_with_it() {
     let n = stored(&kms_rotate());
     assert_eq!(
         n.event()["logSourceCRN"],
-        json!("crn:v1:bluemix:public:kms:jp-tok:a/9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b:8f2e4a6c-1b3d-4e5f-a7b9-c0d2e4f6a8b0::")
+        json!(
+            "crn:v1:bluemix:public:kms:jp-tok:a/9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b:8f2e4a6c-1b3d-4e5f-a7b9-c0d2e4f6a8b0::"
+        )
     );
     assert_eq!(n.account(), "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b");
     assert_eq!(n.location(), "jp-tok");
@@ -31,7 +36,8 @@ fn crn_without_prefix_is_stored_with_it() {
 #[test]
 fn empty_location_is_global_and_empty_cname_is_fine() {
     let mut ev = kms_rotate();
-    ev["logSourceCRN"] = json!("crn:v1::public:iam-identity::a/0123456789abcdef0123456789abcdef::apikey:ApiKey-1");
+    ev["logSourceCRN"] =
+        json!("crn:v1::public:iam-identity::a/0123456789abcdef0123456789abcdef::apikey:ApiKey-1");
     let n = stored(&ev);
     assert_eq!(n.location(), "global");
     assert_eq!(n.account(), "0123456789abcdef0123456789abcdef");
@@ -62,7 +68,10 @@ fn resource_part_may_contain_colons() {
 fn malformed_crns_are_rejected_with_the_path() {
     for (crn, needle) in [
         ("crn:v1:bluemix:public:kms", "10 colon-separated parts"),
-        ("urn:v1:bluemix:public:kms:jp-tok:a/abc:::", "10 colon-separated parts"),
+        (
+            "urn:v1:bluemix:public:kms:jp-tok:a/abc:::",
+            "10 colon-separated parts",
+        ),
         ("crn:v1:bluemix:public::jp-tok:a/abc:::", "service part"),
         ("crn:v1:bluemix:public:kms:jp-tok:a/../../etc:::", "account"),
         ("crn:v1:bluemix:public:kms:jp-tok:a/:::", "account"),

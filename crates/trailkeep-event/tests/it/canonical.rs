@@ -78,20 +78,32 @@ fn rfc8785_appendix_b_numbers() {
         (0x4024000000000000, "10"),
     ];
     for (bits, want) in more {
-        assert_eq!(to_canonical_string(&Value::from(f64::from_bits(bits))), want, "{bits:#x}");
+        assert_eq!(
+            to_canonical_string(&Value::from(f64::from_bits(bits))),
+            want,
+            "{bits:#x}"
+        );
     }
 }
 
 #[test]
 fn integers_beyond_two_to_the_53_are_printed_as_doubles() {
-    assert_eq!(to_canonical_string(&json!(9007199254740993u64)), "9007199254740992");
+    assert_eq!(
+        to_canonical_string(&json!(9007199254740993u64)),
+        "9007199254740992"
+    );
     assert_eq!(to_canonical_string(&json!(-42)), "-42");
-    assert_eq!(to_canonical_string(&json!(u64::MAX)), "18446744073709552000");
+    assert_eq!(
+        to_canonical_string(&json!(u64::MAX)),
+        "18446744073709552000"
+    );
 }
 
 #[test]
 fn strings_escape_only_what_they_must() {
-    let v = json!("tab\t nl\n cr\r bs\u{8} ff\u{c} nul\u{0} us\u{1f} del\u{7f} quote\" backslash\\ slash/ é 😀 \u{2028}");
+    let v = json!(
+        "tab\t nl\n cr\r bs\u{8} ff\u{c} nul\u{0} us\u{1f} del\u{7f} quote\" backslash\\ slash/ é 😀 \u{2028}"
+    );
     assert_eq!(
         to_canonical_string(&v),
         "\"tab\\t nl\\n cr\\r bs\\b ff\\f nul\\u0000 us\\u001f del\u{7f} quote\\\" backslash\\\\ slash/ é 😀 \u{2028}\""
@@ -101,5 +113,8 @@ fn strings_escape_only_what_they_must() {
 #[test]
 fn nested_objects_are_sorted_at_every_level() {
     let v = json!({"b": [{"z": 1, "a": 2}], "a": {"y": null, "x": true}});
-    assert_eq!(to_canonical_vec(&v), br#"{"a":{"x":true,"y":null},"b":[{"a":2,"z":1}]}"#.to_vec());
+    assert_eq!(
+        to_canonical_vec(&v),
+        br#"{"a":{"x":true,"y":null},"b":[{"a":2,"z":1}]}"#.to_vec()
+    );
 }

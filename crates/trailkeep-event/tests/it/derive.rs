@@ -27,20 +27,64 @@ fn severity_from_outcome_verb_and_reason_code() {
         ("codeengine.application.delete", "success", None, "critical"),
         ("kms.secrets.rotate", "success", None, "warning"),
         ("iam-identity.user.authenticate", "success", None, "normal"),
-        ("codeengine.application.create", "failure", Some(json!(400)), "warning"),
-        ("codeengine.application.create", "failure", Some(json!(409)), "warning"),
-        ("codeengine.application.create", "failure", Some(json!(500)), "warning"),
-        ("codeengine.application.delete", "failure", Some(json!(404)), "warning"),
-        ("codeengine.application.create", "failure", Some(json!(401)), "critical"),
-        ("codeengine.application.read", "failure", Some(json!("403")), "critical"),
-        ("codeengine.application.create", "failure", Some(json!(503)), "critical"),
-        ("codeengine.application.create", "failure", Some(json!(507)), "critical"),
+        (
+            "codeengine.application.create",
+            "failure",
+            Some(json!(400)),
+            "warning",
+        ),
+        (
+            "codeengine.application.create",
+            "failure",
+            Some(json!(409)),
+            "warning",
+        ),
+        (
+            "codeengine.application.create",
+            "failure",
+            Some(json!(500)),
+            "warning",
+        ),
+        (
+            "codeengine.application.delete",
+            "failure",
+            Some(json!(404)),
+            "warning",
+        ),
+        (
+            "codeengine.application.create",
+            "failure",
+            Some(json!(401)),
+            "critical",
+        ),
+        (
+            "codeengine.application.read",
+            "failure",
+            Some(json!("403")),
+            "critical",
+        ),
+        (
+            "codeengine.application.create",
+            "failure",
+            Some(json!(503)),
+            "critical",
+        ),
+        (
+            "codeengine.application.create",
+            "failure",
+            Some(json!(507)),
+            "critical",
+        ),
         ("codeengine.application.create", "failure", None, "warning"),
         ("codeengine.application.create", "pending", None, "normal"),
     ];
     for (action, outcome, code, want) in cases {
         let n = stored(&bare(action, outcome, code.clone()));
-        assert_eq!(n.event()["severity"], json!(want), "{action} {outcome} {code:?}");
+        assert_eq!(
+            n.event()["severity"],
+            json!(want),
+            "{action} {outcome} {code:?}"
+        );
     }
 }
 
@@ -54,11 +98,20 @@ fn a_sent_severity_is_kept() {
 #[test]
 fn message_format() {
     let n = stored(&bare("kms.secrets.rotate", "success", None));
-    assert_eq!(n.event()["message"], json!("kms: rotate secrets payments-root-key"));
+    assert_eq!(
+        n.event()["message"],
+        json!("kms: rotate secrets payments-root-key")
+    );
     let n = stored(&bare("kms.secrets.delete", "failure", Some(json!(404))));
-    assert_eq!(n.event()["message"], json!("kms: delete secrets payments-root-key -failure"));
+    assert_eq!(
+        n.event()["message"],
+        json!("kms: delete secrets payments-root-key -failure")
+    );
     let n = stored(&bare("is.instance.instance.create", "success", None));
-    assert_eq!(n.event()["message"], json!("is.instance: create instance payments-root-key"));
+    assert_eq!(
+        n.event()["message"],
+        json!("is.instance: create instance payments-root-key")
+    );
     let mut ev = bare("kms.secrets.list", "success", None);
     ev["target"].as_object_mut().unwrap().remove("name");
     assert_eq!(stored(&ev).event()["message"], json!("kms: list secrets"));
@@ -68,14 +121,31 @@ fn message_format() {
 fn pure_cadf_service_comes_from_the_target_or_observer_type() {
     let n = stored(&keystone_envelope()["payload"]);
     let info = n.action_info();
-    assert_eq!((info.service.as_str(), info.object_type.as_str(), info.verb.as_str()), ("security", "user", "authenticate"));
+    assert_eq!(
+        (
+            info.service.as_str(),
+            info.object_type.as_str(),
+            info.verb.as_str()
+        ),
+        ("security", "user", "authenticate")
+    );
     assert_eq!(n.crud(), CrudClass::Info);
 
     let n = stored(&nova_reboot());
     let info = n.action_info();
-    assert_eq!((info.service.as_str(), info.object_type.as_str(), info.verb.as_str()), ("compute", "server", "start/reboot"));
+    assert_eq!(
+        (
+            info.service.as_str(),
+            info.object_type.as_str(),
+            info.verb.as_str()
+        ),
+        ("compute", "server", "start/reboot")
+    );
     assert_eq!(n.crud(), CrudClass::Update);
-    assert_eq!(n.event()["message"], json!("compute: start/reboot server nova"));
+    assert_eq!(
+        n.event()["message"],
+        json!("compute: start/reboot server nova")
+    );
 
     let mut ks = keystone_envelope()["payload"].clone();
     ks["action"] = json!("created.project");
@@ -83,7 +153,10 @@ fn pure_cadf_service_comes_from_the_target_or_observer_type() {
     ks["target"] = json!({"typeURI": "data/security/project", "id": "p-1", "name": "storefront"});
     let n = stored(&ks);
     assert_eq!(n.crud(), CrudClass::Create);
-    assert_eq!(n.event()["message"], json!("security: created project storefront"));
+    assert_eq!(
+        n.event()["message"],
+        json!("security: created project storefront")
+    );
 
     // Only the observer has a type.
     let mut ev = nova_reboot();
@@ -106,7 +179,10 @@ fn id_is_derived_deterministically_when_absent() {
     let id = a.id();
     assert_eq!(id.len(), 36);
     assert_eq!(&id[14..15], "8", "version 8 UUID: {id}");
-    assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "RFC 9562 variant: {id}");
+    assert!(
+        matches!(&id[19..20], "8" | "9" | "a" | "b"),
+        "RFC 9562 variant: {id}"
+    );
     let mut other = ev.clone();
     other["eventTime"] = json!("2024-05-14T11:02:07.5Z");
     assert_ne!(stored(&other).id(), id);
@@ -130,8 +206,14 @@ const AT_VERBS: &str = "activate add apply approve authorize bulkdelete create c
 fn crud_class_of_every_activity_tracker_verb() {
     use CrudClass::*;
     let table = [
-        (Create, "create add copy import reimport init provision backup build capture push publish write split"),
-        (Read, "read get list head inspect pull search export monitor"),
+        (
+            Create,
+            "create add copy import reimport init provision backup build capture push publish write split",
+        ),
+        (
+            Read,
+            "read get list head inspect pull search export monitor",
+        ),
         (
             Update,
             "update activate apply approve reapprove authorize commit configure deploy disable enable edit set set-on set-off \
@@ -154,7 +236,10 @@ fn crud_class_of_every_activity_tracker_verb() {
     }
     assert!(seen >= AT_VERBS.split_whitespace().count(), "{seen}");
     // Every verb of the Activity Tracker verb list has a deliberate row in the table above.
-    let all: Vec<&str> = table.iter().flat_map(|(_, v)| v.split_whitespace()).collect();
+    let all: Vec<&str> = table
+        .iter()
+        .flat_map(|(_, v)| v.split_whitespace())
+        .collect();
     for verb in AT_VERBS.split_whitespace() {
         assert!(all.contains(&verb), "{verb} has no row");
     }

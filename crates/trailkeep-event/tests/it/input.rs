@@ -23,9 +23,22 @@ fn shapes_are_recognised() {
     assert_eq!(shapes(&text(&mlops_legacy_delete())), ["legacy-payload"]);
     assert_eq!(shapes(&text(&keystone_envelope())), ["openstack"]);
     assert_eq!(shapes(&text(&k8s_list_pods())), ["kubernetes"]);
-    let array = json!([kms_rotate(), mlops_legacy_delete(), keystone_envelope(), k8s_list_pods()]);
-    assert_eq!(shapes(&text(&array)), ["plain", "legacy-payload", "openstack", "kubernetes"]);
-    let ndjson = [line(&kms_rotate()), line(&keystone_envelope()), line(&k8s_list_pods())].join("\n");
+    let array = json!([
+        kms_rotate(),
+        mlops_legacy_delete(),
+        keystone_envelope(),
+        k8s_list_pods()
+    ]);
+    assert_eq!(
+        shapes(&text(&array)),
+        ["plain", "legacy-payload", "openstack", "kubernetes"]
+    );
+    let ndjson = [
+        line(&kms_rotate()),
+        line(&keystone_envelope()),
+        line(&k8s_list_pods()),
+    ]
+    .join("\n");
     assert_eq!(shapes(&ndjson), ["plain", "openstack", "kubernetes"]);
 }
 
@@ -37,7 +50,10 @@ fn oslo_v2_message_and_stringified_payloads() {
     let legacy = json!({"payload": line(&kms_rotate()), "meta": {}});
     assert_eq!(shapes(&line(&legacy)), ["legacy-payload"]);
     let bad = json!({"payload": 42});
-    assert_eq!(shapes(&line(&bad)), ["error: payload must be a JSON object holding the event, found a number"]);
+    assert_eq!(
+        shapes(&line(&bad)),
+        ["error: payload must be a JSON object holding the event, found a number"]
+    );
 }
 
 #[test]
@@ -49,7 +65,10 @@ fn ndjson_bad_lines_do_not_lose_good_ones() {
         line(&json!({"action": "kms.secrets.read"}))
     );
     let out = render(&input);
-    let heads: Vec<&str> = out.lines().filter(|l| !l.starts_with([' ', '{', '}'])).collect();
+    let heads: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with([' ', '{', '}']))
+        .collect();
     expect![[r#"
         [
             "accepted [item 0, line 1, byte 0] (plain) account=9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b location=jp-tok crud=update service=kms object=secrets verb=rotate",
@@ -63,10 +82,13 @@ fn ndjson_bad_lines_do_not_lose_good_ones() {
 
 #[test]
 fn syntax_error_in_a_single_document_has_line_column_and_offset() {
-    check("{\n  \"action\": \"kms.secrets.read\",\n  \"outcome\": success\n}", expect![[r#"
+    check(
+        "{\n  \"action\": \"kms.secrets.read\",\n  \"outcome\": success\n}",
+        expect![[r#"
         rejected [item 0, line 3, column 14, byte 47] (-)
           "": invalid JSON: expected value
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -77,35 +99,95 @@ fn utf8_bom_and_surrounding_whitespace_are_fine() {
 
 #[test]
 fn limits_give_clear_errors() {
-    let limits = InputLimits { max_input_bytes: 100, max_depth: 64, max_items: 10 };
+    let limits = InputLimits {
+        max_input_bytes: 100,
+        max_depth: 64,
+        max_items: 10,
+    };
     let big = line(&kms_rotate());
-    assert_eq!(split_input(big.as_bytes(), &limits).unwrap_err(), InputError::TooLarge { limit: 100, size: big.len() });
-    assert_eq!(InputError::TooLarge { limit: 100, size: 2000 }.to_string(), "input is 2000 bytes, over the limit of 100 bytes");
+    assert_eq!(
+        split_input(big.as_bytes(), &limits).unwrap_err(),
+        InputError::TooLarge {
+            limit: 100,
+            size: big.len()
+        }
+    );
+    assert_eq!(
+        InputError::TooLarge {
+            limit: 100,
+            size: 2000
+        }
+        .to_string(),
+        "input is 2000 bytes, over the limit of 100 bytes"
+    );
 
-    let limits = InputLimits { max_items: 2, ..InputLimits::default() };
+    let limits = InputLimits {
+        max_items: 2,
+        ..InputLimits::default()
+    };
     let three = json!([kms_rotate(), kms_rotate(), kms_rotate()]);
-    assert_eq!(split_input(line(&three).as_bytes(), &limits).unwrap_err(), InputError::TooManyItems { limit: 2 });
-    let ndjson = [line(&kms_rotate()), line(&kms_rotate()), line(&kms_rotate())].join("\n");
-    assert_eq!(split_input(ndjson.as_bytes(), &limits).unwrap_err(), InputError::TooManyItems { limit: 2 });
+    assert_eq!(
+        split_input(line(&three).as_bytes(), &limits).unwrap_err(),
+        InputError::TooManyItems { limit: 2 }
+    );
+    let ndjson = [
+        line(&kms_rotate()),
+        line(&kms_rotate()),
+        line(&kms_rotate()),
+    ]
+    .join("\n");
+    assert_eq!(
+        split_input(ndjson.as_bytes(), &limits).unwrap_err(),
+        InputError::TooManyItems { limit: 2 }
+    );
     let list = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [k8s_list_pods(), k8s_list_pods(), k8s_list_pods()]});
-    assert_eq!(split_input(line(&list).as_bytes(), &limits).unwrap_err(), InputError::TooManyItems { limit: 2 });
+    assert_eq!(
+        split_input(line(&list).as_bytes(), &limits).unwrap_err(),
+        InputError::TooManyItems { limit: 2 }
+    );
 
-    let limits = InputLimits { max_depth: 3, ..InputLimits::default() };
-    let items = split_input(br#"[{"a": {"b": {"c": 1}}}, {"a": {"b": {"c": {}}}}]"#, &limits).unwrap();
+    let limits = InputLimits {
+        max_depth: 3,
+        ..InputLimits::default()
+    };
+    let items = split_input(
+        br#"[{"a": {"b": {"c": 1}}}, {"a": {"b": {"c": {}}}}]"#,
+        &limits,
+    )
+    .unwrap();
     assert!(matches!(items[0].kind, ItemKind::Event(_)));
-    assert_eq!(items[1].kind, ItemKind::Error(ItemError::TooDeep { limit: 3 }));
+    assert_eq!(
+        items[1].kind,
+        ItemKind::Error(ItemError::TooDeep { limit: 3 })
+    );
 
-    assert_eq!(split_input(b"  \n\t ", &InputLimits::default()).unwrap_err(), InputError::Empty);
+    assert_eq!(
+        split_input(b"  \n\t ", &InputLimits::default()).unwrap_err(),
+        InputError::Empty
+    );
     // serde_json's own recursion limit is a per-item syntax error, not a crash.
     let deep = "[".repeat(10_000);
-    assert!(matches!(split_input(deep.as_bytes(), &InputLimits::default()).unwrap()[0].kind, ItemKind::Error(ItemError::Syntax(_))));
+    assert!(matches!(
+        split_input(deep.as_bytes(), &InputLimits::default()).unwrap()[0].kind,
+        ItemKind::Error(ItemError::Syntax(_))
+    ));
 }
 
 #[test]
 fn process_input_reports_the_input_refusal() {
-    let policy = Policy { limits: InputLimits { max_input_bytes: 10, ..InputLimits::default() }, ..Policy::default() };
-    check_with("[1,2,3,4,5,6,7]", &policy, expect![[r#"
+    let policy = Policy {
+        limits: InputLimits {
+            max_input_bytes: 10,
+            ..InputLimits::default()
+        },
+        ..Policy::default()
+    };
+    check_with(
+        "[1,2,3,4,5,6,7]",
+        &policy,
+        expect![[r#"
         input refused: input is 15 bytes, over the limit of 10 bytes
-    "#]]);
+    "#]],
+    );
     let _ = Shape::Plain;
 }

@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 use trailkeep_event::Policy;
 
 fn codeengine() -> Policy {
-    Policy { k8s_service_prefix: "codeengine".into(), ..Policy::default() }
+    Policy {
+        k8s_service_prefix: "codeengine".into(),
+        ..Policy::default()
+    }
 }
 
 fn get_pod() -> Value {
@@ -31,7 +34,10 @@ fn get_pod() -> Value {
 
 #[test]
 fn kubectl_get_pods_becomes_codeengine_pods_list() {
-    check_with(&line(&k8s_list_pods()), &codeengine(), expect![[r#"
+    check_with(
+        &line(&k8s_list_pods()),
+        &codeengine(),
+        expect![[r#"
         accepted [item 0, byte 0] (kubernetes) account=acme location=global crud=read service=codeengine object=pods verb=list
         {
           "action": "codeengine.pods.list",
@@ -84,12 +90,16 @@ fn kubectl_get_pods_becomes_codeengine_pods_list() {
             "typeURI": "codeengine/pods"
           }
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn kubectl_get_pod_forbidden_becomes_codeengine_pods_read_failure() {
-    check_with(&line(&get_pod()), &codeengine(), expect![[r#"
+    check_with(
+        &line(&get_pod()),
+        &codeengine(),
+        expect![[r#"
         accepted [item 0, byte 0] (kubernetes) account=acme location=global crud=read service=codeengine object=pods verb=read
         {
           "action": "codeengine.pods.read",
@@ -140,7 +150,8 @@ fn kubectl_get_pod_forbidden_becomes_codeengine_pods_read_failure() {
             "typeURI": "codeengine/pods"
           }
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -163,7 +174,10 @@ fn event_list_from_the_webhook_keeps_only_final_stages() {
     create["annotations"] = json!({"authorization.k8s.io/decision": "allow"});
     let list = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": [received, get_pod(), create]});
     let out = render_with(&text(&list), &codeengine());
-    let heads: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('{') && !l.starts_with('}')).collect();
+    let heads: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('{') && !l.starts_with('}'))
+        .collect();
     assert_eq!(
         heads,
         [
@@ -172,7 +186,10 @@ fn event_list_from_the_webhook_keeps_only_final_stages() {
             "accepted [item 2, byte 0] (kubernetes) account=acme location=global crud=create service=codeengine object=deployments verb=create",
         ]
     );
-    assert!(out.contains("\"id\": \"apps/namespaces/storefront/deployments/cart\""), "{out}");
+    assert!(
+        out.contains("\"id\": \"apps/namespaces/storefront/deployments/cart\""),
+        "{out}"
+    );
     assert!(out.contains("\"replicas\": 2"), "{out}");
 }
 
@@ -209,7 +226,10 @@ fn verbs_subresources_and_non_resource_requests() {
     list.as_object_mut().unwrap().remove("objectRef");
     let n = stored_k8s(&list, &Policy::default());
     assert_eq!(n.event()["action"], json!("kubernetes.pods.list"));
-    assert_eq!(n.event()["target"]["id"], json!("namespaces/storefront/pods"));
+    assert_eq!(
+        n.event()["target"]["id"],
+        json!("namespaces/storefront/pods")
+    );
 }
 
 #[test]
@@ -225,26 +245,35 @@ fn panic_stage_without_status_is_a_failure() {
 #[test]
 fn broken_kubernetes_events_name_kubernetes_paths() {
     let ev = json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "stage": "ResponseComplete", "objectRef": "pods"});
-    check(&line(&ev), expect![[r#"
+    check(
+        &line(&ev),
+        expect![[r#"
         rejected [item 0, byte 0] (kubernetes)
           "auditID": is required (a non-empty string)
           "verb": is required (a non-empty string)
           "stageTimestamp": is required (or requestReceivedTimestamp)
           "user.username": is required (a non-empty string)
           "objectRef": must be an object, found a string
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn mapped_events_round_trip_as_plain_events() {
     let n = stored_k8s(&get_pod(), &codeengine());
     let again: Value = serde_json::from_slice(n.canonical_bytes()).unwrap();
-    assert_eq!(stored_with(&again, &codeengine()).canonical_bytes(), n.canonical_bytes());
+    assert_eq!(
+        stored_with(&again, &codeengine()).canonical_bytes(),
+        n.canonical_bytes()
+    );
 }
 
 fn stored_k8s(v: &Value, policy: &Policy) -> trailkeep_event::NormalizedEvent {
     let keys = test_key;
     let ctx = trailkeep_event::Context::new(policy, "acme").with_keys(&keys);
-    let raw = trailkeep_event::RawEvent { value: v.clone(), shape: trailkeep_event::Shape::Kubernetes };
+    let raw = trailkeep_event::RawEvent {
+        value: v.clone(),
+        shape: trailkeep_event::Shape::Kubernetes,
+    };
     trailkeep_event::normalize(raw, &ctx).unwrap_or_else(|e| panic!("{e:?}"))
 }

@@ -8,15 +8,25 @@ use trailkeep_event::{Context, Policy, RawEvent, normalize, to_canonical_vec};
 fn assert_round_trip(v: &Value, policy: &Policy) {
     let keys = test_key;
     let ctx = Context::new(policy, "acme").with_keys(&keys);
-    let Ok(first) = normalize(RawEvent::plain(v.clone()), &ctx) else { return };
-    let parsed: Value = serde_json::from_slice(first.canonical_bytes()).expect("canonical bytes parse");
-    assert_eq!(&parsed, first.event(), "the stored event is what the bytes say");
+    let Ok(first) = normalize(RawEvent::plain(v.clone()), &ctx) else {
+        return;
+    };
+    let parsed: Value =
+        serde_json::from_slice(first.canonical_bytes()).expect("canonical bytes parse");
+    assert_eq!(
+        &parsed,
+        first.event(),
+        "the stored event is what the bytes say"
+    );
     let second = normalize(RawEvent::plain(parsed), &ctx).expect("a stored event normalises again");
     assert_eq!(
         String::from_utf8_lossy(second.canonical_bytes()),
         String::from_utf8_lossy(first.canonical_bytes())
     );
-    assert_eq!((second.account(), second.location(), second.id()), (first.account(), first.location(), first.id()));
+    assert_eq!(
+        (second.account(), second.location(), second.id()),
+        (first.account(), first.location(), first.id())
+    );
 }
 
 #[test]
@@ -40,7 +50,9 @@ fn json_leaf() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         (-1e6f64..1e6).prop_map(Value::from),
         ".{0,12}".prop_map(Value::String),
         "[a-z]{0,4}(password|token|Secret)?".prop_map(Value::String),
@@ -51,22 +63,39 @@ fn json_value() -> impl Strategy<Value = Value> {
     json_leaf().prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map("[a-zA-Z_\\-é😀]{0,8}|apiKey|password|reasonForFailure", inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<String, Value>>())),
+            prop::collection::btree_map(
+                "[a-zA-Z_\\-é😀]{0,8}|apiKey|password|reasonForFailure",
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect::<Map<String, Value>>())),
         ]
     })
 }
 
 fn event_time() -> impl Strategy<Value = String> {
-    (2000i32..2100, 1u32..13, 1u32..29, 0u32..24, 0u32..60, 0u32..60, "[0-9]{0,9}", prop_oneof![
-        Just("Z".to_owned()),
-        Just("+00:00".to_owned()),
-        Just("+0000".to_owned()),
-        Just("-05:30".to_owned()),
-        Just("+1400".to_owned())
-    ])
+    (
+        2000i32..2100,
+        1u32..13,
+        1u32..29,
+        0u32..24,
+        0u32..60,
+        0u32..60,
+        "[0-9]{0,9}",
+        prop_oneof![
+            Just("Z".to_owned()),
+            Just("+00:00".to_owned()),
+            Just("+0000".to_owned()),
+            Just("-05:30".to_owned()),
+            Just("+1400".to_owned())
+        ],
+    )
         .prop_map(|(y, mo, d, h, mi, s, frac, off)| {
-            let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
+            let frac = if frac.is_empty() {
+                String::new()
+            } else {
+                format!(".{frac}")
+            };
             format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}{off}")
         })
 }

@@ -47,7 +47,9 @@ pub fn render_with(input: &str, policy: &Policy) -> String {
                     out.push_str(&format!("  {:?}: {}\n", e.path, e.reason));
                 }
             }
-            ItemResult::Skipped(why) => out.push_str(&format!("skipped [{}] ({shape}): {why}\n", item.position)),
+            ItemResult::Skipped(why) => {
+                out.push_str(&format!("skipped [{}] ({shape}): {why}\n", item.position))
+            }
         }
     }
     out

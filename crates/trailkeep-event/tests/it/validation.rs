@@ -17,8 +17,14 @@ fn paths(v: &Value) -> Vec<String> {
 
 #[test]
 fn missing_required_fields_are_all_reported() {
-    let ev = without(codeengine_app_create(), &["action", "eventTime", "outcome", "initiator", "target"]);
-    assert_eq!(paths(&ev), ["eventTime", "outcome", "initiator", "target", "action"]);
+    let ev = without(
+        codeengine_app_create(),
+        &["action", "eventTime", "outcome", "initiator", "target"],
+    );
+    assert_eq!(
+        paths(&ev),
+        ["eventTime", "outcome", "initiator", "target", "action"]
+    );
 }
 
 #[test]
@@ -37,7 +43,9 @@ fn every_error_of_a_bad_event_in_one_answer() {
         "message": 17,
         "observer": ["ActivityTracker"]
     });
-    check(&line(&ev), expect![[r#"
+    check(
+        &line(&ev),
+        expect![[r#"
         rejected [item 0, byte 0] (plain)
           "id": must be a string, found an object
           "eventTime": must be a timestamp like 2024-05-01T12:30:00.25+00:00 (offset Z, +hh:mm or +hhmm; 0-9 fraction digits)
@@ -51,7 +59,8 @@ fn every_error_of_a_bad_event_in_one_answer() {
           "logSourceCRN": must have 10 colon-separated parts: crn:v1:<cname>:<ctype>:<service>:<location>:<scope>:<instance>:<resource-type>:<resource> (found 3)
           "message": must be a string, found a number
           "action": must be `service.objectType.verb` (three or more non-empty dot-separated parts) or a CADF taxonomy action such as `create`, `read/list`, `authenticate` or `update/createImage`, found "codeengine.application"
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -61,7 +70,11 @@ fn outcome_outside_the_taxonomy() {
     let errs = errors(&ev);
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].0, "outcome");
-    assert!(errs[0].1.contains("success, failure, pending, unknown"), "{}", errs[0].1);
+    assert!(
+        errs[0].1.contains("success, failure, pending, unknown"),
+        "{}",
+        errs[0].1
+    );
 }
 
 #[test]
@@ -85,14 +98,28 @@ fn action_forms() {
         let n = stored(&ev);
         assert_eq!(n.event()["action"], json!(action));
     }
-    let invalid = ["", "codeengine.application", "codeengine..create", "codeengine.app.create ", "info", "list", "push", ".a.b", "a.b."];
+    let invalid = [
+        "",
+        "codeengine.application",
+        "codeengine..create",
+        "codeengine.app.create ",
+        "info",
+        "list",
+        "push",
+        ".a.b",
+        "a.b.",
+    ];
     for action in invalid {
         let mut ev = kms_rotate();
         ev["action"] = json!(action);
         let errs = errors(&ev);
         assert_eq!(errs.len(), 1, "{action}: {errs:?}");
         assert_eq!(errs[0].0, "action", "{action}");
-        assert!(errs[0].1.contains("service.objectType.verb"), "{action}: {}", errs[0].1);
+        assert!(
+            errs[0].1.contains("service.objectType.verb"),
+            "{action}: {}",
+            errs[0].1
+        );
     }
 }
 
@@ -106,7 +133,13 @@ fn initiator_and_target_may_be_objects_or_references() {
     stored(&ev);
     let ev = without(nova_reboot(), &["initiatorId"]);
     let errs = errors(&ev);
-    assert_eq!(errs, [("initiator".to_owned(), "is required: an `initiator` object or an `initiatorId` reference".to_owned())]);
+    assert_eq!(
+        errs,
+        [(
+            "initiator".to_owned(),
+            "is required: an `initiator` object or an `initiatorId` reference".to_owned()
+        )]
+    );
 }
 
 #[test]
@@ -119,7 +152,13 @@ fn observer_is_optional_but_must_be_an_object() {
 
 #[test]
 fn event_time_rules() {
-    for bad in [json!("2024-02-30T10:00:00Z"), json!("2024-05-14T25:00:00Z"), json!("2024-05-14"), json!(1715680000), json!("2024-05-14T10:00:00.1234567890Z")] {
+    for bad in [
+        json!("2024-02-30T10:00:00Z"),
+        json!("2024-05-14T25:00:00Z"),
+        json!("2024-05-14"),
+        json!(1715680000),
+        json!("2024-05-14T10:00:00.1234567890Z"),
+    ] {
         let mut ev = kms_rotate();
         ev["eventTime"] = bad.clone();
         assert_eq!(paths(&ev), ["eventTime"], "{bad}");
@@ -128,7 +167,9 @@ fn event_time_rules() {
 
 #[test]
 fn non_object_event_is_rejected_as_a_whole() {
-    check("[1, \"two\", null, {\"action\": \"x\"}]", expect![[r#"
+    check(
+        "[1, \"two\", null, {\"action\": \"x\"}]",
+        expect![[r#"
         rejected [item 0] (-)
           "": an array element must be a JSON object holding an event, found a number
         rejected [item 1] (-)
@@ -138,10 +179,11 @@ fn non_object_event_is_rejected_as_a_whole() {
         rejected [item 3] (plain)
           "eventTime": is required
           "outcome": is required; it must be one of success, failure, pending, unknown
-          "initiator": is required: a `initiator` object or a `initiatorId` reference
+          "initiator": is required: an `initiator` object or an `initiatorId` reference
           "target": is required: a `target` object or a `targetId` reference
           "action": must be `service.objectType.verb` (three or more non-empty dot-separated parts) or a CADF taxonomy action such as `create`, `read/list`, `authenticate` or `update/createImage`, found "x"
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
@@ -153,7 +195,12 @@ fn nesting_beyond_the_depth_limit_is_rejected() {
     let mut ev = kms_rotate();
     ev["requestData"] = deep.clone();
     let out = render(&line(&ev));
-    assert!(out.starts_with("rejected [item 0, byte 0] (-)\n  \"\": JSON nested deeper than the limit of 64 levels"), "{out}");
+    assert!(
+        out.starts_with(
+            "rejected [item 0, byte 0] (-)\n  \"\": JSON nested deeper than the limit of 64 levels"
+        ),
+        "{out}"
+    );
 
     // The same depth inside stringified JSON.
     let mut ev = kms_rotate();

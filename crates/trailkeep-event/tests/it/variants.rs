@@ -6,7 +6,9 @@ use serde_json::json;
 
 #[test]
 fn codeengine_event_in_current_form() {
-    check(&text(&codeengine_app_create()), expect![[r#"
+    check(
+        &text(&codeengine_app_create()),
+        expect![[r#"
         accepted [item 0, byte 0] (plain) account=4f2a9c1e7b3d4e5f8a6b0c2d1e3f5a7b location=eu-de crud=create service=codeengine object=application verb=create
         {
           "action": "codeengine.application.create",
@@ -70,12 +72,15 @@ fn codeengine_event_in_current_form() {
             "typeURI": "codeengine/application"
           }
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn registry_event_with_string_code_string_bool_stringified_data_and_null() {
-    check(&text(&registry_push_failure()), expect![[r#"
+    check(
+        &text(&registry_push_failure()),
+        expect![[r#"
         accepted [item 0, byte 0] (plain) account=0a1b2c3d4e5f60718293a4b5c6d7e8f9 location=us-south crud=create service=container-registry object=image verb=push
         {
           "action": "container-registry.image.push",
@@ -116,12 +121,15 @@ fn registry_event_with_string_code_string_bool_stringified_data_and_null() {
             "typeURI": "container-registry/image"
           }
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn kms_event_without_crn_prefix_and_with_colon_offset() {
-    check(&text(&kms_rotate()), expect![[r#"
+    check(
+        &text(&kms_rotate()),
+        expect![[r#"
         accepted [item 0, byte 0] (plain) account=9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b location=jp-tok crud=update service=kms object=secrets verb=rotate
         {
           "action": "kms.secrets.rotate",
@@ -164,12 +172,15 @@ fn kms_event_without_crn_prefix_and_with_colon_offset() {
             "typeURI": "kms/secrets"
           }
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn legacy_payload_wrapper_with_meta_and_non_utc_offset() {
-    check(&text(&mlops_legacy_delete()), expect![[r#"
+    check(
+        &text(&mlops_legacy_delete()),
+        expect![[r#"
         accepted [item 0, byte 0] (legacy-payload) account=31415926535897932384626433832795 location=eu-gb crud=delete service=mlops object=training-run verb=delete
         {
           "action": "mlops.training-run.delete",
@@ -200,12 +211,15 @@ fn legacy_payload_wrapper_with_meta_and_non_utc_offset() {
             "typeURI": "mlops/training-run"
           }
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn openstack_envelope_with_pure_cadf_keystone_event() {
-    check(&text(&keystone_envelope()), expect![[r#"
+    check(
+        &text(&keystone_envelope()),
+        expect![[r#"
         accepted [item 0, byte 0] (openstack) account=acme location=global crud=info service=security object=user verb=authenticate
         {
           "action": "authenticate",
@@ -247,12 +261,15 @@ fn openstack_envelope_with_pure_cadf_keystone_event() {
           },
           "typeURI": "http://schemas.dmtf.org/cloud/audit/1.0/event"
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn pure_cadf_with_id_references_and_short_form() {
-    check(&text(&nova_reboot()), expect![[r#"
+    check(
+        &text(&nova_reboot()),
+        expect![[r#"
         accepted [item 0, byte 0] (plain) account=acme location=global crud=update service=compute object=server verb=start/reboot
         {
           "action": "start/reboot",
@@ -285,20 +302,49 @@ fn pure_cadf_with_id_references_and_short_form() {
           },
           "typeURI": "http://schemas.dmtf.org/cloud/audit/1.0/event"
         }
-    "#]]);
+    "#]],
+    );
 }
 
 #[test]
 fn event_time_forms_all_store_as_utc_with_colon_offset() {
     let cases = [
-        ("2024-05-14T09:28:35.15+0000", "2024-05-14T09:28:35.15+00:00", true),
-        ("2024-05-14T09:28:35.15+00:00", "2024-05-14T09:28:35.15+00:00", false),
-        ("2024-05-14T09:28:35.15Z", "2024-05-14T09:28:35.15+00:00", true),
+        (
+            "2024-05-14T09:28:35.15+0000",
+            "2024-05-14T09:28:35.15+00:00",
+            true,
+        ),
+        (
+            "2024-05-14T09:28:35.15+00:00",
+            "2024-05-14T09:28:35.15+00:00",
+            false,
+        ),
+        (
+            "2024-05-14T09:28:35.15Z",
+            "2024-05-14T09:28:35.15+00:00",
+            true,
+        ),
         ("2024-05-14T09:28:35Z", "2024-05-14T09:28:35+00:00", true),
-        ("2024-05-14T09:28:35.123456789Z", "2024-05-14T09:28:35.123456789+00:00", true),
-        ("2024-05-14T09:28:35.1+05:30", "2024-05-14T03:58:35.1+00:00", true),
-        ("2024-05-14t09:28:35.100-0100", "2024-05-14T10:28:35.100+00:00", true),
-        ("2024-01-01T00:30:00+01:00", "2023-12-31T23:30:00+00:00", true),
+        (
+            "2024-05-14T09:28:35.123456789Z",
+            "2024-05-14T09:28:35.123456789+00:00",
+            true,
+        ),
+        (
+            "2024-05-14T09:28:35.1+05:30",
+            "2024-05-14T03:58:35.1+00:00",
+            true,
+        ),
+        (
+            "2024-05-14t09:28:35.100-0100",
+            "2024-05-14T10:28:35.100+00:00",
+            true,
+        ),
+        (
+            "2024-01-01T00:30:00+01:00",
+            "2023-12-31T23:30:00+00:00",
+            true,
+        ),
     ];
     for (sent, want, keeps_original) in cases {
         let mut ev = kms_rotate();
@@ -359,7 +405,10 @@ fn data_event_forms() {
 fn request_and_response_data_forms() {
     let cases = [
         (json!({"a": 1}), Some(json!({"a": 1}))),
-        (json!("{\"a\": 1, \"b\": {\"c\": [1, 2]}}"), Some(json!({"a": 1, "b": {"c": [1, 2]}}))),
+        (
+            json!("{\"a\": 1, \"b\": {\"c\": [1, 2]}}"),
+            Some(json!({"a": 1, "b": {"c": [1, 2]}})),
+        ),
         (json!("  {\"a\": 1}"), Some(json!({"a": 1}))),
         (json!(null), None),
         (json!("not json at all"), Some(json!("not json at all"))),
@@ -371,7 +420,11 @@ fn request_and_response_data_forms() {
         for field in ["requestData", "responseData"] {
             let mut ev = kms_rotate();
             ev[field] = sent.clone();
-            assert_eq!(stored(&ev).event().get(field), want.as_ref(), "{field} {sent}");
+            assert_eq!(
+                stored(&ev).event().get(field),
+                want.as_ref(),
+                "{field} {sent}"
+            );
         }
     }
 }
@@ -379,19 +432,31 @@ fn request_and_response_data_forms() {
 #[test]
 fn reason_for_failure_under_request_data_is_copied_to_reason() {
     let n = stored(&registry_push_failure());
-    assert_eq!(n.event()["reason"]["reasonForFailure"], json!("quota exceeded for namespace shop"));
-    assert_eq!(n.event()["requestData"]["reasonForFailure"], json!("quota exceeded for namespace shop"));
+    assert_eq!(
+        n.event()["reason"]["reasonForFailure"],
+        json!("quota exceeded for namespace shop")
+    );
+    assert_eq!(
+        n.event()["requestData"]["reasonForFailure"],
+        json!("quota exceeded for namespace shop")
+    );
 
     // An explicit reason.reasonForFailure wins.
     let mut ev = registry_push_failure();
     ev["reason"]["reasonForFailure"] = json!("namespace quota");
-    assert_eq!(stored(&ev).event()["reason"]["reasonForFailure"], json!("namespace quota"));
+    assert_eq!(
+        stored(&ev).event()["reason"]["reasonForFailure"],
+        json!("namespace quota")
+    );
 
     // No reason object at all: one is made.
     let mut ev = kms_rotate();
     ev.as_object_mut().unwrap().remove("reason");
     ev["requestData"]["reasonForFailure"] = json!("disk full");
-    assert_eq!(stored(&ev).event()["reason"], json!({"reasonForFailure": "disk full"}));
+    assert_eq!(
+        stored(&ev).event()["reason"],
+        json!({"reasonForFailure": "disk full"})
+    );
 }
 
 #[test]
