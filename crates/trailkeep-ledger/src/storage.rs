@@ -304,8 +304,25 @@ impl MemStorage {
     /// Simulate a power loss. For every object with unsynced appended bytes, `keep(name,
     /// unsynced_len)` chooses how many of those bytes survive (0 = all lost). Unsynced truncations
     /// and never-synced objects are rolled back.
-    pub fn crash(&self, mut keep: impl FnMut(&str, usize) -> usize) {
+    pub fn crash(&self, keep: impl FnMut(&str, usize) -> usize) {
         let mut objects = self.lock();
+        Self::apply_crash(&mut objects, keep);
+    }
+
+    /// What a machine would find after a power loss now, as an independent store; `self` is left
+    /// alone, so a ledger still running on it cannot touch the copy.
+    pub fn crashed_copy(&self, keep: impl FnMut(&str, usize) -> usize) -> MemStorage {
+        let mut objects = self.lock().clone();
+        Self::apply_crash(&mut objects, keep);
+        MemStorage {
+            objects: Arc::new(Mutex::new(objects)),
+        }
+    }
+
+    fn apply_crash(
+        objects: &mut BTreeMap<String, MemObject>,
+        mut keep: impl FnMut(&str, usize) -> usize,
+    ) {
         objects.retain(|_, o| o.durable_exists);
         for (name, o) in objects.iter_mut() {
             let extends = o.current.len() > o.durable.len() && o.current.starts_with(&o.durable);
