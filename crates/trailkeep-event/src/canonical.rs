@@ -24,7 +24,7 @@ use std::cmp::Ordering;
 
 /// The RFC 8785 canonical bytes of `value`.
 pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(2048);
     write_canonical(value, &mut out);
     out
 }
@@ -66,18 +66,40 @@ pub fn canonical_len(value: &Value) -> usize {
 
 fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     out.push(b'{');
-    // Small objects are the norm: sort references on the stack-ish Vec.
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    if !entries.is_sorted_by(|a, b| utf16_cmp(a.0, b.0) != Ordering::Greater) {
-        entries.sort_unstable_by(|a, b| utf16_cmp(a.0, b.0));
-    }
-    for (i, (key, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    // A default serde_json `Map` is a BTreeMap, already in UTF-8 order, which is the
+    // UTF-16 order unless rare characters meet: check, and sort only when needed.
+    let mut keys = map.keys();
+    let sorted = match keys.next() {
+        None => true,
+        Some(first) => {
+            let mut prev = first;
+            keys.all(|k| {
+                let ok = utf16_cmp(prev, k) == Ordering::Less;
+                prev = k;
+                ok
+            })
         }
-        write_string(key, out);
-        out.push(b':');
-        write_canonical(value, out);
+    };
+    if sorted {
+        for (i, (key, value)) in map.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(key, out);
+            out.push(b':');
+            write_canonical(value, out);
+        }
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_unstable_by(|a, b| utf16_cmp(a.0, b.0));
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(key, out);
+            out.push(b':');
+            write_canonical(value, out);
+        }
     }
     out.push(b'}');
 }
@@ -143,7 +165,18 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip 8 bytes at a time while none needs escaping.
+        if i + 8 <= bytes.len() {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(&bytes[i..i + 8]);
+            if !needs_escape(u64::from_le_bytes(chunk)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -153,7 +186,10 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
             b'\r' => b"\\r",
             b'\t' => b"\\t",
             0x00..=0x1F => b"",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
@@ -163,10 +199,22 @@ pub fn write_string(s: &str, out: &mut Vec<u8>) {
         } else {
             out.extend_from_slice(escape);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any byte of `w` is a control character, `"` or `\\` (SWAR).
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    // Bytes below 0x20: (b - 0x20) borrows into the high bit, for bytes without it set.
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    (control | has_zero(w ^ (ONES * b'"' as u64)) | has_zero(w ^ (ONES * b'\\' as u64))) != 0
 }
 
 #[cfg(test)]
@@ -181,5 +229,24 @@ mod tests {
         assert_eq!(utf16_cmp("abc", "abd"), Ordering::Less);
         assert_eq!(utf16_cmp("ab", "abc"), Ordering::Less);
         assert_eq!(utf16_cmp("\u{E9}", "\u{E9}"), Ordering::Equal);
+    }
+
+    #[test]
+    fn swar_escape_check_matches_the_bytewise_rule() {
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut chunk = [b'a'; 8];
+                chunk[pos] = b;
+                let want = b < 0x20 || b == b'"' || b == b'\\';
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(chunk)),
+                    want,
+                    "byte {b:#x} at {pos}"
+                );
+            }
+        }
+        let mut out = Vec::new();
+        write_string("0123456789abcdef\"x\ny\u{1}z\\0123456789", &mut out);
+        assert_eq!(out, b"\"0123456789abcdef\\\"x\\ny\\u0001z\\\\0123456789\"");
     }
 }

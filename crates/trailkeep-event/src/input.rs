@@ -7,9 +7,9 @@
 //! bad item lose the good ones, or read past a limit.
 //!
 //! Detection of one JSON object, in order:
-//! 1. `kind: "EventList"` with `apiVersion: "audit.k8s.io/…"` → its `items`, each a
+//! 1. no `action`, `kind: "EventList"` and `apiVersion: "audit.k8s.io/…"` → its `items`, each a
 //!    Kubernetes event;
-//! 2. `kind: "Event"` with `apiVersion: "audit.k8s.io/…"` → a Kubernetes event; only the
+//! 2. no `action`, `kind: "Event"` and `apiVersion: "audit.k8s.io/…"` → a Kubernetes event; only the
 //!    final stage of a request (`ResponseComplete`, `Panic`) is kept, other stages
 //!    become [`ItemKind::Skipped`];
 //! 3. a string `oslo.message` → its parsed content, detected again;
@@ -317,7 +317,10 @@ impl Splitter<'_> {
 }
 
 fn is_k8s(map: &Map<String, Value>, kind: &str) -> bool {
-    map.get("kind").and_then(Value::as_str) == Some(kind)
+    // A CADF event always has an `action`; a Kubernetes one never does, so a stored
+    // event that happens to carry `kind`/`apiVersion` fields stays a plain event.
+    !map.contains_key("action")
+        && map.get("kind").and_then(Value::as_str) == Some(kind)
         && map
             .get("apiVersion")
             .and_then(Value::as_str)

@@ -149,21 +149,50 @@ enum Segment {
     Key(Vec<Glob>),
 }
 
-/// A case-insensitive glob with `*` wildcards, stored lower-cased.
+/// A case-insensitive glob with `*` wildcards, stored lower-cased, with fast paths
+/// for the common forms `name`, `*suffix`, `prefix*` and `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Glob {
     pattern: String,
+    kind: GlobKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GlobKind {
+    Any,
+    Exact,
+    Suffix,
+    Prefix,
+    General,
 }
 
 impl Glob {
     fn new(p: &str) -> Self {
-        Self {
-            pattern: p.to_lowercase(),
-        }
+        let pattern = p.to_lowercase();
+        let stars = pattern.bytes().filter(|&b| b == b'*').count();
+        let kind = match stars {
+            0 => GlobKind::Exact,
+            _ if pattern.bytes().all(|b| b == b'*') => GlobKind::Any,
+            1 if pattern.starts_with('*') => GlobKind::Suffix,
+            1 if pattern.ends_with('*') => GlobKind::Prefix,
+            _ => GlobKind::General,
+        };
+        Self { pattern, kind }
     }
 
     fn matches(&self, text: &str) -> bool {
-        glob_match(self.pattern.as_bytes(), text.as_bytes())
+        let (p, t) = (self.pattern.as_bytes(), text.as_bytes());
+        match self.kind {
+            GlobKind::Any => true,
+            GlobKind::Exact => t.eq_ignore_ascii_case(p),
+            GlobKind::Suffix => {
+                t.len() >= p.len() - 1 && t[t.len() - (p.len() - 1)..].eq_ignore_ascii_case(&p[1..])
+            }
+            GlobKind::Prefix => {
+                t.len() >= p.len() - 1 && t[..p.len() - 1].eq_ignore_ascii_case(&p[..p.len() - 1])
+            }
+            GlobKind::General => glob_match(p, t),
+        }
     }
 }
 
@@ -292,6 +321,30 @@ impl<'a> Redactor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_fast_paths_agree_with_the_general_matcher() {
+        for pat in ["*", "**", "password", "*password", "pass*", "*pass*", "a*c"] {
+            let g = Glob::new(pat);
+            for text in [
+                "",
+                "password",
+                "dbPassword",
+                "PASSWORD",
+                "passwordHint",
+                "pass",
+                "abc",
+                "ac",
+                "xpassword",
+            ] {
+                assert_eq!(
+                    g.matches(text),
+                    glob_match(pat.as_bytes(), text.as_bytes()),
+                    "{pat} {text}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn globs() {
