@@ -33,43 +33,14 @@
 //! * [`canonical`] — RFC 8785 JCS for any `serde_json::Value`:
 //!   [`to_canonical_vec`], [`to_canonical_string`], [`write_canonical`].
 //!
-//! # The stored form
+//! # Normalisation rules
 //!
-//! | field | sent as | stored as |
-//! |---|---|---|
-//! | whole event | top level; under `payload` (legacy, `meta` ignored); under `payload` of an oslo envelope (`event_type`, `publisher_id`, …; also `oslo.message` text); a Kubernetes audit event | the CADF event at the top level ([`k8s`] has the Kubernetes table) |
-//! | `eventTime` | `…Z`, `…+00:00`, `…+0000`, `…+02:00`, 0–9 fraction digits | UTC, `YYYY-MM-DDTHH:MM:SS[.fraction as sent]+00:00`; the text as sent is kept in `eventTimeOriginal` when it differs |
-//! | `outcome` | any case | lower case; must be `success`, `failure`, `pending` or `unknown` |
-//! | `reason.reasonCode` | `403`, `"403"`, `" 403 "`, `403.0`, `"E42"` | a number when integer or integer text, else as sent |
-//! | `reason.reasonForFailure` | under `reason` or `requestData` | also copied to `reason` when only under `requestData` |
-//! | `requestData`, `responseData` | object, stringified JSON object, `null` | object; `null` removes the field; other strings kept |
-//! | `dataEvent` | `true`, `"true"`, `"FALSE"`, `1`, `0`, absent | boolean, `false` when absent |
-//! | `saveServiceCopy` | as `dataEvent` | boolean when present |
-//! | `logSourceCRN` | `crn:v1:…`, `v1:…` | with the `crn:` prefix; must have 10 parts |
-//! | `initiator`/`target`/`observer` | object, `{"id": "target"}` short form, or `initiatorId`/`targetId`/`observerId` | as sent; an initiator and a target (object or reference) are required |
-//! | `*.credential.token` of initiator, target, observer | any | `hmac-sha256:<hex>` under the account's key, else `[redacted]` |
-//! | redaction rules ([`default_rules`]: keys ending in password, secret, token, apiKey, privateKey in request/response data) | any | `hmac-sha256:<hex>` or the marker |
-//! | `id` | string, number, absent/empty | string; when absent a UUID derived from the account and the event's canonical bytes |
-//! | `message` | absent | `<service>: <verb> <objectType> <target.name>` (+ ` -failure`) |
-//! | `severity` | absent; any case | derived (see [`action::derive_severity`]); `normal`/`warning`/`critical` lower-cased |
-//! | numbers anywhere | integers, floats, `200.0`, integers beyond ±2^53 | integral floats become integers; integers beyond ±2^53 (up to 10^21) become decimal strings (RFC 7493 §2.2), so the canonical form loses no digit |
-//! | `null` for `id`, `reason`, `observer`, `message`, … | | the field is removed |
-//! | over the size limit | | `responseData`, then `requestData`, replaced by [`SIZE_PLACEHOLDER`]; each drop recorded in `trailkeepDropped` as `{"field", "sha256", "bytes"}` ([`DROPPED_FIELD`]); still too large → rejected with the limit, the size and the three largest fields |
-//! | anything else, unknown fields | | kept as sent |
+//! The input variant → stored form table, the stored extras (`eventTimeOriginal`,
+//! `trailkeepDropped`, `kubernetes`), derivations, redaction, the Kubernetes mapping and
+//! the canonical form are described in this crate's `README.md` (included below).
 //!
-//! The account is the `a/<id>` scope of `logSourceCRN`, else the context's default
-//! account; the location is the CRN's location, `global` when empty or absent.
-//!
-//! **Round trip.** Parsing a [`NormalizedEvent::canonical_bytes`] and normalising it
-//! again (with the same policy and account) gives the same bytes: every rule leaves its
-//! own output alone (already-redacted values are not redacted again, the placeholder is
-//! not dropped again, `trailkeepDropped` and `eventTimeOriginal` are kept).
-//!
-//! **Rejected** (all errors collected, paths from the event root): missing or
-//! malformed `action`, `eventTime`, `outcome`; neither `initiator` nor `initiatorId`;
-//! neither `target` nor `targetId`; wrong JSON types of known fields; a malformed
-//! `logSourceCRN`; nesting beyond the depth limit; an event too large even after the
-//! size policy.
+
+#![doc = include_str!("../README.md")]
 
 pub mod action;
 pub mod canonical;
