@@ -79,11 +79,10 @@ pub fn normalize_event_time(text: &str) -> Result<String, &'static str> {
     let offset = UtcOffset::from_whole_seconds(offset_secs).map_err(|_| RULE)?;
     let utc = PrimitiveDateTime::new(date, tod)
         .assume_offset(offset)
-        .to_offset(UtcOffset::UTC);
+        .checked_to_offset(UtcOffset::UTC)
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .ok_or("is outside the years 0000-9999 once converted to UTC")?;
     let y = utc.year();
-    if !(0..=9999).contains(&y) {
-        return Err("is outside the years 0000-9999 once converted to UTC");
-    }
     let mut out = String::with_capacity(32);
     use std::fmt::Write;
     let _ = write!(
@@ -133,5 +132,16 @@ mod tests {
         assert!(n("2023-04-09T19:58:17.1234567890Z").is_err());
         assert!(n("2023-04-09T19:58:17").is_err());
         assert!(n("yesterday").is_err());
+        assert!(n("9999-12-31T23:00:00-05:00").is_err());
+        assert!(n("0000-01-01T01:00:00+02:00").is_err());
+        assert_eq!(
+            n("0000-01-01T01:00:00+01:00").unwrap(),
+            "0000-01-01T00:00:00+00:00"
+        );
+        assert!(n("2024-05-14T10:00:00+24:00").is_err());
+        assert!(n("2024-05-14T10:00:00.").is_err());
+        assert!(n("2024-05-14T10:00:00+05:3").is_err());
+        assert!(n("2024-05-14T10:00:00Zjunk").is_err());
+        assert!(n("２０２４-05-14T10:00:00Z").is_err());
     }
 }
