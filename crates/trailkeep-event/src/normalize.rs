@@ -76,8 +76,9 @@ pub struct Context<'a> {
     /// Account for events whose `logSourceCRN` names none (the writing key's default
     /// account; `default` for the bootstrap admin key).
     pub default_account: &'a str,
-    /// The per-account HMAC keys for redaction.
-    pub keys: &'a dyn HmacKeys,
+    /// The per-account HMAC keys for redaction (`Sync`, so that a `Context` is `Send`
+    /// and `Sync` and can cross threads and `.await` points).
+    pub keys: &'a (dyn HmacKeys + Sync),
 }
 
 impl<'a> Context<'a> {
@@ -91,7 +92,7 @@ impl<'a> Context<'a> {
     }
 
     /// The same context with `keys` as the HMAC key source.
-    pub fn with_keys(self, keys: &'a dyn HmacKeys) -> Self {
+    pub fn with_keys(self, keys: &'a (dyn HmacKeys + Sync)) -> Self {
         Self { keys, ..self }
     }
 }
@@ -805,4 +806,14 @@ fn derive_id(account: &str, event: &Value) -> String {
         &x[16..20],
         &x[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn context_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Context<'static>>();
+        assert_send_sync::<super::NormalizedEvent>();
+    }
 }

@@ -230,13 +230,13 @@ pub(crate) fn is_redacted(s: &str, marker: &str) -> bool {
 /// Applies rules to one event; fetches the account's key at most once.
 pub(crate) struct Redactor<'a> {
     pub marker: &'a str,
-    pub keys: &'a dyn HmacKeys,
+    pub keys: &'a (dyn HmacKeys + Sync),
     pub account: &'a str,
     key: Option<Option<Vec<u8>>>,
 }
 
 impl<'a> Redactor<'a> {
-    pub fn new(marker: &'a str, keys: &'a dyn HmacKeys, account: &'a str) -> Self {
+    pub fn new(marker: &'a str, keys: &'a (dyn HmacKeys + Sync), account: &'a str) -> Self {
         Self {
             marker,
             keys,
