@@ -158,3 +158,57 @@ fn concurrent_appenders_get_dense_indexes() {
     all.sort();
     assert_eq!(all, (0..400).collect::<Vec<_>>());
 }
+
+#[test]
+fn newer_formats_need_an_upgrade() {
+    use trailkeep_ledger::{Ledger, META_NAME, Storage, encode_meta};
+    let storage = MemStorage::new();
+    open_mem(&storage, test_config()).close().unwrap();
+    storage.put(META_NAME, &encode_meta(2)).unwrap();
+    let err = Ledger::open(std::sync::Arc::new(storage.clone()), test_config()).unwrap_err();
+    assert!(matches!(err, Error::UpgradeRequired { found: 2, supported: 1 }), "{err}");
+
+    // A segment written by a newer version.
+    let storage = MemStorage::new();
+    let l = open_mem(&storage, test_config());
+    l.append(vec![("a".into(), b"x".to_vec())]).unwrap();
+    l.close().unwrap();
+    let seg = storage.list("seg/").unwrap()[0].clone();
+    storage
+        .tamper(&seg, |b| {
+            b[8] = 2;
+            let crc = crc32fast_hash(&b[..20]);
+            b[20..24].copy_from_slice(&crc.to_le_bytes());
+        })
+        .unwrap();
+    let err = Ledger::open(std::sync::Arc::new(storage.clone()), test_config()).unwrap_err();
+    assert!(matches!(err, Error::UpgradeRequired { found: 2, supported: 1 }), "{err}");
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_an_error_not_a_skip() {
+    use trailkeep_ledger::Storage;
+    let storage = MemStorage::new();
+    let l = open_mem(&storage, test_config());
+    let acks = l.append((0..30u64).map(|n| ("a".to_string(), event(n))).collect()).unwrap();
+    l.rotate().unwrap();
+    wait_sealed(&l);
+    l.close().unwrap();
+    let sealed = storage.list("seg/").unwrap().into_iter().find(|n| n.ends_with(".sealed")).unwrap();
+    storage.tamper(&sealed, |b| b[40] ^= 0xff).unwrap();
+    let l = open_mem(&storage, test_config());
+    let err = l.read("a", acks[0].index).unwrap_err();
+    assert!(matches!(&err, Error::Corrupted { position, .. } if position.contains(&sealed)), "{err}");
+}
+
+/// CRC-32 (IEEE), bitwise, so the test does not need the crc crate.
+fn crc32fast_hash(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}

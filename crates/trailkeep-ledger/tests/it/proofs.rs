@@ -15,7 +15,7 @@ fn h(s: &str) -> Hash {
 }
 
 /// Reference: MTH over leaf hashes (RFC 6962 §2.1, recursive).
-fn mth(leaves: &[Hash]) -> Hash {
+pub fn mth(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => Sha256::digest([]).into(),
         1 => leaves[0],
