@@ -112,11 +112,53 @@ impl EventIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// Number of segments visible to searches.
+    pub fn num_segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
     /// Bytes the index's live files take on disk (or in memory).
     pub fn size_bytes(&self) -> Result<u64> {
         let searcher = self.reader.searcher();
         let usage = searcher.space_usage()?;
         Ok(usage.total().get_bytes())
+    }
+}
+
+/// Bytes used by one part of the index (see [`EventIndex::space_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceUsage {
+    /// `<field>/<component>` (component: terms, postings, positions, fast, norms) or a whole
+    /// component (`store`, `deletes`).
+    pub part: String,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl EventIndex {
+    /// Where the index's bytes go, largest first (for tuning and the benchmark).
+    pub fn space_usage(&self) -> Result<Vec<SpaceUsage>> {
+        let usage = self.reader.searcher().space_usage()?;
+        let mut parts: BTreeMap<String, u64> = BTreeMap::new();
+        for seg in usage.segments() {
+            for (component, per_field) in [
+                ("terms", seg.termdict()),
+                ("postings", seg.postings()),
+                ("positions", seg.positions()),
+                ("fast", seg.fast_fields()),
+                ("norms", seg.fieldnorms()),
+            ] {
+                for f in per_field.fields() {
+                    *parts.entry(format!("{}/{component}", f.field_name())).or_default() += f.total().get_bytes();
+                }
+            }
+            *parts.entry("store".to_string()).or_default() += seg.store().total().get_bytes();
+            *parts.entry("deletes".to_string()).or_default() += seg.deletes().get_bytes();
+        }
+        let mut out: Vec<SpaceUsage> =
+            parts.into_iter().filter(|(_, b)| *b > 0).map(|(part, bytes)| SpaceUsage { part, bytes }).collect();
+        out.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        Ok(out)
     }
 }
 

@@ -23,7 +23,7 @@ pub use aggregate::{
     AggregateRequest, AggregateResult, Bucket, Histogram, TermCount, TermsRequest,
 };
 pub use error::{IndexError, Result};
-pub use index::{EventIndex, Positions};
+pub use index::{EventIndex, Positions, SpaceUsage};
 pub use query::{ParseError, Plan, Query};
 pub use schema::{FORMAT_VERSION, MAX_KEYWORD_BYTES};
 pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest};
