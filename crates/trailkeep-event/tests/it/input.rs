@@ -191,3 +191,43 @@ fn process_input_reports_the_input_refusal() {
     );
     let _ = Shape::Plain;
 }
+
+#[test]
+fn a_stored_event_with_kind_and_api_version_fields_stays_plain() {
+    let mut ev = kms_rotate();
+    ev["kind"] = json!("Event");
+    ev["apiVersion"] = json!("audit.k8s.io/v1");
+    ev["payload"] = json!({"not": "a wrapper"});
+    ev["event_type"] = json!("x");
+    assert_eq!(shapes(&line(&ev)), ["plain"]);
+}
+
+#[test]
+fn split_value_detects_shapes_of_parsed_values() {
+    let list = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": [k8s_list_pods(), 7]});
+    let items = trailkeep_event::split_value(list, &InputLimits::default()).unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(matches!(&items[0].kind, ItemKind::Event(raw) if raw.shape == Shape::Kubernetes));
+    assert_eq!(items[1].position.item, 1);
+    assert!(matches!(
+        &items[1].kind,
+        ItemKind::Error(ItemError::Shape(_))
+    ));
+}
+
+#[test]
+fn positions_display_for_error_messages() {
+    let p = trailkeep_event::Position {
+        item: 3,
+        line: Some(4),
+        column: Some(12),
+        byte_offset: Some(846),
+    };
+    assert_eq!(p.to_string(), "item 3, line 4, column 12, byte 846");
+    let e = trailkeep_event::FieldError::new("reason.reasonCode", "must be a number");
+    assert_eq!(e.to_string(), "reason.reasonCode: must be a number");
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        json!({"path": "reason.reasonCode", "reason": "must be a number"})
+    );
+}
