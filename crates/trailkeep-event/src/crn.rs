@@ -6,27 +6,13 @@
 
 use std::fmt;
 
-/// A parsed CRN. All parts are kept as sent (possibly empty).
+/// A parsed CRN: the text (always with the `crn:` prefix) and where its parts are.
+/// Parts are returned as sent (possibly empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Crn {
-    /// `v1`.
-    pub version: String,
-    /// Cloud name, e.g. `bluemix` (may be empty).
-    pub cname: String,
-    /// Cloud type, e.g. `public`.
-    pub ctype: String,
-    /// Service name, e.g. `codeengine`.
-    pub service_name: String,
-    /// Region or data centre, e.g. `eu-de`; empty means global.
-    pub location: String,
-    /// Scope, e.g. `a/0123abcd`; empty when the resource is not scoped.
-    pub scope: String,
-    /// Service instance, e.g. a GUID.
-    pub service_instance: String,
-    /// Resource type.
-    pub resource_type: String,
-    /// Resource; may itself contain `:`.
-    pub resource: String,
+    text: String,
+    /// Byte offset where each of the 10 parts starts, plus the end of the text.
+    bounds: [usize; 11],
 }
 
 /// Why a CRN could not be parsed.
@@ -37,6 +23,9 @@ pub enum CrnError {
         "must have 10 colon-separated parts: crn:v1:<cname>:<ctype>:<service>:<location>:<scope>:<instance>:<resource-type>:<resource> (found {0})"
     )]
     Parts(usize),
+    /// Does not start with `crn:` (or a version such as `v1:`).
+    #[error("must start with `crn:` (or the version, e.g. `v1:`)")]
+    Prefix,
     /// The service part is empty.
     #[error("the service part (5th) must not be empty")]
     NoService,
@@ -50,63 +39,95 @@ pub enum CrnError {
 impl Crn {
     /// Parse `text`, adding the `crn:` prefix when it is missing (`v1:bluemix:…`).
     pub fn parse(text: &str) -> Result<Crn, CrnError> {
-        let full = normalize_prefix(text);
-        let parts: Vec<&str> = full.splitn(10, ':').collect();
-        if parts.len() != 10 || parts[0] != "crn" {
-            return Err(CrnError::Parts(parts.len()));
+        let full = normalize_prefix(text).into_owned();
+        let mut bounds = [full.len() + 1; 11];
+        bounds[0] = 0;
+        let mut n = 1;
+        for (i, b) in full.bytes().enumerate() {
+            if b == b':' && n < 10 {
+                bounds[n] = i + 1;
+                n += 1;
+            }
         }
-        if parts[4].is_empty() {
+        if !full.starts_with("crn:") {
+            return Err(CrnError::Prefix);
+        }
+        if n != 10 {
+            return Err(CrnError::Parts(n));
+        }
+        bounds[10] = full.len() + 1;
+        let crn = Crn { text: full, bounds };
+        if crn.service_name().is_empty() {
             return Err(CrnError::NoService);
         }
-        let crn = Crn {
-            version: parts[1].to_owned(),
-            cname: parts[2].to_owned(),
-            ctype: parts[3].to_owned(),
-            service_name: parts[4].to_owned(),
-            location: parts[5].to_owned(),
-            scope: parts[6].to_owned(),
-            service_instance: parts[7].to_owned(),
-            resource_type: parts[8].to_owned(),
-            resource: parts[9].to_owned(),
-        };
-        if let Some(account) = crn.scope.strip_prefix("a/") {
+        if let Some(account) = crn.account() {
             if !is_valid_account_id(account) {
-                return Err(CrnError::BadAccount(crn.scope.clone()));
+                return Err(CrnError::BadAccount(crn.scope().to_owned()));
             }
         }
         Ok(crn)
     }
 
+    fn part(&self, i: usize) -> &str {
+        &self.text[self.bounds[i]..self.bounds[i + 1] - 1]
+    }
+
+    /// The whole CRN, with the `crn:` prefix.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+    /// `v1`.
+    pub fn version(&self) -> &str {
+        self.part(1)
+    }
+    /// Cloud name, e.g. `bluemix` (may be empty).
+    pub fn cname(&self) -> &str {
+        self.part(2)
+    }
+    /// Cloud type, e.g. `public`.
+    pub fn ctype(&self) -> &str {
+        self.part(3)
+    }
+    /// Service name, e.g. `codeengine`.
+    pub fn service_name(&self) -> &str {
+        self.part(4)
+    }
+    /// Region or data centre, e.g. `eu-de`; empty means global.
+    pub fn location(&self) -> &str {
+        self.part(5)
+    }
+    /// Scope, e.g. `a/0123abcd`; empty when the resource is not scoped.
+    pub fn scope(&self) -> &str {
+        self.part(6)
+    }
+    /// Service instance, e.g. a GUID.
+    pub fn service_instance(&self) -> &str {
+        self.part(7)
+    }
+    /// Resource type.
+    pub fn resource_type(&self) -> &str {
+        self.part(8)
+    }
+    /// Resource; may itself contain `:`.
+    pub fn resource(&self) -> &str {
+        self.part(9)
+    }
+
     /// The account id of an `a/<id>` scope, if the scope is one.
     pub fn account(&self) -> Option<&str> {
-        self.scope.strip_prefix("a/")
+        self.scope().strip_prefix("a/")
     }
 
     /// The location, `global` when the CRN leaves it empty.
     pub fn location_or_global(&self) -> &str {
-        if self.location.is_empty() {
-            "global"
-        } else {
-            &self.location
-        }
+        let l = self.location();
+        if l.is_empty() { "global" } else { l }
     }
 }
 
 impl fmt::Display for Crn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "crn:{}:{}:{}:{}:{}:{}:{}:{}:{}",
-            self.version,
-            self.cname,
-            self.ctype,
-            self.service_name,
-            self.location,
-            self.scope,
-            self.service_instance,
-            self.resource_type,
-            self.resource
-        )
+        f.write_str(&self.text)
     }
 }
 

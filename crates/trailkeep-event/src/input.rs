@@ -284,20 +284,17 @@ impl Splitter<'_> {
     }
 
     fn ndjson(&mut self, input: &[u8], base: usize) -> Result<(), InputError> {
-        let lines = input
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .count();
-        if lines > self.limits.max_items {
+        // Every item is a line, so the newline count bounds the items: count exactly
+        // (skipping blank lines) only when that bound is over the limit.
+        if memchr::memchr_iter(b'\n', input).count() >= self.limits.max_items
+            && lines(input).filter(|(_, l)| !is_blank(l)).count() > self.limits.max_items
+        {
             return Err(InputError::TooManyItems {
                 limit: self.limits.max_items,
             });
         }
-        let mut offset = 0;
-        for (n, line) in input.split(|&b| b == b'\n').enumerate() {
-            let start = offset;
-            offset += line.len() + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
+        for (n, (start, line)) in lines(input).enumerate() {
+            if is_blank(line) {
                 continue;
             }
             let pos = self.next_position(Some(n + 1), Some(start + base));
@@ -314,6 +311,25 @@ impl Splitter<'_> {
         }
         Ok(())
     }
+}
+
+/// The lines of `input` with their byte offsets (split at `\n`).
+fn lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    let mut ends = memchr::memchr_iter(b'\n', input).chain(std::iter::once(input.len()));
+    std::iter::from_fn(move || {
+        if start > input.len() {
+            return None;
+        }
+        let end = ends.next()?;
+        let line = (start, &input[start..end]);
+        start = end + 1;
+        Some(line)
+    })
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
 }
 
 fn is_k8s(map: &Map<String, Value>, kind: &str) -> bool {

@@ -7,7 +7,7 @@
 
 use crate::action::{self, ACTION_RULE, ActionInfo, CrudClass};
 use crate::canonical::{canonical_len, to_canonical_vec};
-use crate::crn::{Crn, normalize_prefix};
+use crate::crn::Crn;
 use crate::error::FieldError;
 use crate::input::{InputLimits, RawEvent, Shape, kind_name, too_deep};
 use crate::k8s;
@@ -707,8 +707,11 @@ fn normalize_crn(ev: &mut Map<String, Value>, errs: &mut Vec<FieldError>) -> Opt
         }
         Some(Value::String(s)) => match Crn::parse(s) {
             Ok(crn) => {
-                if let std::borrow::Cow::Owned(prefixed) = normalize_prefix(s) {
-                    ev.insert("logSourceCRN".into(), Value::String(prefixed));
+                if crn.as_str() != s {
+                    ev.insert(
+                        "logSourceCRN".into(),
+                        Value::String(crn.as_str().to_owned()),
+                    );
                 }
                 Some(crn)
             }

@@ -104,7 +104,7 @@ impl RedactionRule {
                 if globs.iter().any(|g| g.pattern.is_empty()) {
                     return Err(bad("an alternative in a segment is empty"));
                 }
-                segments.push(Segment::Key(globs));
+                segments.push(Segment::Key(KeySet::new(globs)));
             }
         }
         if matches!(segments.last(), Some(Segment::AnyDepth)) {
@@ -146,7 +146,40 @@ pub fn default_rules() -> Vec<RedactionRule> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     AnyDepth,
-    Key(Vec<Glob>),
+    Key(KeySet),
+}
+
+/// The alternatives of one path segment, with a quick filter on a key's last byte:
+/// when every alternative ends in a literal ASCII byte, a key ending in any other
+/// byte cannot match (most keys are rejected without running a glob).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeySet {
+    globs: Vec<Glob>,
+    /// Lower-case ASCII last bytes that can match; `None` when any alternative can end anywhere.
+    last: Option<u128>,
+}
+
+impl KeySet {
+    fn new(globs: Vec<Glob>) -> Self {
+        let mut last = Some(0u128);
+        for g in &globs {
+            match g.pattern.as_bytes().last() {
+                Some(&b) if b != b'*' && b.is_ascii() => last = last.map(|m| m | (1u128 << b)),
+                _ => last = None,
+            }
+        }
+        Self { globs, last }
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        if let Some(mask) = self.last {
+            match key.as_bytes().last() {
+                Some(&b) if b.is_ascii() && mask & (1u128 << b.to_ascii_lowercase()) != 0 => {}
+                _ => return false,
+            }
+        }
+        self.globs.iter().any(|g| g.matches(key))
+    }
 }
 
 /// A case-insensitive glob with `*` wildcards, stored lower-cased, with fast paths
@@ -305,9 +338,9 @@ impl<'a> Redactor<'a> {
                         }
                     }
                 }
-                Segment::Key(globs) => {
+                Segment::Key(keys) => {
                     for (key, child) in map.iter_mut() {
-                        if globs.iter().any(|g| g.matches(key)) {
+                        if keys.matches(key) {
                             self.walk(child, rest, action);
                         }
                     }
@@ -344,6 +377,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn last_byte_filter_agrees_with_the_globs() {
+        let set = KeySet::new(
+            ["*password", "*Token", "apikey"]
+                .iter()
+                .map(|p| Glob::new(p))
+                .collect(),
+        );
+        assert!(set.last.is_some());
+        for key in [
+            "password",
+            "dbPASSWORD",
+            "accessToken",
+            "APIKEY",
+            "apiKeys",
+            "name",
+            "",
+            "é",
+            "tokenType",
+        ] {
+            assert_eq!(
+                set.matches(key),
+                set.globs.iter().any(|g| g.matches(key)),
+                "{key}"
+            );
+        }
+        let open = KeySet::new(vec![Glob::new("pass*")]);
+        assert!(open.last.is_none());
+        assert!(open.matches("passwordHint"));
     }
 
     #[test]

@@ -9,11 +9,14 @@ fn account_and_location_come_from_the_crn() {
     assert_eq!(n.account(), "4f2a9c1e7b3d4e5f8a6b0c2d1e3f5a7b");
     assert_eq!(n.location(), "eu-de");
     let crn = n.crn().expect("parsed CRN");
-    assert_eq!(crn.service_name, "codeengine");
-    assert_eq!(crn.cname, "bluemix");
-    assert_eq!(crn.ctype, "public");
-    assert_eq!(crn.scope, "a/4f2a9c1e7b3d4e5f8a6b0c2d1e3f5a7b");
-    assert_eq!(crn.service_instance, "d3b0c442-98fc-4c1e-b3a4-6e2f1c9d8a7b");
+    assert_eq!(crn.service_name(), "codeengine");
+    assert_eq!(crn.cname(), "bluemix");
+    assert_eq!(crn.ctype(), "public");
+    assert_eq!(crn.scope(), "a/4f2a9c1e7b3d4e5f8a6b0c2d1e3f5a7b");
+    assert_eq!(
+        crn.service_instance(),
+        "d3b0c442-98fc-4c1e-b3a4-6e2f1c9d8a7b"
+    );
     assert_eq!(
         crn.to_string(),
         codeengine_app_create()["logSourceCRN"].as_str().unwrap()
@@ -41,7 +44,7 @@ fn empty_location_is_global_and_empty_cname_is_fine() {
     let n = stored(&ev);
     assert_eq!(n.location(), "global");
     assert_eq!(n.account(), "0123456789abcdef0123456789abcdef");
-    assert_eq!(n.crn().unwrap().resource, "ApiKey-1");
+    assert_eq!(n.crn().unwrap().resource(), "ApiKey-1");
 }
 
 #[test]
@@ -61,7 +64,7 @@ fn no_crn_or_no_account_scope_uses_the_default_account() {
 fn resource_part_may_contain_colons() {
     let mut ev = kms_rotate();
     ev["logSourceCRN"] = json!("crn:v1:bluemix:public:kms:jp-tok:a/abc:inst:key:part1:part2");
-    assert_eq!(stored(&ev).crn().unwrap().resource, "part1:part2");
+    assert_eq!(stored(&ev).crn().unwrap().resource(), "part1:part2");
 }
 
 #[test]
@@ -70,7 +73,7 @@ fn malformed_crns_are_rejected_with_the_path() {
         ("crn:v1:bluemix:public:kms", "10 colon-separated parts"),
         (
             "urn:v1:bluemix:public:kms:jp-tok:a/abc:::",
-            "10 colon-separated parts",
+            "must start with `crn:`",
         ),
         ("crn:v1:bluemix:public::jp-tok:a/abc:::", "service part"),
         ("crn:v1:bluemix:public:kms:jp-tok:a/../../etc:::", "account"),
