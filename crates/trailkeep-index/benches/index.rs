@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use trailkeep_index::query::{KnownField, plan_strict};
-use trailkeep_index::{AggregateRequest, EventIndex, Histogram, SearchRequest, TermsRequest, WriterOptions};
+use trailkeep_index::{
+    AggregateRequest, EventIndex, Histogram, SearchRequest, TermsRequest, WriterOptions,
+};
 
 /// A small deterministic generator (xorshift64*), so runs are comparable.
 struct Rng(u64);
@@ -49,7 +51,14 @@ impl Rng {
     }
     fn uuid(&mut self) -> String {
         let h = self.hex(32);
-        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
     }
 }
 
@@ -58,21 +67,61 @@ const SPAN_DAYS: i64 = 30;
 const END: OffsetDateTime = time::macros::datetime!(2026-03-01 00:00:00 UTC);
 
 const SERVICES: &[(&str, &str, &[&str], &[&str])] = &[
-    ("codeengine", "Code Engine", &["application", "job", "build", "secret", "project", "pod", "configmap"], &["create", "update", "delete", "read", "list", "run"]),
-    ("container-registry", "Container Registry", &["image", "namespace", "quota"], &["push", "pull", "delete", "list", "create"]),
-    ("kms", "Key Protect", &["secrets", "keys", "policies"], &["create", "rotate", "wrap", "unwrap", "delete", "read"]),
-    ("mlops", "ML Ops", &["deployment", "pipeline", "model", "experiment"], &["create", "update", "delete", "run", "read"]),
+    (
+        "codeengine",
+        "Code Engine",
+        &[
+            "application",
+            "job",
+            "build",
+            "secret",
+            "project",
+            "pod",
+            "configmap",
+        ],
+        &["create", "update", "delete", "read", "list", "run"],
+    ),
+    (
+        "container-registry",
+        "Container Registry",
+        &["image", "namespace", "quota"],
+        &["push", "pull", "delete", "list", "create"],
+    ),
+    (
+        "kms",
+        "Key Protect",
+        &["secrets", "keys", "policies"],
+        &["create", "rotate", "wrap", "unwrap", "delete", "read"],
+    ),
+    (
+        "mlops",
+        "ML Ops",
+        &["deployment", "pipeline", "model", "experiment"],
+        &["create", "update", "delete", "run", "read"],
+    ),
 ];
 const REGIONS: &[&str] = &["us-south", "us-east", "eu-de", "eu-gb", "jp-tok", "au-syd"];
 const FAILURES: &[(i64, &str)] = &[
-    (400, "The request body is invalid: field spec.template.containers[0].image is required"),
+    (
+        400,
+        "The request body is invalid: field spec.template.containers[0].image is required",
+    ),
     (401, "The access token has expired"),
     (403, "The user lacks the Writer role on the project"),
     (404, "The requested resource was not found"),
-    (409, "A resource with this name already exists in the project"),
+    (
+        409,
+        "A resource with this name already exists in the project",
+    ),
     (429, "Rate limit exceeded, retry later"),
-    (500, "Internal error while scheduling the workload: disk full on build node"),
-    (503, "The service is temporarily unavailable: quota service did not answer"),
+    (
+        500,
+        "Internal error while scheduling the workload: disk full on build node",
+    ),
+    (
+        503,
+        "The service is temporarily unavailable: quota service did not answer",
+    ),
 ];
 
 /// One realistic ~2 KB event and its account.
@@ -83,14 +132,26 @@ fn make_event(rng: &mut Rng, n: u64, total: u64) -> (String, Value) {
     let verb = rng.pick(verbs);
     let region = rng.pick(REGIONS);
     let failure = rng.below(100) < 12;
-    let outcome = if failure { "failure" } else if rng.below(100) < 3 { "pending" } else { "success" };
+    let outcome = if failure {
+        "failure"
+    } else if rng.below(100) < 3 {
+        "pending"
+    } else {
+        "success"
+    };
     // Events arrive roughly in time order over SPAN_DAYS, with a little jitter.
     let span = SPAN_DAYS * 86_400_000;
-    let millis = (i128::from(span) * i128::from(n) / i128::from(total.max(1))) as i64 + rng.below(2000) as i64;
+    let millis = (i128::from(span) * i128::from(n) / i128::from(total.max(1))) as i64
+        + rng.below(2000) as i64;
     let time = END - time::Duration::milliseconds(span) + time::Duration::milliseconds(millis);
     let project = format!("proj{}", rng.skewed(40));
-    let name = format!("{}-{}", rng.pick(&["web", "api", "worker", "batch", "ingest", "report"]), rng.below(300));
-    let target_id = format!("crn:v1:bluemix:public:{svc}:{region}:a/{account}:{project}:{object}:{name}");
+    let name = format!(
+        "{}-{}",
+        rng.pick(&["web", "api", "worker", "batch", "ingest", "report"]),
+        rng.below(300)
+    );
+    let target_id =
+        format!("crn:v1:bluemix:public:{svc}:{region}:a/{account}:{project}:{object}:{name}");
     let user = rng.skewed(500);
     let mut event = json!({
         "id": rng.uuid(),
@@ -116,7 +177,7 @@ fn make_event(rng: &mut Rng, n: u64, total: u64) -> (String, Value) {
             "id": target_id,
             "name": name,
             "typeURI": format!("{svc}/{object}"),
-            "resourceGroupId": format!("crn:v1:bluemix:public:resource-controller::a/{account}::resource-group:{}", rng.hex(32)),
+            "resourceGroupId": format!("crn:v1:bluemix:public:resource-controller::a/{account}::resource-group:{:032x}", hash(&account)),
             "host": {"address": format!("{svc}.{region}.example.cloud")}
         },
         "observer": {"name": "ActivityTracker"},
@@ -146,20 +207,37 @@ fn make_event(rng: &mut Rng, n: u64, total: u64) -> (String, Value) {
     });
     if failure {
         let (code, text) = FAILURES[rng.below(FAILURES.len() as u64) as usize];
-        event["reason"] = json!({"reasonCode": code, "reasonType": "ClientError", "reasonForFailure": text});
+        event["reason"] =
+            json!({"reasonCode": code, "reasonType": "ClientError", "reasonForFailure": text});
     } else {
-        event["reason"] = json!({"reasonCode": if verb == "create" { 201 } else { 200 }, "reasonType": "OK"});
+        event["reason"] =
+            json!({"reasonCode": if verb == "create" { 201 } else { 200 }, "reasonType": "OK"});
     }
     (account, event)
 }
 
+fn hash(s: &str) -> u128 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u128, |h, b| {
+        (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
+    })
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|it| it.filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|it| {
+            it.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -181,17 +259,30 @@ fn report(name: &str, mut samples: Vec<Duration>, note: &str) {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: then run tiny.
     let benching = std::env::args().any(|a| a == "--bench");
-    let total = env_u64("TRAILKEEP_BENCH_EVENTS", if benching { 200_000 } else { 2_000 });
+    let total = env_u64(
+        "TRAILKEEP_BENCH_EVENTS",
+        if benching { 200_000 } else { 2_000 },
+    );
     let threads = env_u64("TRAILKEEP_BENCH_THREADS", 1) as usize;
     let tmp = tempfile::TempDir::new().unwrap();
-    let dir = std::env::var("TRAILKEEP_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| tmp.path().to_path_buf());
+    let dir = std::env::var("TRAILKEEP_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
     if dir.exists() && dir != tmp.path() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
-    println!("trailkeep-index bench: {total} events, {threads} indexing thread(s), index in {}", dir.display());
+    println!(
+        "trailkeep-index bench: {total} events, {threads} indexing thread(s), index in {}",
+        dir.display()
+    );
 
     let index = EventIndex::open(&dir).unwrap();
-    let mut writer = index.writer(WriterOptions { threads, memory_budget: 128 << 20 }).unwrap();
+    let mut writer = index
+        .writer(WriterOptions {
+            threads,
+            memory_budget: 128 << 20,
+        })
+        .unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut next_index = vec![0u64; ACCOUNTS as usize];
     let mut samples = Vec::new(); // (account, correlationId, target.id) of a few events
@@ -213,9 +304,16 @@ fn main() {
             })
             .collect();
         for (account, _, event) in batch.iter().step_by(997) {
-            samples.push((account.clone(), event["correlationId"].as_str().unwrap().to_string(), event["target"]["id"].as_str().unwrap().to_string()));
+            samples.push((
+                account.clone(),
+                event["correlationId"].as_str().unwrap().to_string(),
+                event["target"]["id"].as_str().unwrap().to_string(),
+            ));
         }
-        json_bytes += batch.iter().map(|(_, _, e)| serde_json::to_vec(e).unwrap().len() as u64).sum::<u64>();
+        json_bytes += batch
+            .iter()
+            .map(|(_, _, e)| serde_json::to_vec(e).unwrap().len() as u64)
+            .sum::<u64>();
         let received = OffsetDateTime::now_utc();
         let t = Instant::now();
         for (account, idx, event) in &batch {
@@ -252,7 +350,11 @@ fn main() {
     );
     println!("largest parts (B/event):");
     for part in index.space_usage().unwrap().into_iter().take(12) {
-        println!("  {:<32} {:>7.1}", part.part, part.bytes as f64 / total as f64);
+        println!(
+            "  {:<32} {:>7.1}",
+            part.part,
+            part.bytes as f64 / total as f64
+        );
     }
 
     // --- queries
@@ -267,11 +369,24 @@ fn main() {
         let plan = plan_strict(&format!("correlationId:{corr}")).unwrap();
         let accounts = [account.clone()];
         let t = Instant::now();
-        let page = index.search(&SearchRequest { plan: &plan, accounts: &accounts, from: None, to: None, limit: 100, cursor: None }).unwrap();
+        let page = index
+            .search(&SearchRequest {
+                plan: &plan,
+                accounts: &accounts,
+                from: None,
+                to: None,
+                limit: 100,
+                cursor: None,
+            })
+            .unwrap();
         lat.push(t.elapsed());
         found += page.hits.len();
     }
-    report("one correlationId", lat, &format!(", {:.1} hits avg", found as f64 / runs as f64));
+    report(
+        "one correlationId",
+        lat,
+        &format!(", {:.1} hits avg", found as f64 / runs as f64),
+    );
 
     let mut lat = Vec::new();
     let mut found = 0;
@@ -280,11 +395,24 @@ fn main() {
         let plan = plan_strict(&format!("target.id:\"{target}\"")).unwrap();
         let accounts = [account.clone()];
         let t = Instant::now();
-        let page = index.search(&SearchRequest { plan: &plan, accounts: &accounts, from: None, to: None, limit: 100, cursor: None }).unwrap();
+        let page = index
+            .search(&SearchRequest {
+                plan: &plan,
+                accounts: &accounts,
+                from: None,
+                to: None,
+                limit: 100,
+                cursor: None,
+            })
+            .unwrap();
         lat.push(t.elapsed());
         found += page.hits.len();
     }
-    report("target.id, newest 100", lat, &format!(", {:.1} hits avg", found as f64 / runs as f64));
+    report(
+        "target.id, newest 100",
+        lat,
+        &format!(", {:.1} hits avg", found as f64 / runs as f64),
+    );
 
     let mut lat = Vec::new();
     let mut found = 0;
@@ -305,27 +433,55 @@ fn main() {
         lat.push(t.elapsed());
         found += page.hits.len();
     }
-    report("one account's failures in 24 h, newest 100", lat, &format!(", {:.1} hits avg", found as f64 / runs as f64));
+    report(
+        "one account's failures in 24 h, newest 100",
+        lat,
+        &format!(", {:.1} hits avg", found as f64 / runs as f64),
+    );
 
     let mut lat = Vec::new();
     let mut found = 0;
-    let words = ["quota", "disk", "expired", "writer", "rotate", "unavailable"];
+    let words = [
+        "quota",
+        "disk",
+        "expired",
+        "writer",
+        "rotate",
+        "unavailable",
+    ];
     for i in 0..runs {
         let plan = plan_strict(words[i % words.len()]).unwrap();
         let accounts = [format!("acct{:02}", i as u64 % 10)];
         let t = Instant::now();
-        let page = index.search(&SearchRequest { plan: &plan, accounts: &accounts, from: None, to: None, limit: 100, cursor: None }).unwrap();
+        let page = index
+            .search(&SearchRequest {
+                plan: &plan,
+                accounts: &accounts,
+                from: None,
+                to: None,
+                limit: 100,
+                cursor: None,
+            })
+            .unwrap();
         lat.push(t.elapsed());
         found += page.hits.len();
     }
-    report("full-text word, newest 100", lat, &format!(", {:.1} hits avg", found as f64 / runs as f64));
+    report(
+        "full-text word, newest 100",
+        lat,
+        &format!(", {:.1} hits avg", found as f64 / runs as f64),
+    );
 
     let mut lat = Vec::new();
     let mut counted = 0;
     let plan = plan_strict("").unwrap();
     let all: Vec<String> = (0..ACCOUNTS).map(|a| format!("acct{a:02}")).collect();
     for i in 0..runs.min(100) {
-        let accounts = if i % 2 == 0 { all.clone() } else { vec![format!("acct{:02}", i as u64 % 10)] };
+        let accounts = if i % 2 == 0 {
+            all.clone()
+        } else {
+            vec![format!("acct{:02}", i as u64 % 10)]
+        };
         let t = Instant::now();
         let r = index
             .aggregate(&AggregateRequest {
@@ -333,12 +489,22 @@ fn main() {
                 accounts: &accounts,
                 from: Some(now - time::Duration::days(7)),
                 to: Some(now),
-                terms: Some(TermsRequest { field: KnownField::Action, size: 10 }),
+                terms: Some(TermsRequest {
+                    field: KnownField::Action,
+                    size: 10,
+                }),
                 histogram: Some(Histogram::Auto),
             })
             .unwrap();
         lat.push(t.elapsed());
         counted += r.total;
     }
-    report("counts by action + histogram over 7 days", lat, &format!(", {:.0} events counted avg; half all accounts", counted as f64 / runs.min(100) as f64));
+    report(
+        "counts by action + histogram over 7 days",
+        lat,
+        &format!(
+            ", {:.0} events counted avg; half all accounts",
+            counted as f64 / runs.min(100) as f64
+        ),
+    );
 }

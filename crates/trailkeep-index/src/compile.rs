@@ -11,8 +11,8 @@ use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DateTime, Index};
 
-use crate::query::{JsonOp, KnownField, Plan, TextKind};
-use crate::schema::{Fields, WORDS};
+use crate::query::{FieldKind, JsonOp, KnownField, Plan, TextKind};
+use crate::schema::{Fields, WORDS, hash64, json_token};
 
 type BoxQuery = Box<dyn Query>;
 
@@ -91,6 +91,10 @@ impl<'a> Compiler<'a> {
                 Box::new(BooleanQuery::new(clauses))
             }
             Plan::Text { field, kind, value } => self.text(self.fields.field(*field), *kind, value),
+            Plan::Keyword { field, value, .. } if field.kind() == FieldKind::HashedKeyword => {
+                let t = Term::from_field_u64(self.fields.field(*field), hash64(value));
+                Box::new(TermQuery::new(t, IndexRecordOption::Basic))
+            }
             Plan::Keyword {
                 field,
                 value,
@@ -115,11 +119,11 @@ impl<'a> Compiler<'a> {
                         Some(n) => Some(u64::try_from(*n).unwrap_or(0)),
                         None => None,
                     };
-                    if let (Some(a), Some(b)) = (min, max) {
-                        if a == b {
-                            let t = Term::from_field_u64(f, a);
-                            return Box::new(TermQuery::new(t, IndexRecordOption::Basic));
-                        }
+                    if let (Some(a), Some(b)) = (min, max)
+                        && a == b
+                    {
+                        let t = Term::from_field_u64(f, a);
+                        return Box::new(TermQuery::new(t, IndexRecordOption::Basic));
                     }
                     let lo = min.map_or(Bound::Unbounded, |n| {
                         Bound::Included(Term::from_field_u64(f, n))
@@ -129,11 +133,11 @@ impl<'a> Compiler<'a> {
                     });
                     return range(lo, hi);
                 }
-                if let (Some(a), Some(b)) = (min, max) {
-                    if a == b {
-                        let t = Term::from_field_i64(f, *a);
-                        return Box::new(TermQuery::new(t, IndexRecordOption::Basic));
-                    }
+                if let (Some(a), Some(b)) = (min, max)
+                    && a == b
+                {
+                    let t = Term::from_field_i64(f, *a);
+                    return Box::new(TermQuery::new(t, IndexRecordOption::Basic));
                 }
                 let lo = min.map_or(Bound::Unbounded, |n| {
                     Bound::Included(Term::from_field_i64(f, n))
@@ -226,6 +230,13 @@ impl<'a> Compiler<'a> {
         if entry.is_fast() {
             return Box::new(ExistsQuery::new(entry.name().to_string(), false));
         }
+        if field.kind() == FieldKind::HashedKeyword {
+            let lo = Term::from_field_u64(f, 0);
+            return Box::new(InvertedIndexRangeQuery::new(
+                Bound::Included(lo),
+                Bound::Unbounded,
+            ));
+        }
         // Every term of an inverted field: `[""..)`.
         Box::new(InvertedIndexRangeQuery::new(
             Bound::Included(Term::from_field_text(f, "")),
@@ -239,7 +250,7 @@ impl<'a> Compiler<'a> {
         match op {
             JsonOp::Exact(value) => {
                 let mut string_term = path_term.clone();
-                string_term.append_type_and_str(value);
+                string_term.append_type_and_str(&json_token(value));
                 let mut clauses: Vec<(Occur, BoxQuery)> = vec![(
                     Occur::Should,
                     Box::new(TermQuery::new(string_term, IndexRecordOption::Basic)),

@@ -149,15 +149,20 @@ impl EventIndex {
                 ("norms", seg.fieldnorms()),
             ] {
                 for f in per_field.fields() {
-                    *parts.entry(format!("{}/{component}", f.field_name())).or_default() += f.total().get_bytes();
+                    *parts
+                        .entry(format!("{}/{component}", f.field_name()))
+                        .or_default() += f.total().get_bytes();
                 }
             }
             *parts.entry("store".to_string()).or_default() += seg.store().total().get_bytes();
             *parts.entry("deletes".to_string()).or_default() += seg.deletes().get_bytes();
         }
-        let mut out: Vec<SpaceUsage> =
-            parts.into_iter().filter(|(_, b)| *b > 0).map(|(part, bytes)| SpaceUsage { part, bytes }).collect();
-        out.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        let mut out: Vec<SpaceUsage> = parts
+            .into_iter()
+            .filter(|(_, b)| *b > 0)
+            .map(|(part, bytes)| SpaceUsage { part, bytes })
+            .collect();
+        out.sort_by_key(|p| std::cmp::Reverse(p.bytes));
         Ok(out)
     }
 }

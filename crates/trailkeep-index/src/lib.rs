@@ -25,6 +25,6 @@ pub use aggregate::{
 pub use error::{IndexError, Result};
 pub use index::{EventIndex, Positions, SpaceUsage};
 pub use query::{ParseError, Plan, Query};
-pub use schema::{FORMAT_VERSION, MAX_KEYWORD_BYTES};
+pub use schema::{FORMAT_VERSION, MAX_PLAIN_VALUE_BYTES, hash64, hashed_token};
 pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest};
 pub use writer::{Added, CommitInfo, Writer, WriterOptions};

@@ -11,12 +11,17 @@
 //! | `eventTime` | `eventTime` | fast date (µs) |
 //! | `receivedAt` | item | fast date (s) |
 //! | `action`, `outcome`, `severity`, `target.id`, `initiator.id` | event | raw term + fast |
-//! | `id`, `correlationId`, `logSourceCRN` | event | raw term |
+//! | `id`, `correlationId` | event | u64 term of [`hash64`] of the value (exact match only) |
+//! | `logSourceCRN` | event | raw term |
 //! | `reasonCode` | `reason.reasonCode` when an integer | i64 term + fast |
 //! | `dataEvent` | `dataEvent` | bool term + fast |
 //! | `message`, `reasonForFailure` | event | words with positions |
 //! | `actionWords` | `action` split into words | words |
-//! | `attrs` | every other leaf of the event, by dotted path | raw terms (JSON field) |
+//! | `attrs` | every other leaf of the event, by dotted path | raw terms (JSON field); strings over [`MAX_PLAIN_VALUE_BYTES`] as a hash token |
+//!
+//! Unique long values (UUIDs, request ids) dominate an index's term dictionary: a 36-byte UUID
+//! costs about 40 bytes there, its 64-bit hash about 10. So `id`, `correlationId` and long JSON
+//! strings are indexed by hash: exact matches work, prefix search does not reach them.
 //!
 //! **Architecture Invariant.** Changing anything here that changes what is indexed bumps
 //! [`FORMAT_VERSION`]; an index of another version is rebuilt from the ledger, never migrated.
@@ -42,10 +47,41 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Tokenizer for full text: words split on non-alphanumerics, lower-cased, long words dropped.
 pub(crate) const WORDS: &str = "tk_words";
-/// Tokenizer for JSON leaves: the whole value, values over [`MAX_KEYWORD_BYTES`] dropped.
+/// Tokenizer for JSON leaves: the whole value.
 pub(crate) const KEYWORD: &str = "tk_keyword";
-/// JSON string values longer than this are not indexed (they are still in the ledger).
-pub const MAX_KEYWORD_BYTES: usize = 256;
+/// JSON string values longer than this are indexed as a hash token ([`hashed_token`]): exact
+/// matches work, prefix search does not reach them.
+pub const MAX_PLAIN_VALUE_BYTES: usize = 32;
+
+/// FNV-1a, 64 bits: stable across Rust versions and platforms (it is part of the index format).
+pub fn hash64(value: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The token that stands for a long JSON string value: U+0001 followed by the unpadded
+/// base64url of the little-endian bytes of [`hash64`] (12 bytes in all).
+pub fn hashed_token(value: &str) -> String {
+    use base64::Engine as _;
+    let mut token = String::with_capacity(12);
+    token.push('\u{1}');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_string(hash64(value).to_le_bytes(), &mut token);
+    token
+}
+
+/// The token a JSON string value is indexed as.
+pub(crate) fn json_token(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() > MAX_PLAIN_VALUE_BYTES {
+        std::borrow::Cow::Owned(hashed_token(value))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
 
 /// The fields of the schema.
 #[derive(Debug, Clone)]
@@ -111,8 +147,8 @@ impl Fields {
         let action = b.add_text_field("action", keyword_fast.clone());
         let outcome = b.add_text_field("outcome", keyword_fast.clone());
         let severity = b.add_text_field("severity", keyword_fast.clone());
-        let id = b.add_text_field("id", STRING);
-        let correlation_id = b.add_text_field("correlationId", STRING);
+        let id = b.add_u64_field("id", INDEXED);
+        let correlation_id = b.add_u64_field("correlationId", INDEXED);
         let target_id = b.add_text_field("target.id", keyword_fast.clone());
         let initiator_id = b.add_text_field("initiator.id", keyword_fast);
         let log_source_crn = b.add_text_field("logSourceCRN", STRING);
@@ -190,9 +226,7 @@ pub(crate) fn register_tokenizers(index: &Index) {
         .filter(LowerCaser)
         .build();
     index.tokenizers().register(WORDS, words);
-    let keyword = TextAnalyzer::builder(RawTokenizer::default())
-        .filter(RemoveLongFilter::limit(MAX_KEYWORD_BYTES + 1))
-        .build();
+    let keyword = TextAnalyzer::builder(RawTokenizer::default()).build();
     index.tokenizers().register(KEYWORD, keyword);
 }
 
@@ -212,6 +246,44 @@ pub fn event_time_nanos(event: &Value) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
+/// A JSON value as indexed in `attrs`: nulls dropped, long strings replaced by their hash token.
+fn attr_value(v: &Value) -> Option<OwnedValue> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => OwnedValue::Bool(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                OwnedValue::U64(u)
+            } else if let Some(i) = n.as_i64() {
+                OwnedValue::I64(i)
+            } else {
+                OwnedValue::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => OwnedValue::Str(json_token(s).into_owned()),
+        Value::Array(items) => OwnedValue::Array(items.iter().filter_map(attr_value).collect()),
+        Value::Object(map) => OwnedValue::Object(
+            map.iter()
+                .filter_map(|(k, v)| attr_value(v).map(|v| (k.clone(), v)))
+                .collect(),
+        ),
+    })
+}
+
+/// An object as indexed in `attrs`, without the keys that have their own field.
+fn attr_object(map: &serde_json::Map<String, Value>, skip: &[&str]) -> Option<OwnedValue> {
+    let items: Vec<(String, OwnedValue)> = map
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .filter_map(|(k, v)| attr_value(v).map(|v| (k.clone(), v)))
+        .collect();
+    if items.is_empty() {
+        None
+    } else {
+        Some(OwnedValue::Object(items))
+    }
+}
+
 /// Builds the index document of one item.
 pub(crate) fn build_document(
     f: &Fields,
@@ -229,70 +301,70 @@ pub(crate) fn build_document(
         f.received_at,
         DateTime::from_timestamp_nanos(received_at_nanos),
     );
+    let Value::Object(map) = event else {
+        return doc;
+    };
 
-    let mut rest = match event {
-        Value::Object(map) => map.clone(),
-        _ => serde_json::Map::new(),
-    };
-    let mut take_str = |key: &str, field: Field, lower: bool| {
-        if let Some(Value::String(s)) = rest.get(key) {
-            if lower {
-                doc.add_text(field, s.to_lowercase());
-            } else {
-                doc.add_text(field, s);
+    let mut attrs: BTreeMap<String, OwnedValue> = BTreeMap::new();
+    for (key, value) in map {
+        match (key.as_str(), value) {
+            ("eventTime", _) => {}
+            ("id", Value::String(s)) => doc.add_u64(f.id, hash64(s)),
+            ("correlationId", Value::String(s)) => doc.add_u64(f.correlation_id, hash64(s)),
+            ("outcome", Value::String(s)) => doc.add_text(f.outcome, s.to_lowercase()),
+            ("severity", Value::String(s)) => doc.add_text(f.severity, s.to_lowercase()),
+            ("logSourceCRN", Value::String(s)) => doc.add_text(f.log_source_crn, s),
+            ("message", Value::String(s)) => doc.add_text(f.message, s),
+            ("action", Value::String(s)) => {
+                doc.add_text(f.action, s);
+                doc.add_text(f.action_words, s);
             }
-            rest.remove(key);
-        }
-    };
-    take_str("id", f.id, false);
-    take_str("outcome", f.outcome, true);
-    take_str("severity", f.severity, true);
-    take_str("correlationId", f.correlation_id, false);
-    take_str("logSourceCRN", f.log_source_crn, false);
-    take_str("message", f.message, false);
-    rest.remove("eventTime");
-    if let Some(Value::String(action)) = rest.remove("action") {
-        doc.add_text(f.action, &action);
-        doc.add_text(f.action_words, &action);
-    }
-    match rest.get("dataEvent") {
-        Some(Value::Bool(b)) => {
-            doc.add_bool(f.data_event, *b);
-            rest.remove("dataEvent");
-        }
-        Some(Value::String(s)) if s == "true" || s == "false" => {
-            doc.add_bool(f.data_event, s == "true");
-            rest.remove("dataEvent");
-        }
-        _ => {}
-    }
-    for (key, field) in [("target", f.target_id), ("initiator", f.initiator_id)] {
-        if let Some(Value::Object(obj)) = rest.get_mut(key) {
-            if let Some(Value::String(id)) = obj.remove("id") {
-                doc.add_text(field, id);
+            ("dataEvent", Value::Bool(b)) => doc.add_bool(f.data_event, *b),
+            ("dataEvent", Value::String(s)) if s == "true" || s == "false" => {
+                doc.add_bool(f.data_event, s == "true");
+            }
+            ("target" | "initiator", Value::Object(obj)) => {
+                let field = if key == "target" {
+                    f.target_id
+                } else {
+                    f.initiator_id
+                };
+                let mut skip: &[&str] = &[];
+                if let Some(Value::String(id)) = obj.get("id") {
+                    doc.add_text(field, id);
+                    skip = &["id"];
+                }
+                if let Some(v) = attr_object(obj, skip) {
+                    attrs.insert(key.clone(), v);
+                }
+            }
+            ("reason", Value::Object(reason)) => {
+                let mut skip = Vec::with_capacity(2);
+                let code = match reason.get("reasonCode") {
+                    Some(Value::Number(n)) => n.as_i64(),
+                    Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    doc.add_i64(f.reason_code, code);
+                    skip.push("reasonCode");
+                }
+                if let Some(Value::String(text)) = reason.get("reasonForFailure") {
+                    doc.add_text(f.reason_for_failure, text);
+                    skip.push("reasonForFailure");
+                }
+                if let Some(v) = attr_object(reason, &skip) {
+                    attrs.insert(key.clone(), v);
+                }
+            }
+            // Anything else (and known keys of an unexpected type), by dotted path.
+            _ => {
+                if let Some(v) = attr_value(value) {
+                    attrs.insert(key.clone(), v);
+                }
             }
         }
     }
-    if let Some(Value::Object(reason)) = rest.get_mut("reason") {
-        let code = match reason.get("reasonCode") {
-            Some(Value::Number(n)) => n.as_i64(),
-            Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-            _ => None,
-        };
-        if let Some(code) = code {
-            doc.add_i64(f.reason_code, code);
-            reason.remove("reasonCode");
-        }
-        if let Some(Value::String(text)) = reason.remove("reasonForFailure") {
-            doc.add_text(f.reason_for_failure, text);
-        }
-    }
-    // Whatever is left, by dotted path. Values that are stringified JSON stay strings.
-    let attrs: BTreeMap<String, OwnedValue> = rest
-        .into_iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| (k, OwnedValue::from(v)))
-        .collect();
     if !attrs.is_empty() {
         doc.add_object(f.attrs, attrs);
     }

@@ -299,11 +299,11 @@ impl NewestSegment {
         let key = (micros, ord, index);
         if self.heap.len() < self.k {
             self.heap.push(Reverse(key));
-        } else if let Some(Reverse(min)) = self.heap.peek() {
-            if key > *min {
-                self.heap.pop();
-                self.heap.push(Reverse(key));
-            }
+        } else if let Some(Reverse(min)) = self.heap.peek()
+            && key > *min
+        {
+            self.heap.pop();
+            self.heap.push(Reverse(key));
         }
     }
 

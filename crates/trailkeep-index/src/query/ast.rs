@@ -121,7 +121,7 @@ impl Query {
 
     /// Builds an `Or` of the queries, flattening trivial cases.
     pub(crate) fn or(mut items: Vec<Query>) -> Query {
-        if items.iter().any(|q| *q == Query::All) {
+        if items.contains(&Query::All) {
             return Query::All;
         }
         match items.len() {

@@ -14,6 +14,9 @@ pub enum FieldKind {
     Keyword,
     /// Exact string stored in lower case (`outcome`, `severity`): query values are lower-cased.
     LowerKeyword,
+    /// An exact string, indexed as a 64-bit hash to keep the index small (unique ids such as
+    /// `id` and `correlationId`): exact match only, no prefix search.
+    HashedKeyword,
     /// Full text (words, phrases, word prefixes).
     Text,
     /// A signed integer.
@@ -120,10 +123,9 @@ impl KnownField {
             KnownField::DataEvent => FieldKind::Bool,
             KnownField::Message | KnownField::ReasonForFailure => FieldKind::Text,
             KnownField::Outcome | KnownField::Severity => FieldKind::LowerKeyword,
+            KnownField::Id | KnownField::CorrelationId => FieldKind::HashedKeyword,
             KnownField::Account
             | KnownField::Action
-            | KnownField::Id
-            | KnownField::CorrelationId
             | KnownField::TargetId
             | KnownField::InitiatorId
             | KnownField::LogSourceCrn => FieldKind::Keyword,

@@ -215,7 +215,10 @@ fn plan_field(fq: &ast::FieldQuery) -> Result<Plan, PlanError> {
             kind: TextKind::Prefix,
             value: v.clone(),
         }),
-        (Predicate::Term(v) | Predicate::Phrase(v), FieldKind::Keyword) => Ok(Plan::Keyword {
+        (
+            Predicate::Term(v) | Predicate::Phrase(v),
+            FieldKind::Keyword | FieldKind::HashedKeyword,
+        ) => Ok(Plan::Keyword {
             field,
             value: v.clone(),
             prefix: false,
@@ -302,6 +305,14 @@ fn plan_field(fq: &ast::FieldQuery) -> Result<Plan, PlanError> {
                 _ => Err(type_error(span, "`true` or `false`", &fq.field, v)),
             }
         }
+        (Predicate::Prefix(_), FieldKind::HashedKeyword) => Err(PlanError {
+            span,
+            expected: "a whole value without `*`",
+            message: format!(
+                "`{}` supports exact values only, not prefix search",
+                fq.field
+            ),
+        }),
         (Predicate::Prefix(_), _) => Err(PlanError {
             span,
             expected: "a value without `*`",
