@@ -128,7 +128,8 @@ fn main() {
     };
 
     let only_normalize = std::env::args().any(|a| a == "--normalize-only");
-    if !only_normalize {
+    let only_batch = std::env::args().any(|a| a == "--batch-only");
+    if !only_normalize && !only_batch {
         parse_only(&lines, rounds);
     }
 
@@ -140,7 +141,7 @@ fn main() {
     }
     let start = timer();
     let (mut n, mut bytes) = (0, 0);
-    for _ in 0..rounds {
+    for _ in 0..if only_batch { 0 } else { rounds } {
         for l in &lines {
             for item in split_input(l, &limits).unwrap() {
                 if let ItemKind::Event(raw) = item.kind {

@@ -22,11 +22,29 @@
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 
-/// The RFC 8785 canonical bytes of `value`.
+/// The RFC 8785 canonical bytes of `value`, in a vector of exactly their length.
 pub fn to_canonical_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2048);
-    write_canonical(value, &mut out);
-    out
+    thread_local! {
+        // Written into a reused buffer and copied once: no growth reallocations and no
+        // spare capacity kept by every stored event.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            write_canonical(value, &mut buf);
+            let out = buf.as_slice().to_vec();
+            if buf.capacity() > 1 << 20 {
+                *buf = Vec::new(); // do not keep a huge buffer around after a huge value
+            }
+            out
+        }
+        Err(_) => {
+            let mut out = Vec::with_capacity(2048);
+            write_canonical(value, &mut out);
+            out
+        }
+    })
 }
 
 /// The RFC 8785 canonical form of `value` as a `String`.
