@@ -64,6 +64,16 @@ pub struct LenientParse {
 
 /// Parses a query for the API: any error rejects the query.
 pub fn parse_strict(input: &str) -> Result<Query, ParseError> {
+    if input.len() > MAX_QUERY_BYTES {
+        // Reported before anything found in the part that would be read.
+        let mut errors = parse_lenient(input).errors;
+        if let Some(i) = errors
+            .iter()
+            .position(|e| e.span.end == input.len() && e.message.contains("too long"))
+        {
+            return Err(errors.swap_remove(i));
+        }
+    }
     let parsed = parse_lenient(input);
     match parsed.errors.into_iter().next() {
         Some(e) => Err(e),

@@ -5,6 +5,7 @@ mod golden;
 mod isolation;
 mod paging;
 mod persistence;
+mod properties;
 mod ranges;
 mod search;
 mod support;

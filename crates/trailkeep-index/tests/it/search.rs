@@ -116,6 +116,17 @@ fn dotted_paths_of_other_fields() {
         ("reason.reasonCode:ERR_QUOTA", &["acme/4"]),
         ("reason.reasonCode:ERR*", &["acme/4"]),
         ("requestData.nosuch:x", &[]),
+        // Long values are indexed by hash: exact matches only.
+        (
+            "requestData.description:\"Nightly batch job that compacts the audit archive\"",
+            &["acme/2"],
+        ),
+        (
+            "requestData.description:\"Nightly batch job that compacts the audit\"",
+            &[],
+        ),
+        ("requestData.description:Nightly*", &[]),
+        ("requestData.description:*", &["acme/2"]),
     ]);
 }
 

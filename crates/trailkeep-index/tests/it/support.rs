@@ -75,7 +75,7 @@ pub fn corpus() -> Vec<(&'static str, u64, Value)> {
                 json!({
                     "severity": "critical",
                     "reason": {"reasonCode": 500, "reasonForFailure": "Disk full on build node"},
-                    "requestData": {"name": "nightly-batch", "env": {"MODE": "fast"}},
+                    "requestData": {"name": "nightly-batch", "env": {"MODE": "fast"}, "description": "Nightly batch job that compacts the audit archive"},
                 }),
             ),
         ),
