@@ -19,7 +19,9 @@ fn payload(n: u64) -> Vec<u8> {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: crash_writer <data-dir>");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: crash_writer <data-dir>");
     let ledger = Ledger::open_dir(
         &dir,
         LedgerConfig {
@@ -40,7 +42,10 @@ fn main() {
         let batch: Vec<(String, Vec<u8>)> = (0..50)
             .map(|k| {
                 let m = n + k;
-                (if m % 3 == 0 { "acme" } else { "globex" }.to_string(), payload(m))
+                (
+                    if m % 3 == 0 { "acme" } else { "globex" }.to_string(),
+                    payload(m),
+                )
             })
             .collect();
         let acks = ledger.append(batch).expect("append");

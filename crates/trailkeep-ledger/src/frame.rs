@@ -52,10 +52,16 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::Truncated { needed, available } => {
-                write!(f, "frame truncated: needs {needed} bytes, {available} present")
+                write!(
+                    f,
+                    "frame truncated: needs {needed} bytes, {available} present"
+                )
             }
             FrameError::Crc { stored, computed } => {
-                write!(f, "CRC mismatch: stored {stored:08x}, computed {computed:08x}")
+                write!(
+                    f,
+                    "CRC mismatch: stored {stored:08x}, computed {computed:08x}"
+                )
             }
             FrameError::Malformed(m) => write!(f, "malformed frame: {m}"),
         }
@@ -137,7 +143,9 @@ pub fn decode_frame(buf: &[u8]) -> Result<(RawRecord<'_>, usize), FrameError> {
 /// Decode a frame body whose CRC has been checked.
 pub fn decode_body(body: &[u8]) -> Result<RawRecord<'_>, FrameError> {
     if body.len() < BODY_FIXED_LEN {
-        return Err(FrameError::Malformed("body shorter than its fixed part".into()));
+        return Err(FrameError::Malformed(
+            "body shorter than its fixed part".into(),
+        ));
     }
     let position = u64_at(body, 0);
     let index = u64_at(body, 8);
@@ -179,7 +187,10 @@ mod tests {
         encode_frame(&mut buf, 7, 3, "acme", b"{\"a\":1}");
         let (r, n) = decode_frame(&buf).unwrap();
         assert_eq!(n, buf.len());
-        assert_eq!((r.position, r.index, r.account, r.data), (7, 3, "acme", &b"{\"a\":1}"[..]));
+        assert_eq!(
+            (r.position, r.index, r.account, r.data),
+            (7, 3, "acme", &b"{\"a\":1}"[..])
+        );
         for cut in 0..buf.len() {
             assert!(decode_frame(&buf[..cut]).is_err(), "cut {cut}");
         }

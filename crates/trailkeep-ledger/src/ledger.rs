@@ -153,13 +153,20 @@ pub struct LedgerStats {
 }
 
 type Reply = Box<dyn FnOnce(Result<Vec<Appended>>) + Send + 'static>;
+/// One record on its way to the writer: account, bytes, leaf hash.
+type Prepared = (String, Vec<u8>, Hash);
+/// One appender's batch and how to answer it.
+type Batch = (Vec<Prepared>, Reply);
+/// The last opened block: (segment name, first position, uncompressed bytes).
+type BlockCache = Mutex<Option<(String, u64, Arc<Vec<u8>>)>>;
+type SignReply = mpsc::SyncSender<Result<Vec<(String, u64)>>>;
 
 enum Command {
     Append {
-        records: Vec<(String, Vec<u8>, Hash)>,
+        records: Vec<Prepared>,
         reply: Reply,
     },
-    Sign(mpsc::SyncSender<Result<Vec<(String, u64)>>>),
+    Sign(SignReply),
     Rotate(mpsc::SyncSender<Result<()>>),
     Close(mpsc::SyncSender<Result<()>>),
 }
@@ -207,8 +214,9 @@ struct Shared {
     config: LedgerConfig,
     signer: NoteSigner,
     state: RwLock<State>,
-    block_cache: Mutex<Option<(String, u64, Arc<Vec<u8>>)>>,
+    block_cache: BlockCache,
     failed: Mutex<Option<String>>,
+    seal_error: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -277,7 +285,10 @@ pub fn encode_meta(version: u32) -> Vec<u8> {
 /// Decode the metadata object, returning the format version.
 pub fn decode_meta(bytes: &[u8]) -> Result<u32> {
     if bytes.len() != 20 || bytes[..8] != META_MAGIC {
-        return Err(Error::corrupted(format!("{META_NAME}@0"), "bad magic or length"));
+        return Err(Error::corrupted(
+            format!("{META_NAME}@0"),
+            "bad magic or length",
+        ));
     }
     if crc32fast::hash(&bytes[..16]) != u32::from_le_bytes(bytes[16..20].try_into().expect("4")) {
         return Err(Error::corrupted(format!("{META_NAME}@16"), "CRC mismatch"));
@@ -306,13 +317,17 @@ fn seg_err(name: &str, e: segment::SegmentError) -> Error {
 }
 
 fn load_signer(storage: &dyn Storage, config: &LedgerConfig) -> Result<NoteSigner> {
-    let name = config.key_name.clone().unwrap_or_else(|| config.origin.clone());
+    let name = config
+        .key_name
+        .clone()
+        .unwrap_or_else(|| config.origin.clone());
     let key_err = |e: crate::note::NoteError| Error::Key(e.to_string());
     let signer = match &config.key {
         KeySource::Seed(seed) => NoteSigner::from_seed(&name, *seed).map_err(key_err)?,
         KeySource::Storage => match storage.get(KEY_NAME)? {
             Some(b) => {
-                let text = String::from_utf8(b).map_err(|_| Error::Key("key is not UTF-8".into()))?;
+                let text =
+                    String::from_utf8(b).map_err(|_| Error::Key("key is not UTF-8".into()))?;
                 NoteSigner::from_private_string(&text).map_err(key_err)?
             }
             None => {
@@ -401,11 +416,15 @@ fn load_segments(
                 segment::FOOTER_LEN,
             )?;
             let footer = segment::decode_footer(&fbytes, size).map_err(|e| seg_err(&sname, e))?;
-            let tables = storage.get_range(&sname, footer.tables_offset, footer.tables_len as usize)?;
+            let tables =
+                storage.get_range(&sname, footer.tables_offset, footer.tables_len as usize)?;
             let idx =
                 segment::decode_tables(header, &footer, &tables).map_err(|e| seg_err(&sname, e))?;
             if header.first_position != first {
-                return Err(Error::corrupted(format!("{sname}@12"), "header position differs from name"));
+                return Err(Error::corrupted(
+                    format!("{sname}@12"),
+                    "header position differs from name",
+                ));
             }
             let accts: Vec<Arc<str>> = idx.accounts.iter().map(|a| intern(a)).collect();
             for (ord, index) in &idx.records {
@@ -439,7 +458,10 @@ fn load_segments(
         }
         let scan = segment::scan_plain(&bytes).map_err(|e| seg_err(&pname, e))?;
         if scan.header.first_position != first {
-            return Err(Error::corrupted(format!("{pname}@12"), "header position differs from name"));
+            return Err(Error::corrupted(
+                format!("{pname}@12"),
+                "header position differs from name",
+            ));
         }
         if let Some(tail) = &scan.tail {
             if !is_last {
@@ -472,7 +494,7 @@ fn load_segments(
 
 fn read_from(
     storage: &dyn Storage,
-    cache: &Mutex<Option<(String, u64, Arc<Vec<u8>>)>>,
+    cache: &BlockCache,
     seg: &Segment,
     position: u64,
 ) -> Result<Record> {
@@ -483,7 +505,8 @@ fn read_from(
             let off = offsets[i as usize];
             let end = offsets.get(i as usize + 1).copied().unwrap_or(*len);
             let bytes = storage.get_range(&seg.name, off, (end - off) as usize)?;
-            let (r, _) = frame::decode_frame(&bytes).map_err(|e| Error::corrupted(here(off), e.to_string()))?;
+            let (r, _) = frame::decode_frame(&bytes)
+                .map_err(|e| Error::corrupted(here(off), e.to_string()))?;
             if r.position != position {
                 return Err(Error::corrupted(here(off), "record has the wrong position"));
             }
@@ -506,8 +529,11 @@ fn read_from(
             let raw = match cached {
                 Some(raw) => raw,
                 None => {
-                    let compressed =
-                        storage.get_range(&seg.name, block.offset, block.compressed_len as usize)?;
+                    let compressed = storage.get_range(
+                        &seg.name,
+                        block.offset,
+                        block.compressed_len as usize,
+                    )?;
                     let raw = Arc::new(
                         segment::open_block(block, &compressed)
                             .map_err(|e| Error::corrupted(here(e.offset), e.reason))?,
@@ -526,7 +552,10 @@ fn read_from(
             let (r, _) = frame::decode_frame(&raw[off..])
                 .map_err(|e| Error::corrupted(here(block.offset), e.to_string()))?;
             if r.position != position {
-                return Err(Error::corrupted(here(block.offset), "record has the wrong position"));
+                return Err(Error::corrupted(
+                    here(block.offset),
+                    "record has the wrong position",
+                ));
             }
             Ok(Record {
                 account: r.account.to_owned(),
@@ -549,7 +578,9 @@ impl Ledger {
     /// checkpoint and extended with the records written after it.
     pub fn open(storage: Arc<dyn Storage>, config: LedgerConfig) -> Result<Self> {
         if config.origin.is_empty() || config.origin.contains(char::is_whitespace) {
-            return Err(Error::Invalid("origin must be non-empty without spaces".into()));
+            return Err(Error::Invalid(
+                "origin must be non-empty without spaces".into(),
+            ));
         }
         match storage.get(META_NAME)? {
             Some(m) => {
@@ -557,7 +588,10 @@ impl Ledger {
             }
             None => {
                 if !storage.list("seg/")?.is_empty() {
-                    return Err(Error::corrupted(META_NAME, "metadata missing but segments exist"));
+                    return Err(Error::corrupted(
+                        META_NAME,
+                        "metadata missing but segments exist",
+                    ));
                 }
                 storage.put(META_NAME, &encode_meta(FORMAT_VERSION))?;
             }
@@ -578,7 +612,10 @@ impl Ledger {
             if *index != v.len() as u64 {
                 return Err(Error::corrupted(
                     format!("{acct}/{index}"),
-                    format!("record at position {pos} has index {index}, expected {}", v.len()),
+                    format!(
+                        "record at position {pos} has index {index}, expected {}",
+                        v.len()
+                    ),
                 ));
             }
             v.push(pos as u64);
@@ -615,10 +652,19 @@ impl Ledger {
         }
 
         // Make sure the last segment is an appendable plain segment.
-        let need_new = !matches!(segments.last(), Some(Segment { data: SegData::Plain { .. }, .. }));
+        let need_new = !matches!(
+            segments.last(),
+            Some(Segment {
+                data: SegData::Plain { .. },
+                ..
+            })
+        );
         if need_new {
             let name = segment::plain_name(next_position);
-            storage.append(&name, &segment::encode_header(SegmentKind::Plain, next_position))?;
+            storage.append(
+                &name,
+                &segment::encode_header(SegmentKind::Plain, next_position),
+            )?;
             storage.sync(&name)?;
             segments.push(Segment {
                 name,
@@ -645,6 +691,7 @@ impl Ledger {
             state: RwLock::new(state),
             block_cache: Mutex::new(None),
             failed: Mutex::new(None),
+            seal_error: Mutex::new(None),
         });
         for name in &to_seal {
             seal_segment(&shared, name)?;
@@ -677,7 +724,13 @@ impl Ledger {
     }
 
     fn closed_error(&self) -> Error {
-        Error::Closed(self.shared().failed.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        Error::Closed(
+            self.shared()
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 
     /// The durability mode in force.
@@ -729,10 +782,7 @@ impl Ledger {
         rx.recv().unwrap_or_else(|_| Err(self.closed_error()))
     }
 
-    fn request<T>(
-        &self,
-        make: impl FnOnce(mpsc::SyncSender<Result<T>>) -> Command,
-    ) -> Result<T> {
+    fn request<T>(&self, make: impl FnOnce(mpsc::SyncSender<Result<T>>) -> Command) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(make(tx)).map_err(|_| self.closed_error())?;
         rx.recv().unwrap_or_else(|_| Err(self.closed_error()))
@@ -770,7 +820,12 @@ impl Ledger {
         let seg = state
             .segment_of(pos)
             .ok_or_else(|| Error::corrupted(format!("position {pos}"), "no segment holds it"))?;
-        let r = read_from(self.shared().storage.as_ref(), &self.shared().block_cache, seg, pos)?;
+        let r = read_from(
+            self.shared().storage.as_ref(),
+            &self.shared().block_cache,
+            seg,
+            pos,
+        )?;
         if r.account != account || r.index != index {
             return Err(Error::corrupted(
                 format!("{}/{}", r.account, r.index),
@@ -786,7 +841,13 @@ impl Ledger {
         let Some(seg) = state.segment_of(position) else {
             return Ok(None);
         };
-        read_from(self.shared().storage.as_ref(), &self.shared().block_cache, seg, position).map(Some)
+        read_from(
+            self.shared().storage.as_ref(),
+            &self.shared().block_cache,
+            seg,
+            position,
+        )
+        .map(Some)
     }
 
     /// Iterate `account`'s records from index `from` (as of each step; new records appear).
@@ -800,7 +861,11 @@ impl Ledger {
 
     /// Accounts with a log.
     pub fn accounts(&self) -> Vec<String> {
-        read_lock(&self.shared().state).accounts.keys().cloned().collect()
+        read_lock(&self.shared().state)
+            .accounts
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Number of records (= next global position).
@@ -828,12 +893,25 @@ impl Ledger {
         }
     }
 
+    /// The last background sealing failure, if any (the segment stays plain and readable and is
+    /// sealed again at the next open).
+    pub fn seal_error(&self) -> Option<String> {
+        self.shared()
+            .seal_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The current tree of `account`.
     pub fn tree_head(&self, account: &str) -> Option<TreeHead> {
-        read_lock(&self.shared().state).accounts.get(account).map(|a| TreeHead {
-            size: a.tree.size(),
-            root: a.tree.root(),
-        })
+        read_lock(&self.shared().state)
+            .accounts
+            .get(account)
+            .map(|a| TreeHead {
+                size: a.tree.size(),
+                root: a.tree.root(),
+            })
     }
 
     /// The root of `account`'s tree at a past (or the current) `size`.
@@ -965,7 +1043,10 @@ fn recover_account(
             .map_err(|e| Error::corrupted(&cp_name, e.to_string()))?;
         let cp = Checkpoint::parse(body).map_err(|e| Error::corrupted(&cp_name, e.to_string()))?;
         if cp.origin != origin {
-            return Err(Error::corrupted(&cp_name, format!("origin {:?} is not {origin:?}", cp.origin)));
+            return Err(Error::corrupted(
+                &cp_name,
+                format!("origin {:?} is not {origin:?}", cp.origin),
+            ));
         }
         cp_size = cp.size;
         cp_root = Some(cp.root);
@@ -997,7 +1078,10 @@ fn recover_account(
         }
         let r = read_from(storage, &cache, &segments[seg_i], pos)?;
         if r.account != account || r.index != index as u64 {
-            return Err(Error::corrupted(format!("{account}/{index}"), "record mismatch"));
+            return Err(Error::corrupted(
+                format!("{account}/{index}"),
+                "record mismatch",
+            ));
         }
         tree.push(merkle::leaf_hash(&r.bytes));
     }
@@ -1035,6 +1119,35 @@ fn seal_segment(shared: &Shared, name: &str) -> Result<()> {
     Ok(storage.delete(name)?)
 }
 
+/// One committed-but-not-yet-acknowledged unit of work, handed from the writer to the syncer in
+/// order.
+enum Pending {
+    /// Frames written to `segment`; to be made durable, published, then acknowledged.
+    Group {
+        segment: String,
+        offsets: Vec<u64>,
+        new_len: u64,
+        next_position: u64,
+        appends: Vec<Batch>,
+        results: Vec<Vec<Appended>>,
+    },
+    /// `old` is complete: make it durable, create and publish the new active segment starting at
+    /// `first`, hand `old` to sealing. The writer waits for the reply, so only the last plain
+    /// segment can ever hold unsynced bytes.
+    Rotate {
+        old: String,
+        first: u64,
+        reply: mpsc::SyncSender<Result<()>>,
+    },
+    /// Sign checkpoints of grown trees (after everything before it is published).
+    Sign(Option<SignReply>),
+    /// Final signing and shutdown.
+    Close,
+}
+
+/// The writer thread: takes appends off the channel in groups, assigns positions and indexes,
+/// encodes and writes the frames, and passes each group on to the syncer. It never waits for an
+/// fsync, so the next group is written while the previous one is being synced.
 struct Writer {
     shared: Arc<Shared>,
     next_index: HashMap<String, u64>,
@@ -1042,9 +1155,24 @@ struct Writer {
     active: String,
     active_len: u64,
     last_sign: Instant,
-    sealer: Option<(Sender<String>, JoinHandle<()>)>,
     buf: Vec<u8>,
-    unsynced: bool,
+}
+
+fn is_failed(shared: &Shared) -> Option<String> {
+    shared
+        .failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+fn set_failed(shared: &Shared, e: &Error) {
+    let mut f = shared.failed.lock().unwrap_or_else(|e| e.into_inner());
+    f.get_or_insert_with(|| e.to_string());
+}
+
+fn io_copy(e: &std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(e.kind(), e.to_string()))
 }
 
 impl Writer {
@@ -1066,23 +1194,6 @@ impl Writer {
                 len,
             )
         };
-        let sealer = shared.config.background_sealing.then(|| {
-            let (tx, rx) = mpsc::channel::<String>();
-            let sh = shared.clone();
-            let j = std::thread::Builder::new()
-                .name("trailkeep-ledger-sealer".into())
-                .spawn(move || {
-                    for name in rx {
-                        if let Err(e) = seal_segment(&sh, &name) {
-                            // Left plain; sealed again at the next open.
-                            let mut f = sh.failed.lock().unwrap_or_else(|e| e.into_inner());
-                            f.get_or_insert_with(|| format!("sealing {name}: {e}"));
-                        }
-                    }
-                })
-                .expect("spawn sealer");
-            (tx, j)
-        });
         Self {
             shared,
             next_index,
@@ -1090,18 +1201,17 @@ impl Writer {
             active,
             active_len,
             last_sign: Instant::now(),
-            sealer,
             buf: Vec::new(),
-            unsynced: false,
         }
     }
 
-    fn fail(&self, e: &Error) {
-        let mut f = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner());
-        f.get_or_insert_with(|| e.to_string());
-    }
-
     fn run(mut self, rx: Receiver<Command>) {
+        let (ptx, prx) = mpsc::sync_channel::<Pending>(256);
+        let syncer = Syncer::new(self.shared.clone(), self.active.clone());
+        let syncer = std::thread::Builder::new()
+            .name("trailkeep-ledger-syncer".into())
+            .spawn(move || syncer.run(prx))
+            .expect("spawn syncer");
         let mut close_reply = None;
         'outer: loop {
             let first = match self.shared.config.checkpoint_interval {
@@ -1134,7 +1244,7 @@ impl Writer {
             };
             if let Some(c) = first {
                 bytes += take(c, &mut appends, &mut others);
-                // Group commit: everything that queued up while the last fsync ran.
+                // Group commit: everything that queued up meanwhile.
                 while bytes < self.shared.config.max_group_bytes && others.is_empty() {
                     match rx.try_recv() {
                         Ok(c) => bytes += take(c, &mut appends, &mut others),
@@ -1142,22 +1252,39 @@ impl Writer {
                     }
                 }
             }
-            if !appends.is_empty()
-                && let Err(e) = self.commit(appends)
-            {
-                self.fail(&e);
+            if let Some(f) = is_failed(&self.shared) {
+                for (_, reply) in appends {
+                    reply(Err(Error::Closed(Some(f.clone()))));
+                }
                 break 'outer;
+            }
+            if !appends.is_empty() {
+                match self.write_group(appends) {
+                    Ok(p) => {
+                        if ptx.send(p).is_err() {
+                            break 'outer;
+                        }
+                    }
+                    Err(e) => {
+                        set_failed(&self.shared, &e);
+                        break 'outer;
+                    }
+                }
             }
             for c in others {
                 match c {
                     Command::Append { .. } => unreachable!("appends are grouped"),
                     Command::Sign(reply) => {
-                        let r = self.sign();
-                        let _ = reply.send(r);
+                        self.last_sign = Instant::now();
+                        let _ = ptx.send(Pending::Sign(Some(reply)));
                     }
                     Command::Rotate(reply) => {
-                        let r = self.rotate();
+                        let r = self.rotate(&ptx);
+                        let failed = r.is_err();
                         let _ = reply.send(r);
+                        if failed {
+                            break 'outer;
+                        }
                     }
                     Command::Close(reply) => {
                         close_reply = Some(reply);
@@ -1167,50 +1294,47 @@ impl Writer {
             }
             if let Some(iv) = self.shared.config.checkpoint_interval
                 && self.last_sign.elapsed() >= iv
-                && let Err(e) = self.sign()
             {
-                self.fail(&e);
-                break 'outer;
+                self.last_sign = Instant::now();
+                let _ = ptx.send(Pending::Sign(None));
             }
             if self.active_len >= self.shared.config.segment_target_bytes
-                && let Err(e) = self.rotate()
+                && let Err(e) = self.rotate(&ptx)
             {
-                self.fail(&e);
+                set_failed(&self.shared, &e);
                 break 'outer;
             }
         }
-        // Shutdown: answer queued appends, sign, finish sealing.
-        let failed = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut result = match &failed {
-            None => self.sign().map(|_| ()),
-            Some(f) => Err(Error::Closed(Some(f.clone()))),
-        };
+        // Shutdown: answer what is still queued, let the syncer sign and finish sealing.
         drop(rx);
-        if let Some((tx, j)) = self.sealer.take() {
-            drop(tx);
-            let _ = j.join();
-        }
-        if result.is_ok()
-            && let Some(f) = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
-        {
-            result = Err(Error::Closed(Some(f)));
-        }
+        let _ = ptx.send(Pending::Close);
+        drop(ptx);
+        let _ = syncer.join();
+        let result = match is_failed(&self.shared) {
+            None => Ok(()),
+            Some(f) => Err(Error::Closed(Some(f))),
+        };
         if let Some(reply) = close_reply {
             let _ = reply.send(result);
         }
     }
 
-    fn commit(&mut self, appends: Vec<(Vec<(String, Vec<u8>, Hash)>, Reply)>) -> Result<()> {
+    fn write_group(&mut self, appends: Vec<Batch>) -> Result<Pending> {
         self.buf.clear();
         let start_len = self.active_len;
         let mut offsets = Vec::new();
         let mut results = Vec::with_capacity(appends.len());
-        let mut next_index = self.next_index.clone();
+        let mut next_index = HashMap::new();
         let mut pos = self.next_position;
         for (records, _) in &appends {
             let mut res = Vec::with_capacity(records.len());
             for (account, data, _) in records {
-                let idx = next_index.entry(account.clone()).or_insert(0);
+                let idx = match next_index.get_mut(account) {
+                    Some(i) => i,
+                    None => next_index
+                        .entry(account.clone())
+                        .or_insert_with(|| self.next_index.get(account).copied().unwrap_or(0)),
+                };
                 offsets.push(start_len + self.buf.len() as u64);
                 frame::encode_frame(&mut self.buf, pos, *idx, account, data);
                 res.push(Appended {
@@ -1223,59 +1347,254 @@ impl Writer {
             }
             results.push(res);
         }
-        let storage = self.shared.storage.as_ref();
-        let io = storage.append(&self.active, &self.buf).and_then(|()| {
-            if self.shared.config.durability == Durability::Fsync {
-                storage.sync(&self.active)
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = io {
+        if let Err(e) = self.shared.storage.append(&self.active, &self.buf) {
             // The file's state is unknown: stop taking writes; the next open recovers.
             for (_, reply) in appends {
-                reply(Err(Error::Io(std::io::Error::new(e.kind(), e.to_string()))));
+                reply(Err(io_copy(&e)));
             }
             return Err(Error::Io(e));
         }
-        self.unsynced = self.shared.config.durability == Durability::Relaxed;
         self.active_len += self.buf.len() as u64;
-        self.next_index = next_index;
+        self.next_index.extend(next_index);
         self.next_position = pos;
+        Ok(Pending::Group {
+            segment: self.active.clone(),
+            offsets,
+            new_len: self.active_len,
+            next_position: pos,
+            appends,
+            results,
+        })
+    }
+
+    fn rotate(&mut self, ptx: &mpsc::SyncSender<Pending>) -> Result<()> {
+        if self.active_len <= segment::HEADER_LEN as u64 {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        ptx.send(Pending::Rotate {
+            old: self.active.clone(),
+            first: self.next_position,
+            reply: tx,
+        })
+        .map_err(|_| Error::Closed(None))?;
+        rx.recv().unwrap_or(Err(Error::Closed(None)))?;
+        self.active = segment::plain_name(self.next_position);
+        self.active_len = segment::HEADER_LEN as u64;
+        Ok(())
+    }
+}
+
+/// The syncer thread: makes written groups durable (one fsync for everything written since the
+/// last one), publishes them to readers, acknowledges them, and signs checkpoints.
+struct Syncer {
+    shared: Arc<Shared>,
+    active: String,
+    unsynced: bool,
+    sealer: Option<(Sender<String>, JoinHandle<()>)>,
+}
+
+impl Syncer {
+    fn new(shared: Arc<Shared>, active: String) -> Self {
+        let sealer = shared.config.background_sealing.then(|| {
+            let (tx, rx) = mpsc::channel::<String>();
+            let sh = shared.clone();
+            let j = std::thread::Builder::new()
+                .name("trailkeep-ledger-sealer".into())
+                .spawn(move || {
+                    for name in rx {
+                        if let Err(e) = seal_segment(&sh, &name) {
+                            // Left plain and readable; sealing is retried at the next open.
+                            *sh.seal_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(format!("sealing {name}: {e}"));
+                        }
+                    }
+                })
+                .expect("spawn sealer");
+            (tx, j)
+        });
+        Self {
+            shared,
+            active,
+            unsynced: false,
+            sealer,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Pending>) {
+        let mut closing = false;
+        while let Ok(first) = rx.recv() {
+            let mut items = vec![first];
+            while let Ok(p) = rx.try_recv() {
+                items.push(p);
+            }
+            let mut groups = Vec::new();
+            for item in items {
+                match item {
+                    Pending::Group { .. } => groups.push(item),
+                    other => {
+                        self.finish_groups(std::mem::take(&mut groups));
+                        match other {
+                            Pending::Rotate { old, first, reply } => {
+                                let r = self.rotate(old, first);
+                                if let Err(e) = &r {
+                                    set_failed(&self.shared, e);
+                                }
+                                let _ = reply.send(r);
+                            }
+                            Pending::Sign(reply) => {
+                                let r = self.sign();
+                                match reply {
+                                    Some(reply) => {
+                                        let _ = reply.send(r);
+                                    }
+                                    None => {
+                                        if let Err(e) = r {
+                                            set_failed(&self.shared, &e);
+                                        }
+                                    }
+                                }
+                            }
+                            Pending::Close => closing = true,
+                            Pending::Group { .. } => unreachable!(),
+                        }
+                    }
+                }
+            }
+            self.finish_groups(groups);
+            if closing {
+                break;
+            }
+        }
+        // Final checkpoints, then let sealing finish.
+        if is_failed(&self.shared).is_none()
+            && let Err(e) = self.sign()
+        {
+            set_failed(&self.shared, &e);
+        }
+        if let Some((tx, j)) = self.sealer.take() {
+            drop(tx);
+            let _ = j.join();
+        }
+    }
+
+    fn finish_groups(&mut self, groups: Vec<Pending>) {
+        if groups.is_empty() {
+            return;
+        }
+        let failed = is_failed(&self.shared);
+        let synced = match (&failed, self.shared.config.durability) {
+            (Some(f), _) => Err(Error::Closed(Some(f.clone()))),
+            (None, Durability::Fsync) => self.shared.storage.sync(&self.active).map_err(Error::Io),
+            (None, Durability::Relaxed) => {
+                self.unsynced = true;
+                Ok(())
+            }
+        };
+        if let Err(e) = &synced {
+            set_failed(&self.shared, e);
+            for g in groups {
+                if let Pending::Group { appends, .. } = g {
+                    for (_, reply) in appends {
+                        reply(Err(match e {
+                            Error::Io(io) => io_copy(io),
+                            other => Error::Closed(Some(other.to_string())),
+                        }));
+                    }
+                }
+            }
+            return;
+        }
+        let mut replies = Vec::with_capacity(groups.len());
         {
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             let state = &mut *state;
-            let seg = state.segments.last_mut().expect("active segment");
-            if let SegData::Plain { offsets: o, len } = &mut seg.data {
-                o.extend_from_slice(&offsets);
-                *len = self.active_len;
-            }
-            seg.count += offsets.len() as u64;
-            state.next_position = pos;
-            for ((records, _), res) in appends.iter().zip(&results) {
-                for ((account, _, leaf), r) in records.iter().zip(res) {
-                    let a = match state.accounts.get_mut(account) {
-                        Some(a) => a,
-                        None => state.accounts.entry(account.clone()).or_insert(AccountState {
-                            positions: Vec::new(),
-                            tree: TileLog::new(self.shared.storage.clone(), account_prefix(account)),
-                            signed_size: 0,
-                            checkpoint: None,
-                        }),
-                    };
-                    a.positions.push(r.position);
-                    a.tree.push(*leaf);
+            for g in groups {
+                let Pending::Group {
+                    segment: seg_name,
+                    offsets,
+                    new_len,
+                    next_position,
+                    appends,
+                    results,
+                } = g
+                else {
+                    continue;
+                };
+                let seg = state.segments.last_mut().expect("active segment");
+                debug_assert_eq!(seg.name, seg_name);
+                if let SegData::Plain { offsets: o, len } = &mut seg.data {
+                    o.extend_from_slice(&offsets);
+                    *len = new_len;
                 }
+                seg.count += offsets.len() as u64;
+                state.next_position = next_position;
+                for ((records, _), res) in appends.iter().zip(&results) {
+                    for ((account, _, leaf), r) in records.iter().zip(res) {
+                        let a = match state.accounts.get_mut(account) {
+                            Some(a) => a,
+                            None => state
+                                .accounts
+                                .entry(account.clone())
+                                .or_insert(AccountState {
+                                    positions: Vec::new(),
+                                    tree: TileLog::new(
+                                        self.shared.storage.clone(),
+                                        account_prefix(account),
+                                    ),
+                                    signed_size: 0,
+                                    checkpoint: None,
+                                }),
+                        };
+                        a.positions.push(r.position);
+                        a.tree.push(*leaf);
+                    }
+                }
+                replies.push((appends, results));
             }
         }
-        for ((_, reply), res) in appends.into_iter().zip(results) {
-            reply(Ok(res));
+        for (appends, results) in replies {
+            for ((_, reply), res) in appends.into_iter().zip(results) {
+                reply(Ok(res));
+            }
+        }
+    }
+
+    fn rotate(&mut self, old: String, first: u64) -> Result<()> {
+        let storage = &self.shared.storage;
+        storage.sync(&old)?;
+        self.unsynced = false;
+        let name = segment::plain_name(first);
+        storage.append(&name, &segment::encode_header(SegmentKind::Plain, first))?;
+        storage.sync(&name)?;
+        let new_segment = Segment {
+            name: name.clone(),
+            first,
+            count: 0,
+            data: SegData::Plain {
+                offsets: Vec::new(),
+                len: segment::HEADER_LEN as u64,
+            },
+        };
+        self.active = name;
+        self.shared
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .segments
+            .push(new_segment);
+        match &self.sealer {
+            Some((tx, _)) => {
+                if tx.send(old.clone()).is_err() {
+                    seal_segment(&self.shared, &old)?;
+                }
+            }
+            None => seal_segment(&self.shared, &old)?,
         }
         Ok(())
     }
 
     fn sign(&mut self) -> Result<Vec<(String, u64)>> {
-        self.last_sign = Instant::now();
         let storage = self.shared.storage.clone();
         if self.unsynced {
             storage.sync(&self.active)?;
@@ -1285,7 +1604,9 @@ impl Writer {
         let grown: Vec<String> = read_lock(&self.shared.state)
             .accounts
             .iter()
-            .filter(|(_, a)| a.tree.size() > a.signed_size || a.checkpoint.is_none() && a.tree.size() > 0)
+            .filter(|(_, a)| {
+                a.tree.size() > a.signed_size || a.checkpoint.is_none() && a.tree.size() > 0
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for account in grown {
@@ -1311,48 +1632,5 @@ impl Writer {
             signed.push((account, cp.size));
         }
         Ok(signed)
-    }
-
-    fn rotate(&mut self) -> Result<()> {
-        let storage = self.shared.storage.clone();
-        let count = {
-            let s = read_lock(&self.shared.state);
-            s.segments.last().map(|s| s.count).unwrap_or(0)
-        };
-        if count == 0 {
-            return Ok(());
-        }
-        storage.sync(&self.active)?;
-        self.unsynced = false;
-        let old = std::mem::replace(&mut self.active, segment::plain_name(self.next_position));
-        storage.append(
-            &self.active,
-            &segment::encode_header(SegmentKind::Plain, self.next_position),
-        )?;
-        storage.sync(&self.active)?;
-        self.active_len = segment::HEADER_LEN as u64;
-        self.shared
-            .state
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .segments
-            .push(Segment {
-                name: self.active.clone(),
-                first: self.next_position,
-                count: 0,
-                data: SegData::Plain {
-                    offsets: Vec::new(),
-                    len: self.active_len,
-                },
-            });
-        match &self.sealer {
-            Some((tx, _)) => {
-                if tx.send(old.clone()).is_err() {
-                    seal_segment(&self.shared, &old)?;
-                }
-            }
-            None => seal_segment(&self.shared, &old)?,
-        }
-        Ok(())
     }
 }

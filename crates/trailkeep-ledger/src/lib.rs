@@ -38,4 +38,6 @@ pub use merkle::{Hash, leaf_hash};
 pub use note::{Checkpoint, NoteSigner, NoteVerifier};
 pub use segment::SealOptions;
 pub use storage::{LocalDir, MemStorage, Storage};
-pub use verify::{Problem, ProblemKind, Progress, VerifyOptions, VerifyReport, verify_data_dir, verify_storage};
+pub use verify::{
+    Problem, ProblemKind, Progress, VerifyOptions, VerifyReport, verify_data_dir, verify_storage,
+};

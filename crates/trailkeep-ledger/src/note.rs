@@ -68,7 +68,9 @@ impl NoteSigner {
     /// A signer named `name` from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<Self, NoteError> {
         if !valid_key_name(name) {
-            return Err(NoteError::Key("key name must be non-empty, without '+' or spaces"));
+            return Err(NoteError::Key(
+                "key name must be non-empty, without '+' or spaces",
+            ));
         }
         let key = SigningKey::from_bytes(&seed);
         let hash = key_hash(name, key.verifying_key().as_bytes());
@@ -104,7 +106,12 @@ impl NoteSigner {
     pub fn to_private_string(&self) -> String {
         let mut k = vec![ALG_ED25519];
         k.extend_from_slice(self.key.as_bytes());
-        format!("PRIVATE+KEY+{}+{:08x}+{}", self.name, self.hash, B64.encode(k))
+        format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.hash,
+            B64.encode(k)
+        )
     }
 
     /// Parse [`NoteSigner::to_private_string`]'s format.
@@ -136,7 +143,11 @@ impl NoteSigner {
         let sig = self.key.sign(body.as_bytes());
         let mut blob = self.hash.to_be_bytes().to_vec();
         blob.extend_from_slice(&sig.to_bytes());
-        Ok(format!("{body}\n\u{2014} {} {}\n", self.name, B64.encode(blob)))
+        Ok(format!(
+            "{body}\n\u{2014} {} {}\n",
+            self.name,
+            B64.encode(blob)
+        ))
     }
 }
 
@@ -207,7 +218,9 @@ impl NoteVerifier {
         }
         for line in sigs.lines() {
             let Some(rest) = line.strip_prefix("\u{2014} ") else {
-                return Err(NoteError::Format("signature line must start with an em dash"));
+                return Err(NoteError::Format(
+                    "signature line must start with an em dash",
+                ));
             };
             let Some((name, b64)) = rest.split_once(' ') else {
                 return Err(NoteError::Format("signature line needs name and signature"));
@@ -245,7 +258,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The body text: origin, decimal size and base64 root, one per line.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// Parse a checkpoint body (extension lines after the root are ignored).
@@ -255,7 +273,9 @@ impl Checkpoint {
         let size = lines.next();
         let root = lines.next();
         let (Some(origin), Some(size), Some(root)) = (origin, size, root) else {
-            return Err(NoteError::Format("checkpoint needs origin, size and root lines"));
+            return Err(NoteError::Format(
+                "checkpoint needs origin, size and root lines",
+            ));
         };
         if size.is_empty()
             || size.len() > 20
@@ -264,7 +284,9 @@ impl Checkpoint {
         {
             return Err(NoteError::Format("bad tree size"));
         }
-        let size = size.parse().map_err(|_| NoteError::Format("bad tree size"))?;
+        let size = size
+            .parse()
+            .map_err(|_| NoteError::Format("bad tree size"))?;
         let root = B64
             .decode(root)
             .ok()

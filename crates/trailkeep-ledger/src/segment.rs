@@ -242,7 +242,7 @@ impl Default for SealOptions {
     fn default() -> Self {
         Self {
             block_target: 256 * 1024,
-            zstd_level: 3,
+            zstd_level: 1,
         }
     }
 }
@@ -351,7 +351,10 @@ pub struct Footer {
 pub fn decode_footer(buf: &[u8], file_len: u64) -> Result<Footer, SegmentError> {
     let at = file_len.saturating_sub(FOOTER_LEN as u64);
     if buf.len() != FOOTER_LEN || file_len < (HEADER_LEN + FOOTER_LEN) as u64 {
-        return Err(SegmentError::at(at, "sealed segment too short for a footer"));
+        return Err(SegmentError::at(
+            at,
+            "sealed segment too short for a footer",
+        ));
     }
     if buf[40..48] != SEALED_MAGIC {
         return Err(SegmentError::at(
@@ -381,7 +384,10 @@ pub fn decode_footer(buf: &[u8], file_len: u64) -> Result<Footer, SegmentError> 
     };
     let end = f.tables_offset.checked_add(f.tables_len);
     if f.tables_offset < HEADER_LEN as u64 || end != Some(at) {
-        return Err(SegmentError::at(at, "footer table bounds do not fit the file"));
+        return Err(SegmentError::at(
+            at,
+            "footer table bounds do not fit the file",
+        ));
     }
     if f.record_count > MAX_SEGMENT_RECORDS || u64::from(f.block_count) > f.record_count {
         return Err(SegmentError::at(at, "footer counts out of range"));
@@ -474,10 +480,12 @@ pub fn decode_tables(
     }
     at += n_blocks * BLOCK_ENTRY_LEN;
     if at != tables.len() {
-        return Err(SegmentError::at(base + at as u64, "trailing bytes in tables"));
+        return Err(SegmentError::at(
+            base + at as u64,
+            "trailing bytes in tables",
+        ));
     }
-    if next_off != footer.tables_offset || next_pos != header.first_position + footer.record_count
-    {
+    if next_off != footer.tables_offset || next_pos != header.first_position + footer.record_count {
         return Err(SegmentError::at(base, "blocks do not cover the segment"));
     }
     Ok(SealedIndex {
@@ -496,7 +504,8 @@ pub fn parse_sealed(buf: &[u8]) -> Result<SealedIndex, SegmentError> {
     }
     let len = buf.len() as u64;
     let footer = decode_footer(&buf[buf.len().saturating_sub(FOOTER_LEN)..], len)?;
-    let tables = &buf[footer.tables_offset as usize..(footer.tables_offset + footer.tables_len) as usize];
+    let tables =
+        &buf[footer.tables_offset as usize..(footer.tables_offset + footer.tables_len) as usize];
     decode_tables(header, &footer, tables)
 }
 
@@ -511,7 +520,10 @@ pub fn open_block(block: &BlockMeta, compressed: &[u8]) -> Result<Vec<u8>, Segme
     let raw = zstd::bulk::decompress(compressed, block.uncompressed_len as usize)
         .map_err(|e| SegmentError::at(block.offset, format!("block does not decompress: {e}")))?;
     if raw.len() != block.uncompressed_len as usize {
-        return Err(SegmentError::at(block.offset, "block decompressed to the wrong length"));
+        return Err(SegmentError::at(
+            block.offset,
+            "block decompressed to the wrong length",
+        ));
     }
     Ok(raw)
 }
@@ -537,7 +549,10 @@ pub fn block_records<'a>(
         off += n;
     }
     if out.len() != block.record_count as usize {
-        return Err(SegmentError::at(block.offset, "block record count mismatch"));
+        return Err(SegmentError::at(
+            block.offset,
+            "block record count mismatch",
+        ));
     }
     Ok(out)
 }

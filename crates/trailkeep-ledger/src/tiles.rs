@@ -23,6 +23,9 @@ pub const TILE_WIDTH: u64 = 256;
 pub const TILE_HEIGHT: u8 = 8;
 const CACHE_TILES: usize = 2048;
 
+/// Full tiles read back from storage, by (tile level, tile index).
+type TileCache = Mutex<HashMap<(u8, u64), Arc<Vec<u8>>>>;
+
 /// Encode a tile index with the C2SP path encoding: `1234067` → `x001/x234/067`.
 pub fn encode_tile_index(n: u64) -> String {
     let digits = n.to_string();
@@ -37,7 +40,13 @@ pub fn encode_tile_index(n: u64) -> String {
     groups
         .iter()
         .enumerate()
-        .map(|(i, g)| if i < last { format!("x{g}") } else { (*g).to_string() })
+        .map(|(i, g)| {
+            if i < last {
+                format!("x{g}")
+            } else {
+                (*g).to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -158,7 +167,7 @@ pub struct TileLog {
     persisted: Vec<u64>,
     /// Per tile level: entries after `persisted`, not yet written.
     pending: Vec<Vec<Hash>>,
-    cache: Mutex<HashMap<(u8, u64), Arc<Vec<u8>>>>,
+    cache: TileCache,
 }
 
 impl TileLog {
@@ -273,7 +282,9 @@ impl TileLog {
         }
         let name = level_file(&self.prefix, level);
         let len = (TILE_WIDTH * 32) as usize;
-        let bytes = self.storage.get_range(&name, index * TILE_WIDTH * 32, len)?;
+        let bytes = self
+            .storage
+            .get_range(&name, index * TILE_WIDTH * 32, len)?;
         if bytes.len() != len {
             return Err(Error::corrupted(
                 format!("{name}@{}", index * TILE_WIDTH * 32),
@@ -341,7 +352,9 @@ impl TileLog {
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_size(size)?;
         if index >= size {
-            return Err(Error::Invalid(format!("index {index} not below size {size}")));
+            return Err(Error::Invalid(format!(
+                "index {index} not below size {size}"
+            )));
         }
         merkle::inclusion_proof(self, index, size)
     }

@@ -207,7 +207,11 @@ impl VerifyReport {
                 .iter()
                 .map(|(k, n)| format!("{n} {k}"))
                 .collect();
-            s.push_str(&format!("{} problems ({})", self.problems.len(), parts.join(", ")));
+            s.push_str(&format!(
+                "{} problems ({})",
+                self.problems.len(),
+                parts.join(", ")
+            ));
         }
         s
     }
@@ -296,15 +300,19 @@ fn check_plain(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
         Ok(h) => h,
         Err(e) => {
             out.problems.push(
-                Problem::new(ProblemKind::Damaged, format!("segment header: {}", e.reason))
-                    .at(format!("{name}@{}", e.offset)),
+                Problem::new(
+                    ProblemKind::Damaged,
+                    format!("segment header: {}", e.reason),
+                )
+                .at(format!("{name}@{}", e.offset)),
             );
             return out;
         }
     };
     if header.kind != SegmentKind::Plain {
-        out.problems
-            .push(Problem::new(ProblemKind::Format, "a .log segment with a sealed header").at(name));
+        out.problems.push(
+            Problem::new(ProblemKind::Format, "a .log segment with a sealed header").at(name),
+        );
         return out;
     }
     let mut off = segment::HEADER_LEN;
@@ -338,7 +346,8 @@ fn check_plain(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
             }
             Err(e) => {
                 let body_len = u32::from_le_bytes(rest[0..4].try_into().expect("4")) as usize;
-                let mut p = Problem::new(ProblemKind::Damaged, e.to_string()).at(format!("{name}@{off}"));
+                let mut p =
+                    Problem::new(ProblemKind::Damaged, e.to_string()).at(format!("{name}@{off}"));
                 if let Some((a, i, pos)) = peek_frame(rest) {
                     p = p.account(&a).index(i).position(pos);
                     out.damaged.push((a, i));
@@ -453,7 +462,10 @@ fn check_sealed(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
         }
         tick(u64::from(b.compressed_len));
     }
-    tick((buf.len() as u64).saturating_sub(idx.blocks.iter().map(|b| u64::from(b.compressed_len)).sum()));
+    tick(
+        (buf.len() as u64)
+            .saturating_sub(idx.blocks.iter().map(|b| u64::from(b.compressed_len)).sum()),
+    );
     out
 }
 
@@ -485,8 +497,11 @@ fn load_verifier(
     match (from_private, from_public) {
         (Some(a), Some(b)) if a != b => {
             problems.push(
-                Problem::new(ProblemKind::Format, "public key does not match the signing key")
-                    .at(PUBKEY_NAME),
+                Problem::new(
+                    ProblemKind::Format,
+                    "public key does not match the signing key",
+                )
+                .at(PUBKEY_NAME),
             );
             Ok(Some(a))
         }
@@ -512,7 +527,8 @@ pub fn verify_storage(
     let mut report = VerifyReport::default();
     let mut problems = Vec::new();
     match storage.get(META_NAME)? {
-        None => problems.push(Problem::new(ProblemKind::Format, "metadata object missing").at(META_NAME)),
+        None => problems
+            .push(Problem::new(ProblemKind::Format, "metadata object missing").at(META_NAME)),
         Some(m) => match decode_meta(&m) {
             Ok(_) => {}
             Err(e @ Error::UpgradeRequired { .. }) => return Err(e),
@@ -655,7 +671,11 @@ pub fn verify_storage(
             } else if gaps.remove(&o.position) {
                 problems.push(prob(
                     ProblemKind::OutOfOrder,
-                    format!("position {} stored after position {}", o.position, expected - 1),
+                    format!(
+                        "position {} stored after position {}",
+                        o.position,
+                        expected - 1
+                    ),
                 ));
             } else {
                 problems.push(prob(
@@ -740,16 +760,27 @@ pub fn verify_storage(
     Ok(report)
 }
 
-fn read_hashes(storage: &dyn Storage, name: &str, problems: &mut Vec<Problem>, account: &str) -> Result<Vec<Hash>> {
+fn read_hashes(
+    storage: &dyn Storage,
+    name: &str,
+    problems: &mut Vec<Problem>,
+    account: &str,
+) -> Result<Vec<Hash>> {
     let bytes = storage.get(name)?.unwrap_or_default();
     if bytes.len() % 32 != 0 {
         problems.push(
-            Problem::new(ProblemKind::Truncated, "hash file length is not a multiple of 32")
-                .account(account)
-                .at(name),
+            Problem::new(
+                ProblemKind::Truncated,
+                "hash file length is not a multiple of 32",
+            )
+            .account(account)
+            .at(name),
         );
     }
-    Ok(bytes.chunks_exact(32).map(|c| c.try_into().expect("32")).collect())
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32"))
+        .collect())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -765,7 +796,12 @@ fn check_account(
     let prefix = format!("log/{account}/");
     let mut levels = Vec::new();
     for l in 0..TILE_LEVELS {
-        levels.push(read_hashes(storage, &level_file(&prefix, l), problems, account)?);
+        levels.push(read_hashes(
+            storage,
+            &level_file(&prefix, l),
+            problems,
+            account,
+        )?);
     }
     ar.tree_size = levels[0].len() as u64;
 
@@ -823,7 +859,10 @@ fn check_account(
         } else {
             let named = name.rsplit('/').next().and_then(|s| s.parse::<u64>().ok());
             if named != Some(cp.size) {
-                problems.push(bad(format!("file name does not match its size {}", cp.size)));
+                problems.push(bad(format!(
+                    "file name does not match its size {}",
+                    cp.size
+                )));
                 continue;
             }
             history_text.insert(cp.size, bytes.clone());
@@ -834,7 +873,10 @@ fn check_account(
             problems.push(
                 Problem::new(
                     ProblemKind::CheckpointInvalid,
-                    format!("two validly signed checkpoints of size {} disagree (fork)", cp.size),
+                    format!(
+                        "two validly signed checkpoints of size {} disagree (fork)",
+                        cp.size
+                    ),
                 )
                 .account(account),
             );
@@ -845,7 +887,9 @@ fn check_account(
     }
 
     let max_cp = checkpoints.keys().next_back().copied().unwrap_or(0);
-    let expected = (levels[0].len() as u64).max(max_cp).max(leaves.len() as u64);
+    let expected = (levels[0].len() as u64)
+        .max(max_cp)
+        .max(leaves.len() as u64);
 
     // Missing records (runs), and records whose leaf differs from the tree's.
     let mut run: Option<(u64, u64)> = None;

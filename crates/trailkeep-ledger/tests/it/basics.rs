@@ -21,12 +21,21 @@ fn append_read_iterate_and_reopen() {
     assert_eq!(acks[0].position, 0);
     assert_eq!((acks[3].account.as_str(), acks[3].index), ("alpha", 1));
     for (ack, (_, bytes)) in acks.iter().zip(&batch) {
-        assert_eq!(ledger.read(&ack.account, ack.index).unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(
+            ledger.read(&ack.account, ack.index).unwrap().as_deref(),
+            Some(&bytes[..])
+        );
         let r = ledger.read_position(ack.position).unwrap().unwrap();
-        assert_eq!((r.account.as_str(), r.index), (ack.account.as_str(), ack.index));
+        assert_eq!(
+            (r.account.as_str(), r.index),
+            (ack.account.as_str(), ack.index)
+        );
     }
     assert_eq!(ledger.accounts(), vec!["alpha", "beta"]);
-    let alpha: Vec<_> = ledger.iter_account("alpha", 5).map(|r| r.unwrap()).collect();
+    let alpha: Vec<_> = ledger
+        .iter_account("alpha", 5)
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(alpha.len(), 17 - 5);
     assert_eq!(alpha[0].index, 5);
     assert_eq!(ledger.read("alpha", 17).unwrap(), None);
@@ -36,11 +45,17 @@ fn append_read_iterate_and_reopen() {
     wait_sealed(&ledger);
     assert!(ledger.stats().sealed_segments > 0, "{:?}", ledger.stats());
     for (ack, (_, bytes)) in acks.iter().zip(&batch) {
-        assert_eq!(ledger.read(&ack.account, ack.index).unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(
+            ledger.read(&ack.account, ack.index).unwrap().as_deref(),
+            Some(&bytes[..])
+        );
     }
 
     let signed = ledger.sign_checkpoints_if_grown().unwrap();
-    assert_eq!(signed, vec![("alpha".to_string(), 17), ("beta".to_string(), 33)]);
+    assert_eq!(
+        signed,
+        vec![("alpha".to_string(), 17), ("beta".to_string(), 33)]
+    );
     assert!(ledger.sign_checkpoints_if_grown().unwrap().is_empty());
     let head = ledger.tree_head("beta").unwrap();
     let note = ledger.latest_checkpoint("beta").unwrap();
@@ -53,7 +68,10 @@ fn append_read_iterate_and_reopen() {
     let leaf = leaf_hash(&ledger.read("beta", 4).unwrap().unwrap());
     verifier::verify_inclusion(4, head.size, &leaf, &proof, &head.root).unwrap();
     ledger.close().unwrap();
-    assert!(matches!(ledger.append(vec![("alpha".into(), b"x".to_vec())]), Err(Error::Closed(_))));
+    assert!(matches!(
+        ledger.append(vec![("alpha".into(), b"x".to_vec())]),
+        Err(Error::Closed(_))
+    ));
 
     let again = open_mem(&storage, test_config());
     assert_eq!(again.tree_head("beta"), Some(head));
@@ -75,7 +93,9 @@ fn append_read_iterate_and_reopen() {
 fn tiles_are_served_by_c2sp_path() {
     let storage = MemStorage::new();
     let ledger = open_mem(&storage, test_config());
-    let batch: Vec<_> = (0..300u64).map(|n| ("acme".to_string(), n.to_le_bytes().to_vec())).collect();
+    let batch: Vec<_> = (0..300u64)
+        .map(|n| ("acme".to_string(), n.to_le_bytes().to_vec()))
+        .collect();
     ledger.append(batch).unwrap();
     let t0 = ledger.tile("acme", "tile/0/000").unwrap().unwrap();
     assert_eq!(t0.len(), 256 * 32);
@@ -85,7 +105,14 @@ fn tiles_are_served_by_c2sp_path() {
     assert_eq!(&p[..32], &leaf_hash(&256u64.to_le_bytes()));
     assert!(ledger.tile("acme", "tile/0/001.p/45").unwrap().is_none());
     assert!(ledger.tile("acme", "tile/0/001").unwrap().is_none());
-    assert_eq!(ledger.tile("acme", "tile/1/000.p/1").unwrap().unwrap().len(), 32);
+    assert_eq!(
+        ledger
+            .tile("acme", "tile/1/000.p/1")
+            .unwrap()
+            .unwrap()
+            .len(),
+        32
+    );
     ledger.sign_checkpoints_if_grown().unwrap();
     // After persisting, the same bytes come back from storage.
     assert_eq!(ledger.tile("acme", "tile/0/000").unwrap().unwrap(), t0);
@@ -97,9 +124,15 @@ fn tiles_are_served_by_c2sp_path() {
 fn bad_input_is_refused() {
     let storage = MemStorage::new();
     let ledger = open_mem(&storage, test_config());
-    assert!(matches!(ledger.append(vec![("a/b".into(), b"x".to_vec())]), Err(Error::Invalid(_))));
     assert!(matches!(
-        ledger.append(vec![("a".into(), vec![0; trailkeep_ledger::frame::MAX_DATA_LEN + 1])]),
+        ledger.append(vec![("a/b".into(), b"x".to_vec())]),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        ledger.append(vec![(
+            "a".into(),
+            vec![0; trailkeep_ledger::frame::MAX_DATA_LEN + 1]
+        )]),
         Err(Error::Invalid(_))
     ));
     assert!(ledger.append(vec![]).unwrap().is_empty());
@@ -147,14 +180,20 @@ fn concurrent_appenders_get_dense_indexes() {
             std::thread::spawn(move || {
                 let mut acks = Vec::new();
                 for b in 0..20u64 {
-                    let batch = (0..5u64).map(|k| ("shared".to_string(), event(t * 1000 + b * 5 + k))).collect();
+                    let batch = (0..5u64)
+                        .map(|k| ("shared".to_string(), event(t * 1000 + b * 5 + k)))
+                        .collect();
                     acks.extend(l.append(batch).unwrap());
                 }
                 acks
             })
         })
         .collect();
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).map(|a| a.index).collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .map(|a| a.index)
+        .collect();
     all.sort();
     assert_eq!(all, (0..400).collect::<Vec<_>>());
 }
@@ -166,7 +205,16 @@ fn newer_formats_need_an_upgrade() {
     open_mem(&storage, test_config()).close().unwrap();
     storage.put(META_NAME, &encode_meta(2)).unwrap();
     let err = Ledger::open(std::sync::Arc::new(storage.clone()), test_config()).unwrap_err();
-    assert!(matches!(err, Error::UpgradeRequired { found: 2, supported: 1 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UpgradeRequired {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
 
     // A segment written by a newer version.
     let storage = MemStorage::new();
@@ -182,7 +230,16 @@ fn newer_formats_need_an_upgrade() {
         })
         .unwrap();
     let err = Ledger::open(std::sync::Arc::new(storage.clone()), test_config()).unwrap_err();
-    assert!(matches!(err, Error::UpgradeRequired { found: 2, supported: 1 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UpgradeRequired {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -190,15 +247,25 @@ fn corruption_in_a_sealed_segment_is_an_error_not_a_skip() {
     use trailkeep_ledger::Storage;
     let storage = MemStorage::new();
     let l = open_mem(&storage, test_config());
-    let acks = l.append((0..30u64).map(|n| ("a".to_string(), event(n))).collect()).unwrap();
+    let acks = l
+        .append((0..30u64).map(|n| ("a".to_string(), event(n))).collect())
+        .unwrap();
     l.rotate().unwrap();
     wait_sealed(&l);
     l.close().unwrap();
-    let sealed = storage.list("seg/").unwrap().into_iter().find(|n| n.ends_with(".sealed")).unwrap();
+    let sealed = storage
+        .list("seg/")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".sealed"))
+        .unwrap();
     storage.tamper(&sealed, |b| b[40] ^= 0xff).unwrap();
     let l = open_mem(&storage, test_config());
     let err = l.read("a", acks[0].index).unwrap_err();
-    assert!(matches!(&err, Error::Corrupted { position, .. } if position.contains(&sealed)), "{err}");
+    assert!(
+        matches!(&err, Error::Corrupted { position, .. } if position.contains(&sealed)),
+        "{err}"
+    );
 }
 
 /// CRC-32 (IEEE), bitwise, so the test does not need the crc crate.
@@ -207,7 +274,11 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

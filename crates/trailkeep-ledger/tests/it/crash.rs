@@ -11,6 +11,9 @@ use trailkeep_ledger::{MemStorage, verify};
 
 use crate::{event, open_mem, test_config};
 
+/// (account, index, bytes) of an acknowledged record.
+type Acked = (String, u64, Vec<u8>);
+
 struct Rng(u64);
 
 impl Rng {
@@ -28,18 +31,22 @@ impl Rng {
 #[test]
 fn acknowledged_records_survive_random_crashes() {
     for round in 0..12u64 {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (round + 1) * 0x1234_5678);
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((round + 1) * 0x1234_5678));
         let storage = MemStorage::new();
         let mut cfg = test_config();
         cfg.checkpoint_interval = Some(Duration::from_millis(3));
         let ledger = open_mem(&storage, cfg);
-        let acked: Arc<Mutex<Vec<(String, u64, Vec<u8>)>>> = Arc::default();
+        let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
         let submitted: Arc<Mutex<HashMap<Vec<u8>, String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let threads: Vec<_> = (0..3u64)
             .map(|t| {
-                let (ledger, acked, submitted, stop) =
-                    (ledger.clone(), acked.clone(), submitted.clone(), stop.clone());
+                let (ledger, acked, submitted, stop) = (
+                    ledger.clone(),
+                    acked.clone(),
+                    submitted.clone(),
+                    stop.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -56,7 +63,9 @@ fn acknowledged_records_survive_random_crashes() {
                                 s.insert(e.clone(), a.clone());
                             }
                         }
-                        let Ok(acks) = ledger.append(batch.clone()) else { break };
+                        let Ok(acks) = ledger.append(batch.clone()) else {
+                            break;
+                        };
                         let mut a = acked.lock().unwrap();
                         for (ack, (_, e)) in acks.into_iter().zip(batch) {
                             a.push((ack.account, ack.index, e));
@@ -78,7 +87,11 @@ fn acknowledged_records_survive_random_crashes() {
         let reopened = open_mem(&crashed, test_config());
         for (account, index, bytes) in &before {
             let got = reopened.read(account, *index).unwrap();
-            assert_eq!(got.as_deref(), Some(&bytes[..]), "round {round}: {account}/{index} lost");
+            assert_eq!(
+                got.as_deref(),
+                Some(&bytes[..]),
+                "round {round}: {account}/{index} lost"
+            );
         }
         let submitted = submitted.lock().unwrap();
         for account in reopened.accounts() {

@@ -24,7 +24,12 @@ fn config() -> LedgerConfig {
 /// The records of the fixture, in append order.
 fn records() -> Vec<(String, Vec<u8>)> {
     (0..43u64)
-        .map(|n| (if n % 4 == 0 { "acme" } else { "globex" }.to_string(), event(n)))
+        .map(|n| {
+            (
+                if n % 4 == 0 { "acme" } else { "globex" }.to_string(),
+                event(n),
+            )
+        })
         .collect()
 }
 
@@ -45,7 +50,11 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.insert(rel, std::fs::read(&p).unwrap());
             }
         }
@@ -74,7 +83,10 @@ fn v1_fixture_opens_reads_and_verifies() {
     let report = verify::verify_data_dir(&fixture, |_| {}).unwrap();
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.records, 43);
-    assert!(report.segments >= 2, "the fixture has sealed and plain segments");
+    assert!(
+        report.segments >= 2,
+        "the fixture has sealed and plain segments"
+    );
 
     // Opening may repair and append, so it runs on a copy.
     let tmp = tempfile::tempdir().unwrap();
@@ -89,15 +101,26 @@ fn v1_fixture_opens_reads_and_verifies() {
     assert!(ledger.stats().sealed_segments > 0);
     let head = ledger.tree_head("acme").unwrap();
     assert_eq!(head.size, 11);
-    assert!(ledger.latest_checkpoint("acme").unwrap().starts_with("trailkeep.test/acme\n11\n"));
+    assert!(
+        ledger
+            .latest_checkpoint("acme")
+            .unwrap()
+            .starts_with("trailkeep.test/acme\n11\n")
+    );
     ledger.close().unwrap();
 
     // The writer still produces exactly this format.
     let fresh = tempfile::tempdir().unwrap();
     generate(fresh.path());
     let (want, got) = (files(&fixture), files(fresh.path()));
-    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
     for (name, bytes) in &want {
-        assert!(got[name] == *bytes, "{name} differs from the v1 fixture: bump the format version");
+        assert!(
+            got[name] == *bytes,
+            "{name} differs from the v1 fixture: bump the format version"
+        );
     }
 }

@@ -19,7 +19,10 @@ fn payload(n: u64) -> Vec<u8> {
 
 fn newest_source() -> std::time::SystemTime {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut files = vec![root.join("Cargo.toml"), root.join("examples/crash_writer.rs")];
+    let mut files = vec![
+        root.join("Cargo.toml"),
+        root.join("examples/crash_writer.rs"),
+    ];
     for e in std::fs::read_dir(root.join("src")).unwrap() {
         files.push(e.unwrap().path());
     }
@@ -49,7 +52,13 @@ fn crash_writer() -> PathBuf {
     let target = profile_dir.parent().unwrap().join("crash-writer-build");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--example", "crash_writer", "--manifest-path"])
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "crash_writer",
+            "--manifest-path",
+        ])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target)
@@ -91,13 +100,19 @@ fn kill_9_mid_append_loses_nothing_acknowledged() {
                 acked.push(l);
             }
         }
-        assert!(acked.len() >= 100, "round {round}: the writer made too little progress");
+        assert!(
+            acked.len() >= 100,
+            "round {round}: the writer made too little progress"
+        );
 
-        let ledger = Ledger::open_dir(dir.path(), LedgerConfig {
-            origin: "trailkeep.test".into(),
-            checkpoint_interval: None,
-            ..LedgerConfig::default()
-        })
+        let ledger = Ledger::open_dir(
+            dir.path(),
+            LedgerConfig {
+                origin: "trailkeep.test".into(),
+                checkpoint_interval: None,
+                ..LedgerConfig::default()
+            },
+        )
         .unwrap();
         for l in &acked {
             let mut it = l.split(' ');

@@ -39,7 +39,13 @@ pub fn open_mem(storage: &MemStorage, config: LedgerConfig) -> Ledger {
 
 /// A realistic, varied CADF-like event (deterministic in `n`).
 pub fn event(n: u64) -> Vec<u8> {
-    let services = ["codeengine", "container-registry", "kms", "iam-identity", "cloud-object-storage"];
+    let services = [
+        "codeengine",
+        "container-registry",
+        "kms",
+        "iam-identity",
+        "cloud-object-storage",
+    ];
     let verbs = ["create", "update", "delete", "read", "list", "rotate"];
     let objects = ["application", "image", "secrets", "apikey", "bucket", "job"];
     let s = services[(n % 5) as usize];

@@ -66,10 +66,19 @@ fn ref_subproof(m: usize, leaves: &[Hash], b: bool) -> Vec<Hash> {
 }
 
 fn published_leaves() -> Vec<Hash> {
-    ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
-        .iter()
-        .map(|x| merkle::leaf_hash(&hex::decode(x).unwrap()))
-        .collect()
+    [
+        "",
+        "00",
+        "10",
+        "2021",
+        "3031",
+        "40414243",
+        "5051525354555657",
+        "606162636465666768696a6b6c6d6e6f",
+    ]
+    .iter()
+    .map(|x| merkle::leaf_hash(&hex::decode(x).unwrap()))
+    .collect()
 }
 
 const ROOTS: [&str; 8] = [
@@ -97,7 +106,12 @@ fn published_roots_and_proofs() {
     let leaves = published_leaves();
     let t = tree_of(&leaves);
     for (i, r) in ROOTS.iter().enumerate() {
-        assert_eq!(t.root_at(i as u64 + 1).unwrap(), h(r), "root of size {}", i + 1);
+        assert_eq!(
+            t.root_at(i as u64 + 1).unwrap(),
+            h(r),
+            "root of size {}",
+            i + 1
+        );
         assert_eq!(mth(&leaves[..=i]), h(r));
     }
     assert_eq!(
@@ -106,60 +120,118 @@ fn published_roots_and_proofs() {
     );
     // (1-based leaf, size, proof) from proof/verify_test.go.
     let inclusion: [(u64, u64, Vec<&str>); 4] = [
-        (1, 8, vec![
-            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-        ]),
-        (6, 8, vec![
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
-        (3, 3, vec!["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-        (2, 5, vec![
-            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        ]),
+        (
+            1,
+            8,
+            vec![
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            6,
+            8,
+            vec![
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            3,
+            3,
+            vec!["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+        ),
+        (
+            2,
+            5,
+            vec![
+                "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
     ];
     for (leaf, size, proof) in inclusion {
         let proof: Vec<Hash> = proof.into_iter().map(h).collect();
-        assert_eq!(t.inclusion_proof(leaf - 1, size).unwrap(), proof, "inclusion {leaf} {size}");
+        assert_eq!(
+            t.inclusion_proof(leaf - 1, size).unwrap(),
+            proof,
+            "inclusion {leaf} {size}"
+        );
         let root = h(ROOTS[size as usize - 1]);
         verify_inclusion(leaf - 1, size, &leaves[leaf as usize - 1], &proof, &root).unwrap();
         // Corruptions must fail.
         assert!(verify_inclusion(leaf, size, &leaves[leaf as usize - 1], &proof, &root).is_err());
-        assert!(verify_inclusion(leaf - 1, size * 2, &leaves[leaf as usize - 1], &proof, &root).is_err());
-        assert!(verify_inclusion(leaf - 1, size, &leaves[leaf as usize - 1], &proof[1..], &root).is_err());
+        assert!(
+            verify_inclusion(
+                leaf - 1,
+                size * 2,
+                &leaves[leaf as usize - 1],
+                &proof,
+                &root
+            )
+            .is_err()
+        );
+        assert!(
+            verify_inclusion(
+                leaf - 1,
+                size,
+                &leaves[leaf as usize - 1],
+                &proof[1..],
+                &root
+            )
+            .is_err()
+        );
         let mut bad = proof.clone();
         bad[0][0] ^= 8;
         assert!(verify_inclusion(leaf - 1, size, &leaves[leaf as usize - 1], &bad, &root).is_err());
     }
     let consistency: [(u64, u64, Vec<&str>); 4] = [
-        (1, 8, vec![
-            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-        ]),
-        (6, 8, vec![
-            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-            "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
-        (2, 5, vec![
-            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-        ]),
-        (6, 7, vec![
-            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-            "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-        ]),
+        (
+            1,
+            8,
+            vec![
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            6,
+            8,
+            vec![
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            2,
+            5,
+            vec![
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+        (
+            6,
+            7,
+            vec![
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
     ];
     for (m, n, proof) in consistency {
         let proof: Vec<Hash> = proof.into_iter().map(h).collect();
-        assert_eq!(t.consistency_proof(m, n).unwrap(), proof, "consistency {m} {n}");
+        assert_eq!(
+            t.consistency_proof(m, n).unwrap(),
+            proof,
+            "consistency {m} {n}"
+        );
         let (r1, r2) = (h(ROOTS[m as usize - 1]), h(ROOTS[n as usize - 1]));
         verify_consistency(m, n, &r1, &r2, &proof).unwrap();
         assert!(verify_consistency(m, n, &r2, &r1, &proof).is_err());
@@ -176,7 +248,9 @@ fn published_roots_and_proofs() {
 }
 
 fn synthetic_leaves(n: usize) -> Vec<Hash> {
-    (0..n as u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect()
+    (0..n as u64)
+        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+        .collect()
 }
 
 #[test]
@@ -193,7 +267,11 @@ fn exhaustive_small_trees_match_the_reference() {
         }
         for m in 1..=n {
             let p = t.consistency_proof(m as u64, n as u64).unwrap();
-            let want = if m == n { vec![] } else { ref_subproof(m, &leaves[..n], true) };
+            let want = if m == n {
+                vec![]
+            } else {
+                ref_subproof(m, &leaves[..n], true)
+            };
             assert_eq!(p, want, "consistency {m} {n}");
             verify_consistency(m as u64, n as u64, &mth(&leaves[..m]), &root, &p).unwrap();
         }
@@ -233,9 +311,17 @@ fn tile_backed_proofs_across_levels_and_reload() {
     for m in [0usize, 255, 256, 65_536, 65_537, 40_000, N - 2] {
         let p = reloaded.inclusion_proof(m as u64, N as u64).unwrap();
         verify_inclusion(m as u64, N as u64, &leaves[m], &p, &root_n).unwrap();
-        let p = reloaded.inclusion_proof(m.min(older - 1) as u64, older as u64).unwrap();
-        verify_inclusion(m.min(older - 1) as u64, older as u64, &leaves[m.min(older - 1)], &p, &root_older)
+        let p = reloaded
+            .inclusion_proof(m.min(older - 1) as u64, older as u64)
             .unwrap();
+        verify_inclusion(
+            m.min(older - 1) as u64,
+            older as u64,
+            &leaves[m.min(older - 1)],
+            &p,
+            &root_older,
+        )
+        .unwrap();
     }
     let p = reloaded.consistency_proof(older as u64, N as u64).unwrap();
     assert_eq!(p, ref_subproof(older, &leaves, true));

@@ -19,7 +19,10 @@ fn build(sealed: bool) -> (MemStorage, Vec<Appended>) {
         let batch = (0..10u64)
             .map(|k| {
                 let n = b * 10 + k;
-                (if n % 3 == 0 { "acme" } else { "globex" }.to_string(), event(n))
+                (
+                    if n % 3 == 0 { "acme" } else { "globex" }.to_string(),
+                    event(n),
+                )
             })
             .collect();
         acks.extend(ledger.append(batch).unwrap());
@@ -88,12 +91,19 @@ fn flipped_byte_in_active_segment() {
 #[test]
 fn flipped_byte_in_sealed_segment() {
     let (storage, acks) = build(true);
-    let sealed = storage.list("seg/").unwrap().into_iter().find(|n| n.ends_with(".sealed")).unwrap();
+    let sealed = storage
+        .list("seg/")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".sealed"))
+        .unwrap();
     let bytes = storage.get(&sealed).unwrap().unwrap();
     let idx = segment::parse_sealed(&bytes).unwrap();
     let block = idx.blocks[0];
     storage
-        .tamper(&sealed, |b| b[block.offset as usize + block.compressed_len as usize / 2] ^= 0x10)
+        .tamper(&sealed, |b| {
+            b[block.offset as usize + block.compressed_len as usize / 2] ^= 0x10
+        })
         .unwrap();
     let r = check(&storage);
     eprintln!("{r}");
@@ -181,12 +191,23 @@ fn truncated_active_segment() {
 #[test]
 fn truncated_sealed_segment() {
     let (storage, acks) = build(true);
-    let sealed = storage.list("seg/").unwrap().into_iter().find(|n| n.ends_with(".sealed")).unwrap();
+    let sealed = storage
+        .list("seg/")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".sealed"))
+        .unwrap();
     let bytes = storage.get(&sealed).unwrap().unwrap();
     let n = segment::parse_sealed(&bytes).unwrap().records.len() as u64;
-    storage.tamper(&sealed, |b| b.truncate(b.len() - 100)).unwrap();
+    storage
+        .tamper(&sealed, |b| b.truncate(b.len() - 100))
+        .unwrap();
     let r = check(&storage);
-    assert!(r.of_kind(ProblemKind::Truncated).any(|p| p.location.as_deref().unwrap().contains(&sealed)), "{r}");
+    assert!(
+        r.of_kind(ProblemKind::Truncated)
+            .any(|p| p.location.as_deref().unwrap().contains(&sealed)),
+        "{r}"
+    );
     for p in 0..n {
         let (a, i) = ack(&acks, p);
         assert!(has(&r, ProblemKind::Missing, &a, i), "{a}/{i}: {r}");
@@ -201,10 +222,13 @@ fn replaced_checkpoint() {
     // Re-signed by another key under the same name.
     let other = NoteSigner::from_seed("trailkeep.test", [7; 32]).unwrap();
     let body = &note[..note.find("\n\n").unwrap() + 1];
-    storage.put(name, other.sign(body).unwrap().as_bytes()).unwrap();
+    storage
+        .put(name, other.sign(body).unwrap().as_bytes())
+        .unwrap();
     let r = check(&storage);
     assert!(
-        r.of_kind(ProblemKind::CheckpointInvalid).any(|p| p.account.as_deref() == Some("acme")),
+        r.of_kind(ProblemKind::CheckpointInvalid)
+            .any(|p| p.account.as_deref() == Some("acme")),
         "{r}"
     );
     // A kept checkpoint whose body was edited (signature no longer matches).
@@ -220,7 +244,8 @@ fn replaced_checkpoint() {
         .unwrap();
     let r = check(&storage);
     assert!(
-        r.of_kind(ProblemKind::CheckpointInvalid).any(|p| p.account.as_deref() == Some("globex")),
+        r.of_kind(ProblemKind::CheckpointInvalid)
+            .any(|p| p.account.as_deref() == Some("globex")),
         "{r}"
     );
 }
@@ -251,7 +276,11 @@ fn altered_record_with_recomputed_crc() {
         })
         .unwrap();
     let r = check(&storage);
-    assert!(r.of_kind(ProblemKind::CheckpointMismatch).any(|p| p.account.as_deref() == Some(&acct)), "{r}");
+    assert!(
+        r.of_kind(ProblemKind::CheckpointMismatch)
+            .any(|p| p.account.as_deref() == Some(&acct)),
+        "{r}"
+    );
     assert!(r.of_kind(ProblemKind::Altered).next().is_none(), "{r}");
 }
 
