@@ -115,6 +115,19 @@ pub struct InputItem {
 /// Split `input` into items. Fails as a whole only for limits on the whole input
 /// (size, item count) and for an empty input; everything else is per item.
 pub fn split_input(input: &[u8], limits: &InputLimits) -> Result<Vec<InputItem>, InputError> {
+    let mut items = Vec::new();
+    split_each(input, limits, &mut |item| items.push(item))?;
+    Ok(items)
+}
+
+/// Like [`split_input`], handing each item to `sink` as soon as it is read (so that a
+/// caller can normalise an NDJSON line while it is still in cache). On `Err`, the items
+/// already handed over are to be discarded.
+pub fn split_each(
+    input: &[u8],
+    limits: &InputLimits,
+    sink: &mut dyn FnMut(InputItem),
+) -> Result<(), InputError> {
     if input.len() > limits.max_input_bytes {
         return Err(InputError::TooLarge {
             limit: limits.max_input_bytes,
@@ -129,8 +142,9 @@ pub fn split_input(input: &[u8], limits: &InputLimits) -> Result<Vec<InputItem>,
         return Err(InputError::Empty);
     }
     let mut out = Splitter {
-        items: Vec::new(),
+        count: 0,
         limits,
+        sink,
     };
     match serde_json::from_slice::<Value>(input) {
         Ok(Value::Array(elements)) => {
@@ -151,7 +165,7 @@ pub fn split_input(input: &[u8], limits: &InputLimits) -> Result<Vec<InputItem>,
         Err(_) if looks_like_ndjson(input) => out.ndjson(input, base)?,
         Err(e) => {
             let offset = line_col_offset(input, e.line(), e.column()).map(|o| o + base);
-            out.items.push(InputItem {
+            (out.sink)(InputItem {
                 position: Position {
                     item: 0,
                     line: Some(e.line()),
@@ -162,30 +176,34 @@ pub fn split_input(input: &[u8], limits: &InputLimits) -> Result<Vec<InputItem>,
             });
         }
     }
-    Ok(out.items)
+    Ok(())
 }
 
 /// Detect the shape of one already-parsed value that stands for one or more events
 /// (an `EventList` gives several). Depth limits are checked as in [`split_input`].
 pub fn split_value(value: Value, limits: &InputLimits) -> Result<Vec<InputItem>, InputError> {
+    let mut items = Vec::new();
+    let mut sink = |item| items.push(item);
     let mut out = Splitter {
-        items: Vec::new(),
+        count: 0,
         limits,
+        sink: &mut sink,
     };
     let pos = out.next_position(None, None);
     out.document(value, pos, 1)?;
-    Ok(out.items)
+    Ok(items)
 }
 
 struct Splitter<'a> {
-    items: Vec<InputItem>,
+    count: usize,
     limits: &'a InputLimits,
+    sink: &'a mut dyn FnMut(InputItem),
 }
 
 impl Splitter<'_> {
     fn next_position(&self, line: Option<usize>, byte_offset: Option<usize>) -> Position {
         Position {
-            item: self.items.len(),
+            item: self.count,
             line,
             column: None,
             byte_offset,
@@ -193,18 +211,19 @@ impl Splitter<'_> {
     }
 
     fn push(&mut self, position: Position, kind: ItemKind) -> Result<(), InputError> {
-        if self.items.len() >= self.limits.max_items {
+        if self.count >= self.limits.max_items {
             return Err(InputError::TooManyItems {
                 limit: self.limits.max_items,
             });
         }
-        self.items.push(InputItem {
+        (self.sink)(InputItem {
             position: Position {
-                item: self.items.len(),
+                item: self.count,
                 ..position
             },
             kind,
         });
+        self.count += 1;
         Ok(())
     }
 

@@ -15,7 +15,8 @@
 //!   offset) and is an [`ItemKind::Event`] ([`RawEvent`]: value + [`Shape`]), an
 //!   [`ItemKind::Skipped`] (non-final Kubernetes stage) or an [`ItemKind::Error`].
 //!   Only limits on the whole input and an empty input fail the whole call.
-//!   [`split_value`] does the same for an already parsed `serde_json::Value`.
+//!   [`split_value`] does the same for an already parsed `serde_json::Value`, and
+//!   [`split_each`] hands each item to a closure as soon as it is read.
 //! * [`normalize`]`(RawEvent, &Context) -> Result<NormalizedEvent, Vec<FieldError>>` —
 //!   one event. The [`Context`] carries the [`Policy`] (size limit, redaction rules and
 //!   marker, Kubernetes service prefix, input limits), the default account and an
@@ -56,7 +57,9 @@ pub use action::{ActionInfo, CrudClass, crud_class};
 pub use canonical::{to_canonical_string, to_canonical_vec, write_canonical};
 pub use crn::{Crn, CrnError, is_valid_account_id};
 pub use error::{FieldError, InputError, ItemError, Position, RuleError};
-pub use input::{InputItem, InputLimits, ItemKind, RawEvent, Shape, split_input, split_value};
+pub use input::{
+    InputItem, InputLimits, ItemKind, RawEvent, Shape, split_each, split_input, split_value,
+};
 pub use normalize::{
     Context, DEFAULT_K8S_SERVICE_PREFIX, DEFAULT_MAX_EVENT_BYTES, DROPPED_FIELD, DroppedField,
     EVENT_TIME_ORIGINAL_FIELD, NormalizedEvent, Policy, SIZE_PLACEHOLDER, normalize,
@@ -89,30 +92,28 @@ pub struct ProcessedItem {
 /// Split `input` with the policy's limits and normalise every event: one result per
 /// item, in input order. Fails as a whole only as [`split_input`] does.
 pub fn process_input(input: &[u8], ctx: &Context<'_>) -> Result<Vec<ProcessedItem>, InputError> {
-    let items = split_input(input, &ctx.policy.limits)?;
-    Ok(items
-        .into_iter()
-        .map(|item| {
-            let (shape, result) = match item.kind {
-                ItemKind::Event(raw) => {
-                    let shape = raw.shape;
-                    let result = match normalize(raw, ctx) {
-                        Ok(ev) => ItemResult::Accepted(Box::new(ev)),
-                        Err(errs) => ItemResult::Rejected(errs),
-                    };
-                    (Some(shape), result)
-                }
-                ItemKind::Skipped(why) => (Some(Shape::Kubernetes), ItemResult::Skipped(why)),
-                ItemKind::Error(e) => (
-                    None,
-                    ItemResult::Rejected(vec![FieldError::new("", e.to_string())]),
-                ),
-            };
-            ProcessedItem {
-                position: item.position,
-                shape,
-                result,
+    let mut out = Vec::new();
+    split_each(input, &ctx.policy.limits, &mut |item| {
+        let (shape, result) = match item.kind {
+            ItemKind::Event(raw) => {
+                let shape = raw.shape;
+                let result = match normalize(raw, ctx) {
+                    Ok(ev) => ItemResult::Accepted(Box::new(ev)),
+                    Err(errs) => ItemResult::Rejected(errs),
+                };
+                (Some(shape), result)
             }
-        })
-        .collect())
+            ItemKind::Skipped(why) => (Some(Shape::Kubernetes), ItemResult::Skipped(why)),
+            ItemKind::Error(e) => (
+                None,
+                ItemResult::Rejected(vec![FieldError::new("", e.to_string())]),
+            ),
+        };
+        out.push(ProcessedItem {
+            position: item.position,
+            shape,
+            result,
+        });
+    })?;
+    Ok(out)
 }
