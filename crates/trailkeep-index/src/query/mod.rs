@@ -7,7 +7,9 @@ pub mod ast;
 pub mod fields;
 pub mod parser;
 pub mod plan;
+pub mod time;
 
+pub use self::time::{TimeExprError, parse_duration, parse_time_expr};
 pub use ast::{Bound, FieldQuery, Predicate, Query, Span, Text, TextKind};
 pub use fields::{FieldKind, KnownField};
 pub use parser::{

@@ -1,6 +1,7 @@
 //! The one integration-test binary of trailkeep-index.
 
 mod aggregate;
+mod docs;
 mod golden;
 mod isolation;
 mod paging;
