@@ -157,14 +157,23 @@ impl EventIndex {
         let histogram = match req.histogram {
             None => None,
             Some(h) => {
-                let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-                for seg in searcher.segment_readers() {
-                    let c = seg.fast_fields().date(col::EVENT_TIME)?;
-                    if c.num_docs() > 0 {
-                        lo = lo.min(c.min_value().into_timestamp_micros());
-                        hi = hi.max(c.max_value().into_timestamp_micros());
-                    }
-                }
+                // An open end is taken from the caller's matching events (never from the whole
+                // index, whose extent would tell of other accounts' events).
+                let (lo, hi) = if req.from.is_some() && req.to.is_some() {
+                    (from, to)
+                } else {
+                    let mut compiler = Compiler::new(&self.index, &self.fields)?;
+                    let query = compiler.compile_for_accounts(req.plan, req.accounts);
+                    let extent = Counter {
+                        from,
+                        to,
+                        accounts: sorted_accounts(req.accounts),
+                        terms_column: None,
+                        histogram: None,
+                    };
+                    let c = searcher.search(query.as_ref(), &extent)?;
+                    (c.min, c.max)
+                };
                 let lo = if req.from.is_some() { from } else { lo };
                 let hi = if req.to.is_some() {
                     to.saturating_sub(1)
@@ -201,13 +210,10 @@ impl EventIndex {
 
         let mut compiler = Compiler::new(&self.index, &self.fields)?;
         let query = compiler.compile_for_accounts(req.plan, req.accounts);
-        let mut accounts = req.accounts.to_vec();
-        accounts.sort();
-        accounts.dedup();
         let collector = Counter {
             from,
             to,
-            accounts,
+            accounts: sorted_accounts(req.accounts),
             terms_column: req
                 .terms
                 .map(|t| (t.field, self.fields.column_name(t.field).to_string())),
@@ -269,12 +275,35 @@ struct Counter {
     histogram: Option<(i64, i64, usize)>,
 }
 
-#[derive(Default)]
 struct Counts {
     total: u64,
+    /// Earliest matching event time (µs), `i64::MAX` when none.
+    min: i64,
+    /// Latest matching event time (µs), `i64::MIN` when none.
+    max: i64,
     missing: u64,
     terms: HashMap<serde_json::Value, u64>,
     buckets: Vec<u64>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            total: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+            missing: 0,
+            terms: HashMap::new(),
+            buckets: Vec::new(),
+        }
+    }
+}
+
+fn sorted_accounts(accounts: &[String]) -> Vec<String> {
+    let mut accounts = accounts.to_vec();
+    accounts.sort();
+    accounts.dedup();
+    accounts
 }
 
 enum TermsColumn {
@@ -378,6 +407,8 @@ impl Collector for Counter {
         };
         for f in fruits {
             out.total += f.total;
+            out.min = out.min.min(f.min);
+            out.max = out.max.max(f.max);
             out.missing += f.missing;
             for (k, c) in f.terms {
                 *out.terms.entry(k).or_default() += c;
@@ -425,6 +456,8 @@ impl CounterSegment {
             _ => return,
         }
         self.counts.total += 1;
+        self.counts.min = self.counts.min.min(micros);
+        self.counts.max = self.counts.max.max(micros);
         let present = match &mut self.terms {
             TermsColumn::None => true,
             TermsColumn::Str { ords, counts, .. } => match ords.first(doc) {

@@ -129,3 +129,34 @@ fn unknown_accounts_see_nothing() {
     assert!(hits(&index, "", &accounts(&["acm"])).is_empty());
     assert!(hits(&index, "", &accounts(&["acme*"])).is_empty());
 }
+
+#[test]
+fn an_open_histogram_range_does_not_reveal_other_tenants_time_extent() {
+    use serde_json::json;
+    use trailkeep_index::Histogram;
+
+    let mut items = corpus();
+    items.push((
+        "acme",
+        5,
+        json!({"action": "x.y.z", "eventTime": "2020-01-01T00:00:00+00:00"}),
+    ));
+    let (_dir, index) = index_of(&items);
+    let plan = plan_strict("").unwrap();
+    let only_beta = accounts(&["beta"]);
+    let r = index
+        .aggregate(&AggregateRequest {
+            plan: &plan,
+            accounts: &only_beta,
+            from: None,
+            to: None,
+            terms: None,
+            histogram: Some(Histogram::Auto),
+        })
+        .unwrap();
+    assert_eq!(r.total, 2);
+    let first = r.buckets.first().unwrap().start;
+    assert!(first.year() == 2026, "buckets start at {first}");
+    assert!(first >= crate::support::T0, "buckets start at {first}");
+    assert_eq!(r.buckets.iter().map(|b| b.count).sum::<u64>(), 2);
+}
