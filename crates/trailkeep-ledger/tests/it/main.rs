@@ -83,11 +83,11 @@ pub fn event(n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Wait for background sealing to finish (bounded).
+/// Wait until at least one segment was sealed and no rotated one is left plain (bounded).
 pub fn wait_sealed(ledger: &Ledger) {
-    for _ in 0..500 {
+    for _ in 0..1000 {
         let s = ledger.stats();
-        if s.segments == s.sealed_segments + 1 {
+        if s.sealed_segments > 0 && s.segments == s.sealed_segments + 1 {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
