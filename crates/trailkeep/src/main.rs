@@ -19,12 +19,16 @@ enum Command {
     /// Work with events offline (no server needed).
     #[command(subcommand)]
     Event(cmd::event::EventCommand),
+    /// Check a ledger data directory end to end: every record, leaf, tree level and checkpoint
+    /// signature. Exit status 1 when anything does not hold.
+    Verify(cmd::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Event(command) => cmd::event::run(command),
+        Command::Verify(args) => cmd::verify::run(args),
     };
     match result {
         Ok(code) => code,

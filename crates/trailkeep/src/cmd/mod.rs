@@ -3,3 +3,5 @@
 //! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
 
 pub mod event;
+pub mod progress;
+pub mod verify;

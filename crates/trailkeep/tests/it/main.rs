@@ -1,6 +1,7 @@
 //! End-to-end tests of the `trailkeep` binary: each test runs the real executable.
 
 mod event_check;
+mod verify;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
