@@ -21,7 +21,9 @@
 //!
 //! A `payload` may itself be stringified JSON. The input is a whole JSON document when
 //! it parses as one; otherwise it is NDJSON when it has several non-blank lines and
-//! its first line is a JSON object by itself; otherwise it is one syntax error.
+//! its first line is a JSON object by itself; otherwise, when it is still one bracketed
+//! array, its elements are parsed one by one (each bad element is its own error);
+//! otherwise it is one syntax error.
 
 use crate::error::{InputError, ItemError, Position};
 use serde_json::{Map, Value};
@@ -163,6 +165,38 @@ pub fn split_each(
             out.document(value, pos, 1)?;
         }
         Err(_) if looks_like_ndjson(input) => out.ndjson(input, base)?,
+        Err(_) if array_spans(input).is_some() => {
+            // A syntax error inside an array: parse its elements one by one so that
+            // the good ones are kept.
+            let spans = array_spans(input).unwrap_or_default();
+            if spans.len() > limits.max_items {
+                return Err(InputError::TooManyItems {
+                    limit: limits.max_items,
+                });
+            }
+            let (mut line, mut counted) = (1, 0);
+            for (start, end) in spans {
+                let text = &input[start..end];
+                let lead = text.iter().take_while(|b| b.is_ascii_whitespace()).count();
+                let at = start + lead;
+                line += memchr::memchr_iter(b'\n', &input[counted..at]).count();
+                counted = at;
+                let pos = out.next_position(Some(line), Some(at + base));
+                match serde_json::from_slice::<Value>(text) {
+                    Ok(value) => out.document(value, pos, 2)?,
+                    Err(_) if is_blank(text) => {
+                        out.error(pos, ItemError::Syntax("empty array element".into()))?;
+                    }
+                    Err(e) => {
+                        let pos = Position {
+                            column: None,
+                            ..pos
+                        };
+                        out.error(pos, ItemError::Syntax(strip_position(&e)))?;
+                    }
+                }
+            }
+        }
         Err(e) => {
             let offset = line_col_offset(input, e.line(), e.column()).map(|o| o + base);
             (out.sink)(InputItem {
@@ -431,6 +465,54 @@ pub(crate) fn too_deep(value: &Value, limit: usize) -> Option<usize> {
         }
     }
     deeper(value, limit).then_some(limit)
+}
+
+/// The byte spans of the top-level elements of a JSON array, found by bracket and
+/// string tracking alone (so a syntax error inside one element does not hide the
+/// others). `None` when the input is not one bracketed array.
+fn array_spans(input: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let open = input.iter().position(|b| !b.is_ascii_whitespace())?;
+    if input[open] != b'[' {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut spans = Vec::new();
+    let mut start = open + 1;
+    for (i, &b) in input.iter().enumerate().skip(open) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    if b != b']' || !is_blank(&input[i + 1..]) {
+                        return None;
+                    }
+                    let last = &input[start..i];
+                    if !(spans.is_empty() && is_blank(last)) {
+                        spans.push((start, i));
+                    }
+                    return Some(spans);
+                }
+            }
+            b',' if depth == 1 => {
+                spans.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn looks_like_ndjson(input: &[u8]) -> bool {

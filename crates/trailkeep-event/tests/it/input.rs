@@ -231,3 +231,34 @@ fn positions_display_for_error_messages() {
         json!({"path": "reason.reasonCode", "reason": "must be a number"})
     );
 }
+
+#[test]
+fn a_syntax_error_inside_an_array_keeps_the_other_elements() {
+    let input = format!(
+        "[\n{},\n{{\"action\": oops}},\n{},\n]",
+        line(&kms_rotate()),
+        line(&registry_push_failure())
+    );
+    let out = render(&input);
+    let heads: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with([' ', '{', '}']))
+        .collect();
+    expect![[r#"
+        [
+            "accepted [item 0, line 2, byte 2] (plain) account=9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b location=jp-tok crud=update service=kms object=secrets verb=rotate",
+            "rejected [item 1, line 3, byte 849] (-)",
+            "accepted [item 2, line 4, byte 867] (plain) account=0a1b2c3d4e5f60718293a4b5c6d7e8f9 location=us-south crud=create service=container-registry object=image verb=push",
+            "rejected [item 3, line 5, byte 1741] (-)",
+        ]
+    "#]].assert_debug_eq(&heads);
+    // Broken structure: one error for the whole input.
+    assert_eq!(
+        shapes("[{\"a\": 1}, {\"b\": 2]"),
+        ["error: invalid JSON: expected `,` or `}`"]
+    );
+    assert_eq!(
+        shapes("[{\"a\": \"]\"}, 1] trailing"),
+        ["error: invalid JSON: trailing characters"]
+    );
+}
