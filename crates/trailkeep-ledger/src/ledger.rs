@@ -23,6 +23,9 @@ use crate::segment::{self, BlockMeta, SealOptions, SegmentKind};
 use crate::storage::{LocalDir, Storage};
 use crate::tiles::TileLog;
 
+const SYNCER_THREAD: &str = "trailkeep-ledger-syncer";
+const WRITER_THREAD: &str = "trailkeep-ledger-writer";
+
 /// Magic of the `ledger.meta` object.
 pub const META_MAGIC: [u8; 8] = *b"TRAILKMT";
 /// Data-directory format version written and read by this build.
@@ -234,6 +237,16 @@ impl Drop for Handle {
 
 fn close_handle(h: &Handle) -> Result<()> {
     let tx = h.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // The last handle dropped inside an `append_with` callback (run by the ledger's threads): ask
+    // the writer to stop but do not wait for it, which would wait for this very thread.
+    let here = std::thread::current();
+    if matches!(here.name(), Some(SYNCER_THREAD | WRITER_THREAD)) {
+        if let Some(tx) = tx {
+            let (rtx, _) = mpsc::sync_channel(1);
+            let _ = tx.send(Command::Close(rtx));
+        }
+        return Ok(());
+    }
     let mut result = Ok(());
     if let Some(tx) = tx {
         let (rtx, rrx) = mpsc::sync_channel(1);
@@ -699,7 +712,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel();
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
-            .name("trailkeep-ledger-writer".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || Writer::new(writer_shared).run(rx))
             .map_err(Error::Io)?;
         Ok(Self {
@@ -738,9 +751,10 @@ impl Ledger {
         self.shared().config.durability
     }
 
-    /// Append a batch; `done` is called (on the writer thread) with one [`Appended`] per record,
-    /// in order, once the batch is durable, or with the error that prevented it. Use it to bridge
-    /// to async code (e.g. complete a oneshot channel).
+    /// Append a batch; `done` is called with one [`Appended`] per record, in order, once the
+    /// batch is durable, or with the error that prevented it. Use it to bridge to async code
+    /// (e.g. complete a oneshot channel). `done` runs on one of the ledger's threads (or the
+    /// caller's, for refused input) and must not block.
     pub fn append_with(
         &self,
         batch: Vec<(String, Vec<u8>)>,
@@ -1209,7 +1223,7 @@ impl Writer {
         let (ptx, prx) = mpsc::sync_channel::<Pending>(256);
         let syncer = Syncer::new(self.shared.clone(), self.active.clone());
         let syncer = std::thread::Builder::new()
-            .name("trailkeep-ledger-syncer".into())
+            .name(SYNCER_THREAD.into())
             .spawn(move || syncer.run(prx))
             .expect("spawn syncer");
         let mut close_reply = None;

@@ -59,6 +59,9 @@ fn check_name(name: &str) -> io::Result<()> {
     }
 }
 
+/// Append handles kept open by [`LocalDir`].
+const MAX_OPEN_FILES: usize = 64;
+
 /// Objects stored as files below a root directory.
 #[derive(Debug)]
 pub struct LocalDir {
@@ -221,6 +224,11 @@ impl Storage for LocalDir {
     fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if !open.contains_key(name) {
+            // Bound the number of open descriptors; a closed handle loses nothing already
+            // written, and `sync` reopens by path.
+            if open.len() >= MAX_OPEN_FILES {
+                open.pop_first();
+            }
             let path = self.path(name)?;
             self.ensure_parent(&path)?;
             let f = OpenOptions::new().create(true).append(true).open(&path)?;

@@ -630,7 +630,9 @@ pub fn verify_storage(
     let mut damaged: HashSet<(String, u64)> = HashSet::new();
     let mut expected = 0u64;
     let mut gaps: BTreeSet<u64> = BTreeSet::new();
-    const MAX_JUMP: u64 = 1 << 24;
+    // A forged position far ahead would make the per-account tables huge; such records are
+    // reported instead of tracked.
+    const MAX_JUMP: u64 = 1 << 20;
     for ((first, _, name), out) in segs.iter().zip(outs) {
         let out = out.unwrap_or_default();
         report.records += out.records;

@@ -5,6 +5,7 @@ mod crash;
 mod fixture;
 mod kill;
 mod model;
+mod mutate;
 mod proofs;
 mod tamper;
 
