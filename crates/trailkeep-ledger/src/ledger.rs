@@ -462,8 +462,15 @@ fn load_segments(
         let pname = plain.expect("plain or sealed");
         let bytes = storage.get(&pname)?.unwrap_or_default();
         let is_last = Some(first) == last_first;
-        if bytes.len() < segment::HEADER_LEN && is_last {
-            // Created but its header never became durable: start it afresh.
+        let header = segment::decode_header(&bytes);
+        let needs_upgrade = matches!(&header, Err(e) if e.unsupported_version.is_some());
+        let header_torn = !needs_upgrade
+            && (bytes.len() < segment::HEADER_LEN
+                || (header.is_err()
+                    && frame::decode_frame(&bytes[segment::HEADER_LEN..]).is_err()));
+        if header_torn && is_last {
+            // Created but its header never became durable (and no record follows it): start it
+            // afresh.
             if repair {
                 storage.delete(&pname)?;
             }

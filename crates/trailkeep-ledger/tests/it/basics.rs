@@ -283,3 +283,17 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn dropping_the_last_handle_in_a_callback_does_not_hang() {
+    let storage = MemStorage::new();
+    let ledger = open_mem(&storage, test_config());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_callback = ledger.clone();
+    ledger.append_with(vec![("a".into(), b"1".to_vec())], move |r| {
+        drop(in_callback);
+        tx.send(r.is_ok()).unwrap();
+    });
+    drop(ledger);
+    assert!(rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap());
+}
