@@ -297,3 +297,52 @@ fn dropping_the_last_handle_in_a_callback_does_not_hang() {
     drop(ledger);
     assert!(rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap());
 }
+
+#[test]
+fn signing_key_is_created_once_and_kept() {
+    use trailkeep_ledger::{KeySource, Ledger, LedgerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LedgerConfig {
+        origin: "example.com/trailkeep".into(),
+        checkpoint_interval: None,
+        ..LedgerConfig::default()
+    };
+    let first = Ledger::open_dir(dir.path().join("data"), cfg.clone()).unwrap();
+    let key = first.verifier_key();
+    first.close().unwrap();
+    assert!(dir.path().join("data/keys/checkpoint.key").is_file());
+    let again = Ledger::open_dir(dir.path().join("data"), cfg.clone()).unwrap();
+    assert_eq!(again.verifier_key(), key);
+    assert!(key.starts_with("example.com/trailkeep+"), "{key}");
+    NoteVerifier::parse(&key).unwrap();
+    again.close().unwrap();
+
+    // A key kept outside the data directory.
+    let path = dir.path().join("secrets/ledger.key");
+    let cfg = LedgerConfig {
+        key: KeySource::File(path.clone()),
+        ..cfg
+    };
+    let other = Ledger::open_dir(dir.path().join("data2"), cfg.clone()).unwrap();
+    let k2 = other.verifier_key();
+    other.close().unwrap();
+    assert_ne!(k2, key);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "key file is private");
+    }
+    assert_eq!(
+        Ledger::open_dir(dir.path().join("data2"), cfg)
+            .unwrap()
+            .verifier_key(),
+        k2
+    );
+}
+
+#[test]
+fn the_handle_is_shareable() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<trailkeep_ledger::Ledger>();
+}
