@@ -31,10 +31,23 @@ impl<'a> Compiler<'a> {
 
     /// The query for `plan`, restricted to `accounts` (which must not be empty).
     pub fn compile_for_accounts(&mut self, plan: &Plan, accounts: &[String]) -> BoxQuery {
-        let account_terms = accounts
-            .iter()
-            .map(|a| Term::from_field_text(self.fields.account, a));
-        let accounts: BoxQuery = Box::new(TermSetQuery::new(account_terms));
+        let term = |a: &String| Term::from_field_text(self.fields.account, a);
+        // Term queries stay lazy (skip lists), so a selective query over a large account costs
+        // little; a term set reads every posting into a bitset first, which pays off only for
+        // many accounts.
+        let accounts: BoxQuery = match accounts {
+            [one] => Box::new(TermQuery::new(term(one), IndexRecordOption::Basic)),
+            few if few.len() <= 16 => Box::new(BooleanQuery::new(
+                few.iter()
+                    .map(|a| {
+                        let q: BoxQuery =
+                            Box::new(TermQuery::new(term(a), IndexRecordOption::Basic));
+                        (Occur::Should, q)
+                    })
+                    .collect(),
+            )),
+            many => Box::new(TermSetQuery::new(many.iter().map(term))),
+        };
         let user = self.compile(plan);
         Box::new(BooleanQuery::new(vec![
             (Occur::Must, accounts),

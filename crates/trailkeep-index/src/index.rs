@@ -69,6 +69,22 @@ impl EventIndex {
         EventIndex::from_index(index, fields)
     }
 
+    /// Opens the index in `dir`; when it cannot be used (another format version or schema, or
+    /// unreadable metadata) deletes it and creates an empty one. Returns the index and whether it
+    /// was recreated — then every account must be fed again from the start of its log.
+    ///
+    /// Safe because the index is derived data: the ledger is the source of truth.
+    pub fn open_or_recreate(dir: &Path) -> Result<(EventIndex, bool)> {
+        match EventIndex::open(dir) {
+            Ok(index) => Ok((index, false)),
+            Err(IndexError::UpgradeRequired { .. } | IndexError::Corrupted { .. }) => {
+                std::fs::remove_dir_all(dir)?;
+                Ok((EventIndex::open(dir)?, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// A fresh index in memory (tests, tools).
     pub fn in_memory() -> Result<EventIndex> {
         let fields = Fields::new();

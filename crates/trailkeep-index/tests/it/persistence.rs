@@ -147,3 +147,37 @@ fn rollback_forgets_uncommitted_adds_and_their_positions() {
     w.commit().unwrap();
     assert_eq!(index.num_events(), 2);
 }
+
+#[test]
+fn an_index_of_another_format_is_refused_then_recreated_empty() {
+    let dir = TempDir::new().unwrap();
+    {
+        let index = EventIndex::open(dir.path()).unwrap();
+        let mut w = index.writer(WriterOptions::default()).unwrap();
+        w.add("a", 0, T0, &ev(0)).unwrap();
+        w.commit().unwrap();
+        w.finish().unwrap();
+    }
+    // Pretend a future build wrote it.
+    let meta = dir.path().join("meta.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    assert!(text.contains("\\\"format\\\":1"), "{text}");
+    std::fs::write(
+        &meta,
+        text.replace("\\\"format\\\":1", "\\\"format\\\":999"),
+    )
+    .unwrap();
+    match EventIndex::open(dir.path()) {
+        Err(trailkeep_index::IndexError::UpgradeRequired {
+            found: 999,
+            supported: 1,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let (index, recreated) = EventIndex::open_or_recreate(dir.path()).unwrap();
+    assert!(recreated);
+    assert_eq!(index.num_events(), 0);
+    assert!(index.committed_positions().unwrap().is_empty());
+    let (_, recreated) = EventIndex::open_or_recreate(dir.path()).unwrap();
+    assert!(!recreated);
+}
