@@ -46,7 +46,7 @@ pub trait NodeSource {
     fn node(&self, level: u8, index: u64) -> Result<Hash, Self::Error>;
 }
 
-/// MTH(D[start:end]) for `start < end`, from complete subtrees.
+/// `MTH(D[start:end])` for `start < end`, from complete subtrees.
 pub fn range_hash<S: NodeSource>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let n = end - start;
     if n.is_power_of_two() && start % n == 0 {
