@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
-use tantivy::{DateTime, DocId, Score, SegmentOrdinal, SegmentReader};
+use tantivy::query::Weight;
+use tantivy::{DateTime, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
 use time::OffsetDateTime;
 
 use crate::compile::Compiler;
@@ -397,6 +398,32 @@ impl Collector for Counter {
 
     fn requires_scoring(&self) -> bool {
         false
+    }
+
+    /// Opens the segment's columns only when the query matches something in it (a selective
+    /// query usually matches in few segments).
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment_ord: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Counts> {
+        let scorer = weight.scorer(reader, 1.0)?;
+        if scorer.doc() == TERMINATED {
+            return Ok(Default::default());
+        }
+        drop(scorer);
+        let mut child = self.for_segment(segment_ord, reader)?;
+        let alive = reader.alive_bitset();
+        // Block-wise: counting may visit most of the segment.
+        weight.for_each_no_score(reader, &mut |docs| {
+            for &doc in docs {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    child.collect(doc, 0.0);
+                }
+            }
+        })?;
+        Ok(child.harvest())
     }
 
     fn merge_fruits(&self, fruits: Vec<Counts>) -> tantivy::Result<Counts> {

@@ -14,7 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
-use tantivy::{DateTime, DocId, Score, SegmentOrdinal, SegmentReader};
+use tantivy::query::Weight;
+use tantivy::{DateTime, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
 use time::OffsetDateTime;
 
 use crate::compile::Compiler;
@@ -235,6 +236,30 @@ impl Collector for Newest {
 
     fn requires_scoring(&self) -> bool {
         false
+    }
+
+    /// Opens the segment's columns only when the query matches something in it (a selective
+    /// query usually matches in few segments).
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment_ord: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Vec<SortKey>> {
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        if scorer.doc() == TERMINATED {
+            return Ok(Default::default());
+        }
+        let mut child = self.for_segment(segment_ord, reader)?;
+        let alive = reader.alive_bitset();
+        let mut doc = scorer.doc();
+        while doc != TERMINATED {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                child.collect(doc, 0.0);
+            }
+            doc = scorer.advance();
+        }
+        Ok(child.harvest())
     }
 
     fn merge_fruits(&self, fruits: Vec<Vec<SortKey>>) -> tantivy::Result<Vec<SortKey>> {
