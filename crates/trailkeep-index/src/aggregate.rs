@@ -70,12 +70,15 @@ pub struct TermCount {
 }
 
 /// One time bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     /// Start of the bucket (inclusive).
     pub start: OffsetDateTime,
     /// Matching events in `[start, start + interval)`.
     pub count: u64,
+    /// When counts by field were asked for too: the counts in this bucket of the values in
+    /// [`AggregateResult::terms`], in that order, values with no event here left out.
+    pub terms: Vec<TermCount>,
 }
 
 /// The answer to an [`AggregateRequest`].
@@ -241,16 +244,27 @@ impl EventIndex {
         let (interval, buckets) = match histogram {
             None => (None, Vec::new()),
             Some((interval, first, _)) => {
+                let bucket_terms = &counts.bucket_terms;
                 let buckets = counts
                     .buckets
-                    .into_iter()
+                    .iter()
                     .enumerate()
-                    .map(|(i, count)| Bucket {
+                    .map(|(i, &count)| Bucket {
                         start: OffsetDateTime::from_unix_timestamp_nanos(
                             i128::from(first + i as i64) * i128::from(interval) * 1000,
                         )
                         .unwrap_or(OffsetDateTime::UNIX_EPOCH),
                         count,
+                        terms: terms
+                            .iter()
+                            .filter_map(|t| {
+                                let c = *bucket_terms.get(&(i, t.key.clone()))?;
+                                Some(TermCount {
+                                    key: t.key.clone(),
+                                    count: c,
+                                })
+                            })
+                            .collect(),
                     })
                     .collect();
                 (Some(time::Duration::microseconds(interval)), buckets)
@@ -285,6 +299,7 @@ struct Counts {
     missing: u64,
     terms: HashMap<serde_json::Value, u64>,
     buckets: Vec<u64>,
+    bucket_terms: HashMap<(usize, serde_json::Value), u64>,
 }
 
 impl Default for Counts {
@@ -296,6 +311,7 @@ impl Default for Counts {
             missing: 0,
             terms: HashMap::new(),
             buckets: Vec::new(),
+            bucket_terms: HashMap::new(),
         }
     }
 }
@@ -333,6 +349,8 @@ struct CounterSegment {
     terms: TermsColumn,
     histogram: Option<(i64, i64)>,
     counts: Counts,
+    /// (bucket, raw value) → count, when both terms and a histogram are asked for.
+    bucket_terms: HashMap<(usize, u64), u64>,
 }
 
 impl Collector for Counter {
@@ -393,6 +411,7 @@ impl Collector for Counter {
                 buckets: vec![0; buckets],
                 ..Counts::default()
             },
+            bucket_terms: HashMap::new(),
         })))
     }
 
@@ -443,6 +462,9 @@ impl Collector for Counter {
             for (o, c) in out.buckets.iter_mut().zip(f.buckets) {
                 *o += c;
             }
+            for (k, c) in f.bucket_terms {
+                *out.bucket_terms.entry(k).or_default() += c;
+            }
         }
         Ok(out)
     }
@@ -485,30 +507,31 @@ impl CounterSegment {
         self.counts.total += 1;
         self.counts.min = self.counts.min.min(micros);
         self.counts.max = self.counts.max.max(micros);
-        let present = match &mut self.terms {
-            TermsColumn::None => true,
+        // The value as a raw key (ordinal, integer bits, or 0/1), `None` when absent.
+        let (present, raw) = match &mut self.terms {
+            TermsColumn::None => (true, None),
             TermsColumn::Str { ords, counts, .. } => match ords.first(doc) {
                 Some(o) => {
                     if let Some(c) = counts.get_mut(o as usize) {
                         *c += 1;
                     }
-                    true
+                    (true, Some(o))
                 }
-                None => false,
+                None => (false, None),
             },
             TermsColumn::Int { column, counts } => match column.first(doc) {
                 Some(v) => {
                     *counts.entry(v).or_default() += 1;
-                    true
+                    (true, Some(v as u64))
                 }
-                None => false,
+                None => (false, None),
             },
             TermsColumn::Bool { column, counts } => match column.first(doc) {
                 Some(v) => {
                     counts[usize::from(v)] += 1;
-                    true
+                    (true, Some(u64::from(v)))
                 }
-                None => false,
+                None => (false, None),
             },
         };
         if !present {
@@ -516,16 +539,34 @@ impl CounterSegment {
         }
         if let Some((interval, first)) = self.histogram {
             let b = micros.div_euclid(interval) - first;
-            if let Some(c) = usize::try_from(b)
+            if let Some(b) = usize::try_from(b)
                 .ok()
-                .and_then(|b| self.counts.buckets.get_mut(b))
+                .filter(|b| *b < self.counts.buckets.len())
             {
-                *c += 1;
+                self.counts.buckets[b] += 1;
+                if let Some(raw) = raw {
+                    *self.bucket_terms.entry((b, raw)).or_default() += 1;
+                }
             }
         }
     }
 
     fn harvest(mut self) -> Counts {
+        for ((b, raw), c) in std::mem::take(&mut self.bucket_terms) {
+            let key = match &self.terms {
+                TermsColumn::None => continue,
+                TermsColumn::Str { column, .. } => {
+                    let mut buf = String::new();
+                    if !column.ord_to_str(raw, &mut buf).unwrap_or(false) {
+                        continue;
+                    }
+                    serde_json::Value::String(buf)
+                }
+                TermsColumn::Int { .. } => serde_json::Value::from(raw as i64),
+                TermsColumn::Bool { .. } => serde_json::Value::Bool(raw == 1),
+            };
+            *self.counts.bucket_terms.entry((b, key)).or_default() += c;
+        }
         match self.terms {
             TermsColumn::None => {}
             TermsColumn::Str { column, counts, .. } => {

@@ -88,6 +88,33 @@ fn counts_by_time_bucket_with_a_query_and_range() {
         .collect();
     // failures at minutes 1, 2, 4, 5
     assert_eq!(got, vec![(0, 1), (2, 1), (4, 2)]);
+    // The top 2 actions (ties by value), bucket by bucket.
+    let top: Vec<_> = r.terms.iter().map(|t| t.key.clone()).collect();
+    assert_eq!(
+        top,
+        vec![
+            json!("codeengine.application.delete"),
+            json!("codeengine.application.update")
+        ]
+    );
+    let stacked: Vec<Vec<(String, u64)>> = r
+        .buckets
+        .iter()
+        .map(|b| {
+            b.terms
+                .iter()
+                .map(|t| (t.key.as_str().unwrap().to_string(), t.count))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        stacked,
+        vec![
+            vec![("codeengine.application.update".to_string(), 1)],
+            vec![],
+            vec![("codeengine.application.delete".to_string(), 1)],
+        ]
+    );
 
     let r = index
         .aggregate(&AggregateRequest {
