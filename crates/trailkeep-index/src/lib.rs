@@ -9,6 +9,26 @@
 //! * [`EventIndex`] — opening the index, [`EventIndex::search`], [`EventIndex::aggregate`].
 //! * [`Writer`] — batched adds, commits with the last indexed position per account, rebuild.
 
+//!
+//! # Index format (version [`FORMAT_VERSION`])
+//!
+//! A tantivy 0.27 index (sstable term dictionary, the `quickwit` feature) in one directory. What
+//! each field holds is listed in `schema.rs`; in short: no stored documents, fast columns for
+//! `account`, `idx`, `eventTime` (µs), `receivedAt` (s), `action`, `outcome`, `severity`,
+//! `target.id`, `initiator.id`, `reasonCode`, `dataEvent`; `id` and `correlationId` as the FNV-1a
+//! 64-bit hash ([`hash64`]) of the value; every other leaf of the event in one JSON field by dotted
+//! path, string values over [`MAX_PLAIN_VALUE_BYTES`] as a [`hashed_token`].
+//!
+//! Every commit carries a payload, JSON `{"format": 1, "positions": {"<account>": <highest
+//! index>}}`, written atomically with the documents by tantivy's `meta.json` swap. A crash loses
+//! at most the adds since the last commit, and the payload says where to resume.
+//!
+//! An index of another version is not migrated: [`EventIndex::open`] refuses it
+//! ([`IndexError::UpgradeRequired`]) and [`EventIndex::open_or_recreate`] starts an empty one,
+//! to be fed again from the ledger. `tests/fixtures/index-v<N>/` keeps one index per version.
+//!
+//! Changes: **1** — first version.
+
 pub mod query;
 
 mod aggregate;

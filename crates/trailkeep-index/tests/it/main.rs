@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod docs;
+mod format;
 mod golden;
 mod isolation;
 mod paging;
