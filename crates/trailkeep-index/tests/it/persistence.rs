@@ -181,3 +181,22 @@ fn an_index_of_another_format_is_refused_then_recreated_empty() {
     let (_, recreated) = EventIndex::open_or_recreate(dir.path()).unwrap();
     assert!(!recreated);
 }
+
+#[test]
+fn the_index_and_its_writer_can_be_shared_and_moved_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<EventIndex>();
+    send_sync::<trailkeep_index::Writer>();
+    let index = std::sync::Arc::new(EventIndex::in_memory().unwrap());
+    let mut w = index.writer(WriterOptions::default()).unwrap();
+    let writer_thread = std::thread::spawn(move || {
+        w.add("a", 0, T0, &ev(0)).unwrap();
+        w.commit().unwrap();
+    });
+    writer_thread.join().unwrap();
+    let reader = std::sync::Arc::clone(&index);
+    let n = std::thread::spawn(move || hits(&reader, "", &accounts(&["a"])).len())
+        .join()
+        .unwrap();
+    assert_eq!(n, 1);
+}
