@@ -44,7 +44,11 @@ impl Default for WriterOptions {
 pub enum Added {
     /// A new position for its account.
     New,
-    /// The position was at or below the account's highest: any older copy is replaced.
+    /// The position was already in the committed index: nothing to do (a committed ledger
+    /// record never changes).
+    Duplicate,
+    /// The position was added since the last commit (or is a gap below the account's highest):
+    /// any earlier copy is replaced.
     Replaced,
 }
 
@@ -63,6 +67,8 @@ pub struct Writer {
     reader: IndexReader,
     fields: Fields,
     positions: Positions,
+    /// The positions of the last commit.
+    committed: Positions,
 }
 
 impl std::fmt::Debug for Writer {
@@ -85,6 +91,7 @@ impl Writer {
             writer,
             reader: index.reader.clone(),
             fields: index.fields.clone(),
+            committed: positions.clone(),
             positions,
         })
     }
@@ -99,6 +106,10 @@ impl Writer {
         received_at: OffsetDateTime,
         event: &Value,
     ) -> Result<Added> {
+        let committed = self.committed.get(account).copied();
+        if committed.is_some_and(|c| index <= c) && self.is_committed(account, index)? {
+            return Ok(Added::Duplicate);
+        }
         let received = unix_nanos(received_at);
         let doc = build_document(&self.fields, account, index, received, event);
         let outcome = match self.positions.get_mut(account) {
@@ -135,6 +146,27 @@ impl Writer {
         Ok(outcome)
     }
 
+    /// Is `(account, index)` in the committed index?
+    fn is_committed(&self, account: &str, index: u64) -> Result<bool> {
+        let query = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.account, account),
+                    IndexRecordOption::Basic,
+                )) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(self.fields.idx, index),
+                    IndexRecordOption::Basic,
+                )),
+            ),
+        ]);
+        Ok(query.count(&self.reader.searcher())? > 0)
+    }
+
     /// Adds a batch of items `(account, index, received_at, event)`; returns how many were new.
     pub fn add_batch<'e, I>(&mut self, items: I) -> Result<usize>
     where
@@ -166,6 +198,7 @@ impl Writer {
         prepared.set_payload(&text);
         let opstamp = prepared.commit()?;
         self.reader.reload()?;
+        self.committed = self.positions.clone();
         Ok(CommitInfo {
             opstamp,
             positions: self.positions.clone(),
@@ -176,6 +209,7 @@ impl Writer {
     pub fn rollback(&mut self) -> Result<()> {
         self.writer.rollback()?;
         self.positions = self.committed_positions_from_reader()?;
+        self.committed = self.positions.clone();
         Ok(())
     }
 
@@ -191,6 +225,9 @@ impl Writer {
     pub fn delete_all(&mut self) -> Result<()> {
         self.writer.delete_all_documents()?;
         self.positions = BTreeMap::new();
+        // Until the next commit the reader still sees the old documents: nothing counts as
+        // already indexed.
+        self.committed = BTreeMap::new();
         Ok(())
     }
 

@@ -96,9 +96,19 @@ fn re_adding_a_position_never_duplicates_it() {
     // Reopened, the positions still protect against duplicates.
     w.finish().unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
-    assert_eq!(w.add("a", 2, T0, &ev(2)).unwrap(), Added::Replaced);
+    assert_eq!(w.add("a", 2, T0, &ev(2)).unwrap(), Added::Duplicate);
+    // A gap below the highest position is filled, once.
+    w.add("a", 10, T0, &ev(10)).unwrap();
     w.commit().unwrap();
-    assert_eq!(hits(&index, "", &accounts(&["a"])).len(), 3);
+    assert_eq!(w.add("a", 5, T0, &ev(5)).unwrap(), Added::Replaced);
+    assert_eq!(w.add("a", 5, T0, &ev(5)).unwrap(), Added::Replaced);
+    w.commit().unwrap();
+    assert_eq!(w.add("a", 5, T0, &ev(5)).unwrap(), Added::Duplicate);
+    w.commit().unwrap();
+    assert_eq!(
+        hits(&index, "", &accounts(&["a"])),
+        vec!["a/10", "a/5", "a/2", "a/1", "a/0"]
+    );
 }
 
 #[test]
@@ -199,4 +209,21 @@ fn the_index_and_its_writer_can_be_shared_and_moved_across_threads() {
         .join()
         .unwrap();
     assert_eq!(n, 1);
+}
+
+#[test]
+fn a_rebuild_without_an_intermediate_commit_adds_everything_again() {
+    let index = EventIndex::in_memory().unwrap();
+    let mut w = index.writer(WriterOptions::default()).unwrap();
+    for i in 0..3 {
+        w.add("a", i, T0, &ev(i)).unwrap();
+    }
+    w.commit().unwrap();
+    w.delete_all().unwrap();
+    for i in 0..3 {
+        assert_eq!(w.add("a", i, T0, &ev(i)).unwrap(), Added::New);
+    }
+    w.commit().unwrap();
+    assert_eq!(index.num_events(), 3);
+    assert_eq!(index.committed_positions().unwrap().get("a"), Some(&2));
 }
