@@ -605,8 +605,8 @@ impl<'a> Parser<'a> {
                     self.here(),
                     &["a value"],
                     format!(
-                        "`{}{op}` has no value, found {}",
-                        ctx.name,
+                        "`{}` has no value, found {}",
+                        &self.src[ctx.span.start..self.pos],
                         self.describe_here()
                     ),
                 );
