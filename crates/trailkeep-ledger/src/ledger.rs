@@ -962,6 +962,34 @@ impl Ledger {
         self.with_tree(account, |t| t.inclusion_proof(index, size))
     }
 
+    /// Evidence for one record: the latest signed checkpoint (signing one first if the record is
+    /// newer than it), that checkpoint's tree size, and the inclusion proof of `index` in it —
+    /// what an outside party needs, with the record's bytes and the verifier key, to check it
+    /// offline.
+    pub fn checkpointed_inclusion_proof(
+        &self,
+        account: &str,
+        index: u64,
+    ) -> Result<(String, u64, Vec<Hash>)> {
+        let signed = |l: &Self| {
+            read_lock(&l.shared().state)
+                .accounts
+                .get(account)
+                .and_then(|a| a.checkpoint.clone().map(|c| (c, a.signed_size)))
+        };
+        let mut cp = signed(self);
+        if cp.as_ref().is_none_or(|(_, size)| index >= *size) {
+            self.sign_checkpoints_if_grown()?;
+            cp = signed(self);
+        }
+        let (note, size) = cp.ok_or_else(|| Error::NotFound(format!("account {account}")))?;
+        if index >= size {
+            return Err(Error::NotFound(format!("{account}/{index}")));
+        }
+        let proof = self.inclusion_proof(account, index, size)?;
+        Ok((note, size, proof))
+    }
+
     /// Consistency proof of `account`'s tree between sizes `m <= n`.
     pub fn consistency_proof(&self, account: &str, m: u64, n: u64) -> Result<Vec<Hash>> {
         self.with_tree(account, |t| t.consistency_proof(m, n))

@@ -346,3 +346,23 @@ fn the_handle_is_shareable() {
     fn shareable<T: Send + Sync + Clone + 'static>() {}
     shareable::<trailkeep_ledger::Ledger>();
 }
+
+#[test]
+fn evidence_for_one_record_checks_offline() {
+    let storage = MemStorage::new();
+    let ledger = open_mem(&storage, test_config());
+    let acks = ledger
+        .append((0..9u64).map(|n| ("acme".to_string(), event(n))).collect())
+        .unwrap();
+    // Not yet checkpointed: one is signed on demand.
+    let (note, size, proof) = ledger
+        .checkpointed_inclusion_proof("acme", acks[7].index)
+        .unwrap();
+    assert_eq!(size, 9);
+    let v = NoteVerifier::parse(&ledger.verifier_key()).unwrap();
+    let cp = Checkpoint::parse(v.open(&note).unwrap()).unwrap();
+    let bytes = ledger.read("acme", 7).unwrap().unwrap();
+    verifier::verify_inclusion(7, cp.size, &leaf_hash(&bytes), &proof, &cp.root).unwrap();
+    assert!(ledger.checkpointed_inclusion_proof("acme", 9).is_err());
+    assert!(ledger.checkpointed_inclusion_proof("nobody", 0).is_err());
+}
