@@ -1355,6 +1355,18 @@ impl Writer {
             }
         }
         // Shutdown: answer what is still queued, let the syncer sign and finish sealing.
+        let why = is_failed(&self.shared);
+        while let Ok(c) = rx.try_recv() {
+            match c {
+                Command::Append { reply, .. } => reply(Err(Error::Closed(why.clone()))),
+                Command::Sign(r) => {
+                    let _ = r.send(Err(Error::Closed(why.clone())));
+                }
+                Command::Rotate(r) | Command::Close(r) => {
+                    let _ = r.send(Err(Error::Closed(why.clone())));
+                }
+            }
+        }
         drop(rx);
         let _ = ptx.send(Pending::Close);
         drop(ptx);
