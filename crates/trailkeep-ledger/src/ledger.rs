@@ -1671,16 +1671,24 @@ impl Syncer {
             .map(|(n, _)| n.clone())
             .collect();
         for account in grown {
-            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-            let Some(a) = state.accounts.get_mut(&account) else {
+            // Snapshot under the read lock; write and fsync without any lock; publish.
+            let Some((batch, cp)) = read_lock(&self.shared.state)
+                .accounts
+                .get(&account)
+                .map(|a| {
+                    (
+                        a.tree.unpersisted(),
+                        Checkpoint {
+                            origin: format!("{}/{account}", self.shared.config.origin),
+                            size: a.tree.size(),
+                            root: a.tree.root(),
+                        },
+                    )
+                })
+            else {
                 continue;
             };
-            a.tree.persist()?;
-            let cp = Checkpoint {
-                origin: format!("{}/{account}", self.shared.config.origin),
-                size: a.tree.size(),
-                root: a.tree.root(),
-            };
+            batch.write()?;
             let note = self
                 .shared
                 .signer
@@ -1688,8 +1696,12 @@ impl Syncer {
                 .map_err(|e| Error::Key(e.to_string()))?;
             storage.put(&checkpoint_history_name(&account, cp.size), note.as_bytes())?;
             storage.put(&checkpoint_name(&account), note.as_bytes())?;
-            a.signed_size = cp.size;
-            a.checkpoint = Some(note);
+            let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(a) = state.accounts.get_mut(&account) {
+                a.tree.mark_persisted(&batch);
+                a.signed_size = cp.size;
+                a.checkpoint = Some(note);
+            }
             signed.push((account, cp.size));
         }
         Ok(signed)

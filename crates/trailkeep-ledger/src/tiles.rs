@@ -152,6 +152,25 @@ pub fn level_file(prefix: &str, level: u8) -> String {
     format!("{prefix}hashes/{level}")
 }
 
+/// Tree hashes on their way to the hash files; see [`TileLog::unpersisted`].
+#[derive(Debug)]
+pub struct Unpersisted {
+    storage: Arc<dyn Storage>,
+    /// (hash file, entries, bytes)
+    levels: Vec<(String, usize, Vec<u8>)>,
+}
+
+impl Unpersisted {
+    /// Append the entries to their hash files and make them durable.
+    pub fn write(&self) -> Result<()> {
+        for (name, _, bytes) in &self.levels {
+            self.storage.append(name, bytes)?;
+            self.storage.sync(name)?;
+        }
+        Ok(())
+    }
+}
+
 /// One account's tree over tiles.
 ///
 /// Tile level `L`'s entries are stored back to back (32 bytes each, in index order) in one
@@ -257,18 +276,41 @@ impl TileLog {
     /// Append buffered entries to the hash files and make them durable. Called before a
     /// checkpoint of the current size is written.
     pub fn persist(&mut self) -> Result<()> {
-        for level in 0..TILE_LEVELS as usize {
-            if self.pending[level].is_empty() {
-                continue;
-            }
-            let name = level_file(&self.prefix, level as u8);
-            self.storage
-                .append(&name, &hashes_to_bytes(&self.pending[level]))?;
-            self.storage.sync(&name)?;
-            self.persisted[level] += self.pending[level].len() as u64;
-            self.pending[level].clear();
-        }
+        let batch = self.unpersisted();
+        batch.write()?;
+        self.mark_persisted(&batch);
         Ok(())
+    }
+
+    /// A copy of the entries not yet persisted, to be written without holding any lock on this
+    /// tree ([`Unpersisted::write`]) and then confirmed with [`TileLog::mark_persisted`]. Only
+    /// the thread that pushes may do this.
+    pub fn unpersisted(&self) -> Unpersisted {
+        Unpersisted {
+            storage: self.storage.clone(),
+            levels: (0..TILE_LEVELS)
+                .filter(|l| !self.pending[*l as usize].is_empty())
+                .map(|l| {
+                    let entries = &self.pending[l as usize];
+                    (
+                        level_file(&self.prefix, l),
+                        entries.len(),
+                        hashes_to_bytes(entries),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Record that `batch` (taken by [`TileLog::unpersisted`], no push since) was written.
+    pub fn mark_persisted(&mut self, batch: &Unpersisted) {
+        for (name, n, _) in &batch.levels {
+            let level = (0..TILE_LEVELS)
+                .find(|l| level_file(&self.prefix, *l) == *name)
+                .expect("a level of this tree") as usize;
+            self.pending[level].drain(..*n);
+            self.persisted[level] += *n as u64;
+        }
     }
 
     fn full_tile(&self, level: u8, index: u64) -> Result<Arc<Vec<u8>>> {
