@@ -351,7 +351,13 @@ struct CounterSegment {
     counts: Counts,
     /// (bucket, raw value) → count, when both terms and a histogram are asked for.
     bucket_terms: HashMap<(usize, u64), u64>,
+    /// The same, dense (`bucket * stride + raw`) when the value set is small; `stride` 0 if not.
+    dense: Vec<u32>,
+    stride: usize,
 }
+
+/// The most cells of a dense (bucket × value) count table per segment.
+const MAX_DENSE_CELLS: usize = 1 << 22;
 
 impl Collector for Counter {
     type Fruit = Counts;
@@ -399,6 +405,17 @@ impl Collector for Counter {
             },
         };
         let buckets = self.histogram.map_or(0, |(_, _, n)| n);
+        let stride = match &terms {
+            _ if buckets == 0 => 0,
+            TermsColumn::Str { counts, .. } => counts.len(),
+            TermsColumn::Bool { .. } => 2,
+            TermsColumn::Int { .. } | TermsColumn::None => 0,
+        };
+        let stride = if buckets.saturating_mul(stride) <= MAX_DENSE_CELLS {
+            stride
+        } else {
+            0
+        };
         Ok(MaybeCounterSegment(Some(CounterSegment {
             from: self.from,
             to: self.to,
@@ -412,6 +429,8 @@ impl Collector for Counter {
                 ..Counts::default()
             },
             bucket_terms: HashMap::new(),
+            dense: vec![0; buckets * stride],
+            stride,
         })))
     }
 
@@ -545,22 +564,40 @@ impl CounterSegment {
             {
                 self.counts.buckets[b] += 1;
                 if let Some(raw) = raw {
-                    *self.bucket_terms.entry((b, raw)).or_default() += 1;
+                    if self.stride > 0 {
+                        if let Some(c) = self.dense.get_mut(b * self.stride + raw as usize) {
+                            *c += 1;
+                        }
+                    } else {
+                        *self.bucket_terms.entry((b, raw)).or_default() += 1;
+                    }
                 }
             }
         }
     }
 
     fn harvest(mut self) -> Counts {
+        if let Some(stride) = std::num::NonZeroUsize::new(self.stride) {
+            for (cell, &c) in self.dense.iter().enumerate() {
+                if c > 0 {
+                    let key = (cell / stride, (cell % stride) as u64);
+                    self.bucket_terms.insert(key, u64::from(c));
+                }
+            }
+        }
+        let mut names: HashMap<u64, String> = HashMap::new();
         for ((b, raw), c) in std::mem::take(&mut self.bucket_terms) {
             let key = match &self.terms {
                 TermsColumn::None => continue,
                 TermsColumn::Str { column, .. } => {
-                    let mut buf = String::new();
-                    if !column.ord_to_str(raw, &mut buf).unwrap_or(false) {
-                        continue;
+                    if let std::collections::hash_map::Entry::Vacant(e) = names.entry(raw) {
+                        let mut buf = String::new();
+                        if !column.ord_to_str(raw, &mut buf).unwrap_or(false) {
+                            continue;
+                        }
+                        e.insert(buf);
                     }
-                    serde_json::Value::String(buf)
+                    serde_json::Value::String(names[&raw].clone())
                 }
                 TermsColumn::Int { .. } => serde_json::Value::from(raw as i64),
                 TermsColumn::Bool { .. } => serde_json::Value::Bool(raw == 1),
