@@ -40,7 +40,8 @@ mod search;
 mod writer;
 
 pub use aggregate::{
-    AggregateRequest, AggregateResult, Bucket, Histogram, TermCount, TermsRequest,
+    AggregateRequest, AggregateResult, Bucket, Histogram, MAX_BUCKETS, MAX_TERMS_SIZE, TermCount,
+    TermsRequest,
 };
 pub use error::{IndexError, Result};
 pub use index::{EventIndex, Positions, SpaceUsage};
