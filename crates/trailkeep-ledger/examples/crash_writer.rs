@@ -43,7 +43,7 @@ fn main() {
             .map(|k| {
                 let m = n + k;
                 (
-                    if m % 3 == 0 { "acme" } else { "globex" }.to_string(),
+                    if m % 3 == 1 { "globex" } else { "acme" }.to_string(),
                     payload(m),
                 )
             })

@@ -18,6 +18,9 @@
 //! # Ok::<(), trailkeep_ledger::Error>(())
 //! ```
 
+// `x % n == 0` reads the same under every supported toolchain (`is_multiple_of` needs 1.87).
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod error;
 pub mod frame;
 mod ledger;

@@ -49,7 +49,7 @@ pub trait NodeSource {
 /// `MTH(D[start:end])` for `start < end`, from complete subtrees.
 pub fn range_hash<S: NodeSource>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start & (n - 1) == 0 {
         return src.node(n.trailing_zeros() as u8, start >> n.trailing_zeros());
     }
     let k = split_point(n);
