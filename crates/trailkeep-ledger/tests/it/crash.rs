@@ -120,3 +120,42 @@ fn acknowledged_records_survive_random_crashes() {
         assert!(!before.is_empty() || round > 0 || report.records == 0);
     }
 }
+
+/// In relaxed mode a crash may lose acknowledged records, but never anything a signed
+/// checkpoint covers, and what remains is a consistent prefix.
+#[test]
+fn relaxed_mode_keeps_everything_checkpointed() {
+    use trailkeep_ledger::Durability;
+    let storage = MemStorage::new();
+    let mut cfg = test_config();
+    cfg.durability = Durability::Relaxed;
+    let ledger = open_mem(&storage, cfg);
+    let first: Vec<_> = (0..25u64).map(|n| ("acme".to_string(), event(n))).collect();
+    ledger.append(first.clone()).unwrap();
+    ledger.sign_checkpoints_if_grown().unwrap();
+    let later = ledger
+        .append(
+            (25..40u64)
+                .map(|n| ("acme".to_string(), event(n)))
+                .collect(),
+        )
+        .unwrap();
+    assert_eq!(later.len(), 15);
+    let crashed = storage.crashed_copy(|_, unsynced| unsynced / 3);
+    drop(ledger);
+    let reopened = open_mem(&crashed, test_config());
+    for (i, (_, bytes)) in first.iter().enumerate() {
+        assert_eq!(
+            reopened.read("acme", i as u64).unwrap().as_ref(),
+            Some(bytes)
+        );
+    }
+    let n = reopened.tree_head("acme").unwrap().size;
+    assert!((25..=40).contains(&n), "{n}");
+    for i in 25..n {
+        assert_eq!(reopened.read("acme", i).unwrap(), Some(event(i)));
+    }
+    reopened.close().unwrap();
+    let report = verify::verify_storage(&crashed, &Default::default(), |_| {}).unwrap();
+    assert!(report.is_ok(), "{report}");
+}
