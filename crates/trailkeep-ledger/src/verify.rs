@@ -259,7 +259,19 @@ struct Obs {
     account: Arc<str>,
     index: u64,
     leaf: Hash,
-    location: String,
+    /// Byte offset of the frame in the segment, or of its block (then `in_block` is the offset
+    /// inside the uncompressed block). Formatted only when a problem is reported.
+    offset: u64,
+    in_block: Option<u32>,
+}
+
+impl Obs {
+    fn location(&self, segment: &str) -> String {
+        match self.in_block {
+            Some(k) => format!("{segment}@{}+{k}", self.offset),
+            None => format!("{segment}@{}", self.offset),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -327,7 +339,8 @@ fn check_plain(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
                     account: intern(&mut names, r.account),
                     index: r.index,
                     leaf: merkle::leaf_hash(r.data),
-                    location: format!("{name}@{off}"),
+                    offset: off as u64,
+                    in_block: None,
                 });
                 off += n;
             }
@@ -449,7 +462,8 @@ fn check_sealed(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
                         account: intern(&mut names, r.account),
                         index: r.index,
                         leaf: merkle::leaf_hash(r.data),
-                        location: format!("{name}@{}+{off}", b.offset),
+                        offset: b.offset,
+                        in_block: Some(off as u32),
                     });
                     off += n;
                     k += 1;
@@ -656,7 +670,7 @@ pub fn verify_storage(
                     .account(&o.account)
                     .index(o.index)
                     .position(o.position)
-                    .at(o.location.clone())
+                    .at(o.location(name))
             };
             if o.position == expected {
                 expected += 1;
