@@ -642,14 +642,12 @@ impl Ledger {
         }
         drop(records);
         // Accounts that have checkpoints but no records left would mean lost records.
-        for name in storage.list("log/")? {
-            if let Some(acct) = name
-                .strip_prefix("log/")
-                .and_then(|r| r.strip_suffix("/checkpoint"))
-                && !positions.contains_key(acct)
-                && frame::valid_account(acct)
+        for acct in storage.list_children("log/")? {
+            if !positions.contains_key(acct.as_str())
+                && frame::valid_account(&acct)
+                && storage.size(&checkpoint_name(&acct))?.is_some()
             {
-                positions.insert(Arc::from(acct), Vec::new());
+                positions.insert(Arc::from(acct.as_str()), Vec::new());
             }
         }
 

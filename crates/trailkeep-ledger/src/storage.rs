@@ -31,6 +31,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn size(&self, name: &str) -> io::Result<Option<u64>>;
     /// Names of all objects whose name starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> io::Result<Vec<String>>;
+    /// The distinct next path components below `dir` (which ends with `/`), sorted: the
+    /// "subdirectories" and objects directly inside it.
+    fn list_children(&self, dir: &str) -> io::Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .list(dir)?
+            .iter()
+            .filter_map(|n| n[dir.len()..].split('/').next().map(str::to_owned))
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
     /// Atomically and durably replace (or create) an object.
     fn put(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Append to an object, creating it if needed. Not durable until [`Storage::sync`].
@@ -199,6 +210,28 @@ impl Storage for LocalDir {
         let mut out = Vec::new();
         self.list_into(&dir, dir_part, &mut out)?;
         out.retain(|n| n.starts_with(prefix));
+        out.sort();
+        Ok(out)
+    }
+
+    fn list_children(&self, dir: &str) -> io::Result<Vec<String>> {
+        let path = match dir.trim_end_matches('/') {
+            "" => self.root.clone(),
+            d => self.path(d)?,
+        };
+        let entries = match fs::read_dir(path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            if let Some(n) = e?.file_name().to_str()
+                && !n.starts_with(".tmp-")
+            {
+                out.push(n.to_owned());
+            }
+        }
         out.sort();
         Ok(out)
     }
@@ -484,5 +517,17 @@ mod tests {
         s.truncate("seg/x.log", 1).unwrap();
         assert_eq!(s.get("seg/x.log").unwrap().unwrap(), b"a");
         assert!(s.get("../x").is_err());
+        assert_eq!(s.list_children("log/").unwrap(), vec!["a".to_string()]);
+        assert_eq!(
+            s.list_children("").unwrap(),
+            vec!["log".to_string(), "seg".to_string()]
+        );
+        let m = MemStorage::new();
+        m.put("log/b/x", b"").unwrap();
+        m.put("log/a/y/z", b"").unwrap();
+        assert_eq!(
+            m.list_children("log/").unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
     }
 }

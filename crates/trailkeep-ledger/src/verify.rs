@@ -725,13 +725,10 @@ pub fn verify_storage(
     }
 
     // Accounts with stored trees or checkpoints but no records.
-    for name in storage.list("log/")? {
-        if let Some(a) = name.strip_prefix("log/").and_then(|r| r.split('/').next())
-            && frame::valid_account(a)
-            && !accts.contains_key(a)
-        {
+    for a in storage.list_children("log/")? {
+        if frame::valid_account(&a) && !accts.contains_key(&a) {
             accts.insert(
-                a.to_owned(),
+                a.clone(),
                 Acct {
                     leaves: Vec::new(),
                     records: 0,
