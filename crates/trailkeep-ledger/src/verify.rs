@@ -895,6 +895,19 @@ fn check_account(
             );
         }
     }
+    let newest_kept = history_text.keys().max().copied();
+    if let (Some(latest), Some(kept)) = (ar.latest_checkpoint, newest_kept)
+        && latest < kept
+    {
+        problems.push(
+            Problem::new(
+                ProblemKind::CheckpointInvalid,
+                format!("latest checkpoint (size {latest}) is older than a kept one (size {kept}): rolled back"),
+            )
+            .account(account)
+            .at(latest_name.clone()),
+        );
+    }
     if ar.latest_checkpoint.is_none() {
         ar.latest_checkpoint = checkpoints.keys().next_back().copied();
     }

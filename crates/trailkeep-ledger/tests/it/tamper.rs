@@ -252,6 +252,20 @@ fn replaced_checkpoint() {
     );
 }
 
+#[test]
+fn rolled_back_checkpoint() {
+    let (storage, _) = build(false);
+    let kept = storage.list("log/acme/checkpoints/").unwrap();
+    let old = storage.get(&kept[0]).unwrap().unwrap();
+    storage.put("log/acme/checkpoint", &old).unwrap();
+    let r = check(&storage);
+    assert!(
+        r.of_kind(ProblemKind::CheckpointInvalid)
+            .any(|p| p.account.as_deref() == Some("acme")),
+        "{r}"
+    );
+}
+
 /// A hostile writer edits a record and recomputes its CRC: the CRC layer cannot see it, the
 /// hash chain does.
 #[test]
