@@ -1,6 +1,6 @@
 #![no_main]
 //! Arbitrary bytes as on-disk ledger data: segment headers, frames, sealed segments (footer,
-//! tables, blocks), metadata, checkpoints, tile paths, and full recovery + verification of a data
+//! tables, blocks), metadata, checkpoints and checkpoint chunks, tile paths, and full recovery + verification of a data
 //! directory whose segment holds the bytes. Must never panic; every refusal is a positioned error.
 
 use std::sync::Arc;
@@ -68,6 +68,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             let _ = segment::decode_footer(rest, rest.len() as u64);
         }
         _ => {
+            let _ = trailkeep_ledger::history::parse(rest);
             let text = String::from_utf8_lossy(rest);
             let _ = Checkpoint::parse(&text);
             let _ = tiles::parse_tile_path(&text);

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::frame::{self, MAX_DATA_LEN};
+use crate::history;
 use crate::merkle::{self, Hash};
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
 use crate::segment::{self, BlockMeta, SealOptions, SegmentKind};
@@ -194,6 +195,8 @@ struct AccountState {
     tree: TileLog,
     signed_size: u64,
     checkpoint: Option<String>,
+    /// The checkpoint chunk being appended to and the notes it holds.
+    history: Option<(String, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -279,10 +282,6 @@ fn account_prefix(account: &str) -> String {
 
 fn checkpoint_name(account: &str) -> String {
     format!("log/{account}/checkpoint")
-}
-
-fn checkpoint_history_name(account: &str, size: u64) -> String {
-    format!("log/{account}/checkpoints/{size:020}")
 }
 
 /// Encode the metadata object.
@@ -1019,12 +1018,15 @@ impl Ledger {
         }
         let storage = &self.shared().storage;
         let mut out = Vec::new();
-        for name in storage.list(&format!("log/{account}/checkpoints/"))? {
-            let Some(size) = name.rsplit('/').next().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            if let Some(b) = storage.get(&name)? {
-                out.push((size, String::from_utf8_lossy(&b).into_owned()));
+        for name in storage.list(&history::chunk_prefix(account))? {
+            let bytes = storage.get(&name)?.unwrap_or_default();
+            for (_, note) in history::parse(&bytes).notes {
+                let size = note
+                    .split('\n')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                out.push((size, note));
             }
         }
         Ok(out)
@@ -1132,11 +1134,23 @@ fn recover_account(
         }
         tree.push(merkle::leaf_hash(&r.bytes));
     }
+    // The last checkpoint chunk may end in a torn frame: cut it before appending again.
+    let mut history = None;
+    if let Some(last) = storage.list(&history::chunk_prefix(account))?.pop() {
+        let bytes = storage.get(&last)?.unwrap_or_default();
+        let chunk = history::parse(&bytes);
+        if chunk.tail.is_some() {
+            storage.truncate(&last, chunk.valid_len)?;
+            storage.sync(&last)?;
+        }
+        history = Some((last, chunk.notes.len()));
+    }
     Ok(AccountState {
         positions,
         tree,
         signed_size: cp_size,
         checkpoint,
+        history,
     })
 }
 
@@ -1603,6 +1617,7 @@ impl Syncer {
                                     ),
                                     signed_size: 0,
                                     checkpoint: None,
+                                    history: None,
                                 }),
                         };
                         a.positions.push(r.position);
@@ -1670,7 +1685,7 @@ impl Syncer {
             .collect();
         for account in grown {
             // Snapshot under the read lock; write and fsync without any lock; publish.
-            let Some((batch, cp)) = read_lock(&self.shared.state)
+            let Some((batch, cp, chunk)) = read_lock(&self.shared.state)
                 .accounts
                 .get(&account)
                 .map(|a| {
@@ -1681,6 +1696,7 @@ impl Syncer {
                             size: a.tree.size(),
                             root: a.tree.root(),
                         },
+                        a.history.clone(),
                     )
                 })
             else {
@@ -1692,13 +1708,19 @@ impl Syncer {
                 .signer
                 .sign(&cp.body())
                 .map_err(|e| Error::Key(e.to_string()))?;
-            storage.put(&checkpoint_history_name(&account, cp.size), note.as_bytes())?;
+            let (chunk_name, notes) = match chunk {
+                Some((name, n)) if n < history::NOTES_PER_CHUNK => (name, n),
+                _ => (history::chunk_name(&account, cp.size), 0),
+            };
+            storage.append(&chunk_name, &history::encode(&note))?;
+            storage.sync(&chunk_name)?;
             storage.put(&checkpoint_name(&account), note.as_bytes())?;
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             if let Some(a) = state.accounts.get_mut(&account) {
                 a.tree.mark_persisted(&batch);
                 a.signed_size = cp.size;
                 a.checkpoint = Some(note);
+                a.history = Some((chunk_name, notes + 1));
             }
             signed.push((account, cp.size));
         }

@@ -23,6 +23,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod history;
 mod ledger;
 pub mod merkle;
 pub mod note;

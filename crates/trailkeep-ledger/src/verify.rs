@@ -17,6 +17,7 @@ use std::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::frame::{self, BODY_FIXED_LEN, FRAME_HEADER_LEN};
+use crate::history;
 use crate::ledger::{KEY_NAME, META_NAME, PUBKEY_NAME, decode_meta};
 use crate::merkle::{self, Frontier, Hash};
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
@@ -821,23 +822,45 @@ fn check_account(
     // Checkpoints: history and latest.
     let mut checkpoints: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut history_text: HashMap<u64, Vec<u8>> = HashMap::new();
-    let mut names = storage.list(&format!("{prefix}checkpoints/"))?;
-    let latest_name = format!("{prefix}checkpoint");
-    let has_latest = storage.size(&latest_name)?.is_some();
-    if has_latest {
-        names.push(latest_name.clone());
+    // (location, note bytes, is the latest, size named by its chunk when first in a chunk)
+    let mut notes: Vec<(String, Vec<u8>, bool, Option<Option<u64>>)> = Vec::new();
+    for name in storage.list(&history::chunk_prefix(account))? {
+        let bytes = storage.get(&name)?.unwrap_or_default();
+        let chunk = history::parse(&bytes);
+        if let Some((off, reason)) = &chunk.tail {
+            problems.push(
+                Problem::new(
+                    ProblemKind::Truncated,
+                    format!("kept checkpoints: {reason}"),
+                )
+                .account(account)
+                .at(format!("{name}@{off}")),
+            );
+        }
+        let named = name.rsplit('/').next().and_then(|s| s.parse::<u64>().ok());
+        for (k, (off, text)) in chunk.notes.into_iter().enumerate() {
+            notes.push((
+                format!("{name}@{off}"),
+                text.into_bytes(),
+                false,
+                (k == 0).then_some(named),
+            ));
+        }
     }
-    for name in &names {
-        let is_latest = *name == latest_name;
-        let bytes = storage.get(name)?.unwrap_or_default();
+    let latest_name = format!("{prefix}checkpoint");
+    if let Some(bytes) = storage.get(&latest_name)? {
+        notes.push((latest_name.clone(), bytes, true, None));
+    }
+    for (location, bytes, is_latest, named) in &notes {
+        let is_latest = *is_latest;
         ar.checkpoints += 1;
         let bad = |detail: String| {
             Problem::new(ProblemKind::CheckpointInvalid, detail)
                 .account(account)
-                .at(name.clone())
+                .at(location.clone())
         };
         let Some(verifier) = verifier else { continue };
-        let Ok(text) = std::str::from_utf8(&bytes) else {
+        let Ok(text) = std::str::from_utf8(bytes) else {
             problems.push(bad("not UTF-8".into()));
             continue;
         };
@@ -861,7 +884,7 @@ fn check_account(
         }
         if is_latest {
             if let Some(h) = history_text.get(&cp.size)
-                && *h != bytes
+                && h != bytes
             {
                 problems.push(bad(format!(
                     "latest checkpoint differs from the kept checkpoint of size {}",
@@ -870,13 +893,13 @@ fn check_account(
             }
             ar.latest_checkpoint = Some(cp.size);
         } else {
-            let named = name.rsplit('/').next().and_then(|s| s.parse::<u64>().ok());
-            if named != Some(cp.size) {
+            if let Some(named) = named
+                && *named != Some(cp.size)
+            {
                 problems.push(bad(format!(
-                    "file name does not match its size {}",
+                    "chunk name does not match its first checkpoint's size {}",
                     cp.size
                 )));
-                continue;
             }
             history_text.insert(cp.size, bytes.clone());
         }
@@ -905,7 +928,7 @@ fn check_account(
                 format!("latest checkpoint (size {latest}) is older than a kept one (size {kept}): rolled back"),
             )
             .account(account)
-            .at(latest_name.clone()),
+            .at(latest_name),
         );
     }
     if ar.latest_checkpoint.is_none() {

@@ -233,15 +233,21 @@ fn replaced_checkpoint() {
             .any(|p| p.account.as_deref() == Some("acme")),
         "{r}"
     );
-    // A kept checkpoint whose body was edited (signature no longer matches).
-    let hist = storage.list("log/globex/checkpoints/").unwrap()[0].clone();
+    // A kept checkpoint whose body was edited (signature no longer matches), re-framed with a
+    // valid CRC as a hostile writer would.
+    let chunk = storage.list("log/globex/checkpoints/").unwrap()[0].clone();
     storage
-        .tamper(&hist, |b| {
-            let t = String::from_utf8(b.clone()).unwrap();
-            let mut lines: Vec<&str> = t.split('\n').collect();
-            let root = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-            lines[2] = root;
-            *b = lines.join("\n").into_bytes();
+        .tamper(&chunk, |b| {
+            let notes = trailkeep_ledger::history::parse(b).notes;
+            let mut out = Vec::new();
+            for (k, (_, note)) in notes.iter().enumerate() {
+                let mut lines: Vec<&str> = note.split('\n').collect();
+                if k == 1 {
+                    lines[2] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+                }
+                out.extend(trailkeep_ledger::history::encode(&lines.join("\n")));
+            }
+            *b = out;
         })
         .unwrap();
     let r = check(&storage);
@@ -253,11 +259,32 @@ fn replaced_checkpoint() {
 }
 
 #[test]
+fn torn_checkpoint_chunk() {
+    let (storage, _) = build(false);
+    let chunk = storage.list("log/acme/checkpoints/").unwrap()[0].clone();
+    storage.tamper(&chunk, |b| b.truncate(b.len() - 5)).unwrap();
+    let r = check(&storage);
+    assert!(
+        r.of_kind(ProblemKind::Truncated)
+            .any(|p| p.account.as_deref() == Some("acme")),
+        "{r}"
+    );
+    // Opening cuts the torn note and appends after it.
+    let l = open_mem(&storage, test_config());
+    l.append(vec![("acme".into(), b"more".to_vec())]).unwrap();
+    l.close().unwrap();
+    assert!(l.checkpoint_history("acme").unwrap().len() >= 3);
+    assert!(check(&storage).is_ok());
+}
+
+#[test]
 fn rolled_back_checkpoint() {
     let (storage, _) = build(false);
-    let kept = storage.list("log/acme/checkpoints/").unwrap();
-    let old = storage.get(&kept[0]).unwrap().unwrap();
-    storage.put("log/acme/checkpoint", &old).unwrap();
+    let chunk = storage.list("log/acme/checkpoints/").unwrap()[0].clone();
+    let notes = trailkeep_ledger::history::parse(&storage.get(&chunk).unwrap().unwrap()).notes;
+    storage
+        .put("log/acme/checkpoint", notes[0].1.as_bytes())
+        .unwrap();
     let r = check(&storage);
     assert!(
         r.of_kind(ProblemKind::CheckpointInvalid)
