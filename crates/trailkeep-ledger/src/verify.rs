@@ -774,6 +774,15 @@ pub fn verify_storage(
     Ok(report)
 }
 
+/// One checkpoint found in storage.
+struct KeptNote {
+    location: String,
+    bytes: Vec<u8>,
+    is_latest: bool,
+    /// For the first note of a chunk: the size its chunk's name gives.
+    named: Option<Option<u64>>,
+}
+
 fn read_hashes(
     storage: &dyn Storage,
     name: &str,
@@ -822,8 +831,7 @@ fn check_account(
     // Checkpoints: history and latest.
     let mut checkpoints: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut history_text: HashMap<u64, Vec<u8>> = HashMap::new();
-    // (location, note bytes, is the latest, size named by its chunk when first in a chunk)
-    let mut notes: Vec<(String, Vec<u8>, bool, Option<Option<u64>>)> = Vec::new();
+    let mut notes: Vec<KeptNote> = Vec::new();
     for name in storage.list(&history::chunk_prefix(account))? {
         let bytes = storage.get(&name)?.unwrap_or_default();
         let chunk = history::parse(&bytes);
@@ -839,19 +847,30 @@ fn check_account(
         }
         let named = name.rsplit('/').next().and_then(|s| s.parse::<u64>().ok());
         for (k, (off, text)) in chunk.notes.into_iter().enumerate() {
-            notes.push((
-                format!("{name}@{off}"),
-                text.into_bytes(),
-                false,
-                (k == 0).then_some(named),
-            ));
+            notes.push(KeptNote {
+                location: format!("{name}@{off}"),
+                bytes: text.into_bytes(),
+                is_latest: false,
+                named: (k == 0).then_some(named),
+            });
         }
     }
     let latest_name = format!("{prefix}checkpoint");
     if let Some(bytes) = storage.get(&latest_name)? {
-        notes.push((latest_name.clone(), bytes, true, None));
+        notes.push(KeptNote {
+            location: latest_name.clone(),
+            bytes,
+            is_latest: true,
+            named: None,
+        });
     }
-    for (location, bytes, is_latest, named) in &notes {
+    for KeptNote {
+        location,
+        bytes,
+        is_latest,
+        named,
+    } in &notes
+    {
         let is_latest = *is_latest;
         ar.checkpoints += 1;
         let bad = |detail: String| {
