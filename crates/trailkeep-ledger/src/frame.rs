@@ -9,8 +9,11 @@ pub const MAX_DATA_LEN: usize = 4 * 1024 * 1024;
 pub const MAX_ACCOUNT_LEN: usize = 128;
 /// Bytes before the body: body length (u32 LE) and CRC-32 of the body (u32 LE).
 pub const FRAME_HEADER_LEN: usize = 8;
-/// Fixed part of a body: position (u64), index (u64), account length (u8).
-pub const BODY_FIXED_LEN: usize = 17;
+/// Fixed part of a body: position (u64), index (u64), received-at time (i64), account length
+/// (u8).
+pub const BODY_FIXED_LEN: usize = 25;
+/// Offset of the account length in a body.
+pub const ACCOUNT_LEN_AT: usize = 24;
 /// Largest body length accepted by the decoder.
 pub const MAX_BODY_LEN: usize = BODY_FIXED_LEN + MAX_ACCOUNT_LEN + MAX_DATA_LEN;
 
@@ -21,6 +24,9 @@ pub struct RawRecord<'a> {
     pub position: u64,
     /// Index within the account's log (0-based).
     pub index: u64,
+    /// When the ledger received the record: nanoseconds since the Unix epoch (UTC). Metadata,
+    /// not part of the leaf hash.
+    pub received_at: i64,
     /// The account.
     pub account: &'a str,
     /// The stored bytes.
@@ -84,7 +90,14 @@ pub fn frame_len(account: &str, data: &[u8]) -> usize {
 }
 
 /// Append one encoded frame to `out`. The caller has validated `account` and `data`.
-pub fn encode_frame(out: &mut Vec<u8>, position: u64, index: u64, account: &str, data: &[u8]) {
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    position: u64,
+    index: u64,
+    received_at: i64,
+    account: &str,
+    data: &[u8],
+) {
     debug_assert!(valid_account(account) && data.len() <= MAX_DATA_LEN);
     let body_len = BODY_FIXED_LEN + account.len() + data.len();
     let start = out.len();
@@ -94,6 +107,7 @@ pub fn encode_frame(out: &mut Vec<u8>, position: u64, index: u64, account: &str,
     let body_start = out.len();
     out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&received_at.to_le_bytes());
     out.push(account.len() as u8);
     out.extend_from_slice(account.as_bytes());
     out.extend_from_slice(data);
@@ -149,7 +163,8 @@ pub fn decode_body(body: &[u8]) -> Result<RawRecord<'_>, FrameError> {
     }
     let position = u64_at(body, 0);
     let index = u64_at(body, 8);
-    let alen = body[16] as usize;
+    let received_at = i64::from_le_bytes(body[16..24].try_into().expect("8"));
+    let alen = body[ACCOUNT_LEN_AT] as usize;
     let rest = &body[BODY_FIXED_LEN..];
     if alen > rest.len() {
         return Err(FrameError::Malformed(format!(
@@ -172,6 +187,7 @@ pub fn decode_body(body: &[u8]) -> Result<RawRecord<'_>, FrameError> {
     Ok(RawRecord {
         position,
         index,
+        received_at,
         account,
         data,
     })
@@ -184,13 +200,21 @@ mod tests {
     #[test]
     fn roundtrip_and_every_truncation_is_detected() {
         let mut buf = Vec::new();
-        encode_frame(&mut buf, 7, 3, "acme", b"{\"a\":1}");
+        encode_frame(
+            &mut buf,
+            7,
+            3,
+            1_700_000_000_000_000_000,
+            "acme",
+            b"{\"a\":1}",
+        );
         let (r, n) = decode_frame(&buf).unwrap();
         assert_eq!(n, buf.len());
         assert_eq!(
             (r.position, r.index, r.account, r.data),
             (7, 3, "acme", &b"{\"a\":1}"[..])
         );
+        assert_eq!(r.received_at, 1_700_000_000_000_000_000);
         for cut in 0..buf.len() {
             assert!(decode_frame(&buf[..cut]).is_err(), "cut {cut}");
         }

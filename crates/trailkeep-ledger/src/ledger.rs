@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::frame::{self, MAX_DATA_LEN};
@@ -130,6 +130,9 @@ pub struct Record {
     pub index: u64,
     /// Global position.
     pub position: u64,
+    /// When the ledger received it: nanoseconds since the Unix epoch (UTC). Stored beside the
+    /// bytes, not part of the leaf hash.
+    pub received_at_unix_nanos: i64,
     /// The stored bytes.
     pub bytes: Vec<u8>,
 }
@@ -157,8 +160,8 @@ pub struct LedgerStats {
 }
 
 type Reply = Box<dyn FnOnce(Result<Vec<Appended>>) + Send + 'static>;
-/// One record on its way to the writer: account, bytes, leaf hash.
-type Prepared = (String, Vec<u8>, Hash);
+/// One record on its way to the writer: account, bytes, leaf hash, received-at (Unix ns).
+type Prepared = (String, Vec<u8>, Hash, i64);
 /// One appender's batch and how to answer it.
 type Batch = (Vec<Prepared>, Reply);
 /// The last opened block: (segment name, first position, uncompressed bytes).
@@ -282,6 +285,13 @@ fn account_prefix(account: &str) -> String {
 
 fn checkpoint_name(account: &str) -> String {
     format!("log/{account}/checkpoint")
+}
+
+fn unix_nanos(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+    }
 }
 
 /// Encode the metadata object.
@@ -533,6 +543,7 @@ fn read_from(
                 account: r.account.to_owned(),
                 index: r.index,
                 position,
+                received_at_unix_nanos: r.received_at,
                 bytes: r.data.to_vec(),
             })
         }
@@ -580,6 +591,7 @@ fn read_from(
                 account: r.account.to_owned(),
                 index: r.index,
                 position,
+                received_at_unix_nanos: r.received_at,
                 bytes: r.data.to_vec(),
             })
         }
@@ -764,6 +776,18 @@ impl Ledger {
         batch: Vec<(String, Vec<u8>)>,
         done: impl FnOnce(Result<Vec<Appended>>) + Send + 'static,
     ) {
+        self.append_with_time(batch, SystemTime::now(), done)
+    }
+
+    /// [`Ledger::append_with`], recording `received_at` (e.g. a `time::OffsetDateTime`, which
+    /// converts into `SystemTime`) as every record's receive time.
+    pub fn append_with_time(
+        &self,
+        batch: Vec<(String, Vec<u8>)>,
+        received_at: impl Into<SystemTime>,
+        done: impl FnOnce(Result<Vec<Appended>>) + Send + 'static,
+    ) {
+        let received_at = unix_nanos(received_at.into());
         let mut records = Vec::with_capacity(batch.len());
         for (account, bytes) in batch {
             if !frame::valid_account(&account) {
@@ -778,7 +802,7 @@ impl Ledger {
                 ))));
             }
             let leaf = merkle::leaf_hash(&bytes);
-            records.push((account, bytes, leaf));
+            records.push((account, bytes, leaf, received_at));
         }
         if records.is_empty() {
             return done(Ok(Vec::new()));
@@ -793,8 +817,17 @@ impl Ledger {
 
     /// Append a batch and wait until it is durable.
     pub fn append(&self, batch: Vec<(String, Vec<u8>)>) -> Result<Vec<Appended>> {
+        self.append_at(batch, SystemTime::now())
+    }
+
+    /// [`Ledger::append`] with an explicit receive time.
+    pub fn append_at(
+        &self,
+        batch: Vec<(String, Vec<u8>)>,
+        received_at: impl Into<SystemTime>,
+    ) -> Result<Vec<Appended>> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.append_with(batch, move |r| {
+        self.append_with_time(batch, received_at, move |r| {
             let _ = tx.send(r);
         });
         rx.recv().unwrap_or_else(|_| Err(self.closed_error()))
@@ -824,8 +857,13 @@ impl Ledger {
         close_handle(&self.handle)
     }
 
-    /// The record at `index` of `account`'s log.
+    /// The bytes of the record at `index` of `account`'s log.
     pub fn read(&self, account: &str, index: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_record(account, index)?.map(|r| r.bytes))
+    }
+
+    /// The record at `index` of `account`'s log, with its position and receive time.
+    pub fn read_record(&self, account: &str, index: u64) -> Result<Option<Record>> {
         let state = read_lock(&self.shared().state);
         let Some(pos) = state
             .accounts
@@ -850,7 +888,7 @@ impl Ledger {
                 format!("position {pos} should hold {account}/{index}"),
             ));
         }
-        Ok(Some(r.bytes))
+        Ok(Some(r))
     }
 
     /// The record at global `position`.
@@ -1046,20 +1084,10 @@ impl Iterator for AccountIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         let index = self.next;
-        match self.ledger.read(&self.account, index) {
-            Ok(Some(bytes)) => {
+        match self.ledger.read_record(&self.account, index) {
+            Ok(Some(r)) => {
                 self.next += 1;
-                let position = read_lock(&self.ledger.shared().state)
-                    .accounts
-                    .get(&self.account)
-                    .and_then(|a| a.positions.get(index as usize).copied())
-                    .unwrap_or_default();
-                Some(Ok(Record {
-                    account: self.account.clone(),
-                    index,
-                    position,
-                    bytes,
-                }))
+                Some(Ok(r))
             }
             Ok(None) => None,
             Err(e) => {
@@ -1401,7 +1429,7 @@ impl Writer {
         let mut pos = self.next_position;
         for (records, _) in &appends {
             let mut res = Vec::with_capacity(records.len());
-            for (account, data, _) in records {
+            for (account, data, _, received_at) in records {
                 let idx = match next_index.get_mut(account) {
                     Some(i) => i,
                     None => next_index
@@ -1409,7 +1437,7 @@ impl Writer {
                         .or_insert_with(|| self.next_index.get(account).copied().unwrap_or(0)),
                 };
                 offsets.push(start_len + self.buf.len() as u64);
-                frame::encode_frame(&mut self.buf, pos, *idx, account, data);
+                frame::encode_frame(&mut self.buf, pos, *idx, *received_at, account, data);
                 res.push(Appended {
                     account: account.clone(),
                     index: *idx,
@@ -1603,7 +1631,7 @@ impl Syncer {
                 seg.count += offsets.len() as u64;
                 state.next_position = next_position;
                 for ((records, _), res) in appends.iter().zip(&results) {
-                    for ((account, _, leaf), r) in records.iter().zip(res) {
+                    for ((account, _, leaf, _), r) in records.iter().zip(res) {
                         let a = match state.accounts.get_mut(account) {
                             Some(a) => a,
                             None => state

@@ -290,7 +290,14 @@ pub fn build_sealed(
         });
         table.extend_from_slice(&ord.to_le_bytes());
         table.extend_from_slice(&r.index.to_le_bytes());
-        frame::encode_frame(&mut raw, r.position, r.index, r.account, r.data);
+        frame::encode_frame(
+            &mut raw,
+            r.position,
+            r.index,
+            r.received_at,
+            r.account,
+            r.data,
+        );
         block_count += 1;
         if raw.len() >= opts.block_target {
             flush(&mut raw, &mut out, block_first, block_count)?;
@@ -571,6 +578,7 @@ mod tests {
             .enumerate()
             .map(|(i, d)| RawRecord {
                 position: 10 + i as u64,
+                received_at: i as i64,
                 index: i as u64 / 2,
                 account: if i % 2 == 0 { "a" } else { "b" },
                 data: d,

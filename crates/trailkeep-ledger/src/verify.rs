@@ -292,7 +292,7 @@ fn peek_frame(buf: &[u8]) -> Option<(String, u64, u64)> {
     }
     let position = u64::from_le_bytes(body[0..8].try_into().ok()?);
     let index = u64::from_le_bytes(body[8..16].try_into().ok()?);
-    let alen = body[16] as usize;
+    let alen = body[frame::ACCOUNT_LEN_AT] as usize;
     let a = std::str::from_utf8(body.get(BODY_FIXED_LEN..BODY_FIXED_LEN + alen)?).ok()?;
     frame::valid_account(a).then(|| (a.to_owned(), index, position))
 }

@@ -366,3 +366,30 @@ fn evidence_for_one_record_checks_offline() {
     assert!(ledger.checkpointed_inclusion_proof("acme", 9).is_err());
     assert!(ledger.checkpointed_inclusion_proof("nobody", 0).is_err());
 }
+
+#[test]
+fn receive_time_is_stored_beside_the_bytes() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let storage = MemStorage::new();
+    let ledger = open_mem(&storage, test_config());
+    let at = UNIX_EPOCH + Duration::from_nanos(1_763_700_000_123_456_789);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let batch: Vec<_> = (0..30u64).map(|n| ("acme".to_string(), event(n))).collect();
+    ledger.append_with_time(batch, at, move |r| tx.send(r).unwrap());
+    let acks = rx.recv().unwrap().unwrap();
+    let r = ledger.read_record("acme", 3).unwrap().unwrap();
+    assert_eq!(
+        (r.index, r.position, r.received_at_unix_nanos),
+        (3, 3, 1_763_700_000_123_456_789)
+    );
+    assert_eq!(r.bytes, event(3));
+    wait_sealed(&ledger);
+    ledger.close().unwrap();
+    let again = open_mem(&storage, test_config());
+    for rec in again.iter_account("acme", 0) {
+        let rec = rec.unwrap();
+        assert_eq!(rec.received_at_unix_nanos, 1_763_700_000_123_456_789);
+        assert_eq!(rec.position, acks[rec.index as usize].position);
+    }
+    assert!(again.stats().sealed_segments > 0);
+}

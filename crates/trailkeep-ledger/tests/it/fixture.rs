@@ -36,8 +36,9 @@ fn records() -> Vec<(String, Vec<u8>)> {
 /// Write the fixture deterministically into `dir`.
 fn generate(dir: &Path) {
     let ledger = Ledger::open_dir(dir, config()).unwrap();
-    for chunk in records().chunks(10) {
-        ledger.append(chunk.to_vec()).unwrap();
+    for (k, chunk) in records().chunks(10).enumerate() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_763_700_000 + k as u64);
+        ledger.append_at(chunk.to_vec(), at).unwrap();
         ledger.sign_checkpoints_if_grown().unwrap();
     }
     ledger.close().unwrap();

@@ -141,7 +141,7 @@ fn inserted_record() {
         .tamper(&seg, |b| {
             let (_, e) = frames(b)[20];
             let mut forged = Vec::new();
-            frame::encode_frame(&mut forged, 20, idx, &acct, b"{\"forged\":true}");
+            frame::encode_frame(&mut forged, 20, idx, 0, &acct, b"{\"forged\":true}");
             b.splice(e..e, forged);
         })
         .unwrap();
@@ -304,7 +304,7 @@ fn altered_record_with_recomputed_crc() {
         .tamper(&seg, |b| {
             let (s, e) = frames(b)[9];
             let mut forged = Vec::new();
-            frame::encode_frame(&mut forged, 9, idx, &acct, b"{\"outcome\":\"success\"}");
+            frame::encode_frame(&mut forged, 9, idx, 0, &acct, b"{\"outcome\":\"success\"}");
             b.splice(s..e, forged);
         })
         .unwrap();
