@@ -155,11 +155,11 @@ fn write_number(n: &Number, out: &mut Vec<u8>) {
             out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes());
             return;
         }
-    } else if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() <= MAX_SAFE {
-            out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
-            return;
-        }
+    } else if let Some(i) = n.as_i64()
+        && i.unsigned_abs() <= MAX_SAFE
+    {
+        out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
+        return;
     }
     // A float, or an integer beyond 2^53 that JCS treats as the nearest double.
     let f = n.as_f64().unwrap_or(0.0);

@@ -60,10 +60,10 @@ impl Crn {
         if crn.service_name().is_empty() {
             return Err(CrnError::NoService);
         }
-        if let Some(account) = crn.account() {
-            if !is_valid_account_id(account) {
-                return Err(CrnError::BadAccount(crn.scope().to_owned()));
-            }
+        if let Some(account) = crn.account()
+            && !is_valid_account_id(account)
+        {
+            return Err(CrnError::BadAccount(crn.scope().to_owned()));
         }
         Ok(crn)
     }

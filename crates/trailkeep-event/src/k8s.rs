@@ -242,14 +242,13 @@ pub(crate) fn to_cadf(value: Value, prefix: &str) -> Result<Value, Vec<FieldErro
             "reasonType".into(),
             Value::String(status_reason.unwrap_or(reason_phrase(code)).to_owned()),
         );
-        if outcome == "failure" {
-            if let Some(msg) = status
+        if outcome == "failure"
+            && let Some(msg) = status
                 .and_then(|st| st.get("message"))
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-            {
-                reason.insert("reasonForFailure".into(), Value::String(msg.to_owned()));
-            }
+        {
+            reason.insert("reasonForFailure".into(), Value::String(msg.to_owned()));
         }
         event.insert("reason".into(), Value::Object(reason));
     }

@@ -582,12 +582,11 @@ fn normalize_reason(ev: &mut Map<String, Value>, errs: &mut Vec<FieldError>) {
             ev.remove("reason");
         }
         Some(Value::Object(reason)) => {
-            if let Some(code) = reason.get_mut("reasonCode") {
-                if let Value::String(s) = code {
-                    if let Some(n) = integer_string(s) {
-                        *code = Value::from(n);
-                    }
-                }
+            if let Some(code) = reason.get_mut("reasonCode")
+                && let Value::String(s) = code
+                && let Some(n) = integer_string(s)
+            {
+                *code = Value::from(n);
             }
         }
         Some(other) => errs.push(FieldError::new(
