@@ -14,6 +14,7 @@ use axum::{Json, Router};
 
 use crate::auth::{AuthFailure, KeyStore, Principal};
 use crate::config::ServerConfig;
+use crate::core::Core;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
+    pub core: Arc<Core>,
 }
 
 impl FromRef<AppState> for Arc<KeyStore> {
@@ -59,14 +61,28 @@ where
     }
 }
 
-/// The router with the operations endpoints; the API routes are merged into it.
+/// The OpenAPI document of every route (kept in step with the router by a test).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The whole application: the `/v1` API and the operations endpoints.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::api::routes(state))
+}
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -81,6 +97,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.index_lag.set(state.core.indexer.lag() as i64);
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -110,10 +127,19 @@ mod tests {
             "2026-11-21T00:00:00+00:00",
         )
         .unwrap();
+        let config = ServeOptions {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let core = Core::open(&config, metrics.clone()).unwrap();
         AppState {
-            config: Arc::new(ServeOptions::default().resolve().unwrap()),
+            config: Arc::new(config),
             keys: Arc::new(keys),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            core,
         }
     }
 

@@ -223,12 +223,12 @@ impl ServeOptions {
                 "max_body_bytes must be at least max_event_bytes".into(),
             ));
         }
-        if let Some(key) = &config.admin_key {
-            if key.len() < 16 {
-                return Err(ConfigError::Invalid(
-                    "admin_key must be at least 16 characters".into(),
-                ));
-            }
+        if let Some(key) = &config.admin_key
+            && key.len() < 16
+        {
+            return Err(ConfigError::Invalid(
+                "admin_key must be at least 16 characters".into(),
+            ));
         }
         Ok(config)
     }

@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the Trailkeep server.
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Work with events offline (no server needed).
     #[command(subcommand)]
     Event(cmd::event::EventCommand),
@@ -24,9 +26,26 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
 }
 
+/// Structured logs on stderr; `TRAILKEEP_LOG` sets the filter (default `info`), and
+/// `TRAILKEEP_LOG_FORMAT=json` switches to JSON lines.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILKEEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TRAILKEEP_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(*args),
         Command::Event(command) => cmd::event::run(command),
         Command::Verify(args) => cmd::verify::run(args),
     };

@@ -4,4 +4,5 @@
 
 pub mod event;
 pub mod progress;
+pub mod serve;
 pub mod verify;

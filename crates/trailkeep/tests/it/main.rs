@@ -1,6 +1,8 @@
 //! End-to-end tests of the `trailkeep` binary: each test runs the real executable.
 
 mod event_check;
+mod server;
+mod verifier;
 mod verify;
 
 use std::io::Write;

@@ -1,0 +1,699 @@
+//! The `/v1` HTTP API (DESIGN §5): ingest, search, get, aggregate, live tail and the integrity
+//! endpoints. Handlers translate HTTP to [`Core`] calls and back; they hold no logic of their own
+//! beyond authorisation and parameter parsing.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use trailkeep_index::query::{KnownField, parse_duration, parse_time_expr};
+use trailkeep_index::{AggregateRequest, Histogram, Plan, SearchRequest, TermsRequest};
+
+use crate::app::{AppState, Caller};
+use crate::auth::{AccountScope, Principal};
+use crate::body::{BodyLimits, body_kind, decode_body};
+use crate::core::{Core, Item};
+use crate::error::{ApiError, ErrorDetail};
+
+/// Default and largest page size of a search.
+pub const DEFAULT_LIMIT: usize = 50;
+
+/// The `/v1` routes.
+pub fn routes(state: AppState) -> Router {
+    // The raw body may be at most the decoded limit (compression only shrinks what we accept).
+    let body_limit = DefaultBodyLimit::max(state.config.max_body_bytes);
+    Router::new()
+        .route("/v1/events", post(ingest).get(search))
+        .route("/v1/ingest/kubernetes", post(ingest))
+        .route("/v1/ingest/openstack", post(ingest))
+        .route("/v1/events/stream", get(stream))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/aggregate", get(aggregate))
+        .route("/v1/log/key", get(log_key))
+        .route("/v1/log/{account}/checkpoint", get(checkpoint))
+        .route("/v1/log/{account}/tile/{*path}", get(tile))
+        .route("/v1/log/{account}/proof/inclusion", get(inclusion_proof))
+        .route(
+            "/v1/log/{account}/proof/consistency",
+            get(consistency_proof),
+        )
+        .layer(body_limit)
+        .with_state(state)
+}
+
+fn core(state: &AppState) -> &Arc<Core> {
+    &state.core
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+async fn ingest(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        body_kind(&headers)?;
+        let limits = BodyLimits {
+            max_decoded_bytes: state.config.max_body_bytes,
+        };
+        let decoded = decode_body(&headers, &body, limits)?;
+        core(&state).ingest(&caller, decoded).await
+    }
+    .await;
+    match result {
+        Ok(report) => {
+            let status = if report.accepted > 0 {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/// Query parameters shared by search, aggregate and stream. `account` may repeat, so the raw query
+/// string is parsed by hand.
+#[derive(Debug, Default)]
+struct ReadParams {
+    q: String,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    accounts: Vec<String>,
+    by: Option<String>,
+    interval: Option<String>,
+    size: Option<String>,
+    proof: Option<String>,
+}
+
+fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
+    let mut p = ReadParams::default();
+    let raw = raw.unwrap_or_default();
+    for (key, value) in form_urlencoded_pairs(&raw)? {
+        match key.as_str() {
+            "q" => p.q = value,
+            "from" => p.from = Some(value),
+            "to" => p.to = Some(value),
+            "limit" => p.limit = Some(value),
+            "cursor" => p.cursor = Some(value),
+            "account" => p.accounts.push(value),
+            "by" => p.by = Some(value),
+            "interval" => p.interval = Some(value),
+            "size" => p.size = Some(value),
+            "proof" => p.proof = Some(value),
+            other => {
+                return Err(
+                    ApiError::bad_request(format!("unknown query parameter {other:?}"))
+                        .with_details(vec![ErrorDetail {
+                            path: other.to_string(),
+                            reason: "not a parameter of this endpoint".into(),
+                        }]),
+                );
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn form_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    Ok(form_urlencoded::parse(raw.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+/// The accounts a read covers: the ones asked for (each must be readable), else every account the
+/// key may read.
+fn read_accounts(
+    core: &Core,
+    caller: &Principal,
+    asked: &[String],
+) -> Result<Vec<String>, ApiError> {
+    if !caller.role.can_read() {
+        return Err(ApiError::forbidden("this key may not read events"));
+    }
+    if !asked.is_empty() {
+        for a in asked {
+            if !caller.accounts.allows(a) {
+                return Err(ApiError::forbidden(format!(
+                    "this key may not read account {a:?}"
+                )));
+            }
+        }
+        let set: BTreeSet<String> = asked.iter().cloned().collect();
+        return Ok(set.into_iter().collect());
+    }
+    Ok(match &caller.accounts {
+        AccountScope::All => core.ledger.accounts(),
+        AccountScope::Only(ids) => ids.clone(),
+    })
+}
+
+fn parse_plan(q: &str) -> Result<Plan, ApiError> {
+    trailkeep_index::query::plan_strict(q).map_err(|e| parse_plan_error(&e))
+}
+
+fn parse_plan_error(e: &trailkeep_index::ParseError) -> ApiError {
+    ApiError::bad_request(format!("the query is not valid: {e}")).with_details(vec![ErrorDetail {
+        path: format!("q[{}..{}]", e.span.start, e.span.end),
+        reason: format!("line {}, column {}: {}", e.line, e.column, e.message),
+    }])
+}
+
+fn time_bounds(
+    p: &ReadParams,
+) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let parse = |name: &str, v: &Option<String>| -> Result<Option<OffsetDateTime>, ApiError> {
+        v.as_deref()
+            .map(|t| parse_time_expr(t, now))
+            .transpose()
+            .map_err(|e| {
+                let reason = e.to_string();
+                ApiError::bad_request(format!("{name}: {reason}")).with_details(vec![ErrorDetail {
+                    path: name.into(),
+                    reason,
+                }])
+            })
+    };
+    let from = parse("from", &p.from)?;
+    let to = parse("to", &p.to)?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(ApiError::bad_request("from is after to"));
+    }
+    Ok((from, to))
+}
+
+fn parse_usize(
+    name: &str,
+    v: &Option<String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "{name} must be a number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
+/// Index errors a client caused are 400s; the rest are internal.
+fn index_error(e: trailkeep_index::IndexError) -> ApiError {
+    use trailkeep_index::IndexError;
+    match e {
+        IndexError::InvalidCursor => {
+            ApiError::bad_request("the cursor is not valid; start again without it")
+        }
+        IndexError::InvalidRequest(m) => ApiError::bad_request(m),
+        IndexError::Query(q) => parse_plan_error(&q),
+        other => ApiError::internal(other),
+    }
+}
+
+fn fetch_items(
+    core: &Core,
+    hits: impl IntoIterator<Item = (String, u64)>,
+) -> Result<Vec<Item>, ApiError> {
+    let mut items = Vec::new();
+    for (account, index) in hits {
+        match core.item(&account, index)? {
+            Some(item) => items.push(item),
+            // The index is derived: a hit the ledger no longer has (retention) is skipped.
+            None => tracing::warn!(%account, index, "search hit missing from the ledger"),
+        }
+    }
+    Ok(items)
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = read_params(raw)?;
+    let core = core(&state).clone();
+    let accounts = read_accounts(&core, &caller, &p.accounts)?;
+    let plan = parse_plan(&p.q)?;
+    let (from, to) = time_bounds(&p)?;
+    let limit = parse_usize("limit", &p.limit, DEFAULT_LIMIT, trailkeep_index::MAX_LIMIT)?;
+    let cursor = p.cursor.clone();
+    if accounts.is_empty() {
+        return Ok(Json(serde_json::json!({ "events": [], "next_cursor": null })).into_response());
+    }
+    let page = tokio::task::spawn_blocking(move || {
+        let page = core
+            .index
+            .search(&SearchRequest {
+                plan: &plan,
+                accounts: &accounts,
+                from,
+                to,
+                limit,
+                cursor: cursor.as_deref(),
+            })
+            .map_err(index_error)?;
+        let items = fetch_items(&core, page.hits.into_iter().map(|h| (h.account, h.index)))?;
+        Ok::<_, ApiError>(serde_json::json!({ "events": items, "next_cursor": page.next_cursor }))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(page).into_response())
+}
+
+async fn get_event(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = read_params(raw)?;
+    let core = core(&state).clone();
+    let accounts = read_accounts(&core, &caller, &p.accounts)?;
+    let want_proof = matches!(p.proof.as_deref(), Some("true" | "1" | "yes"));
+    if accounts.is_empty() {
+        return Err(ApiError::not_found("no event with this id"));
+    }
+    let value = tokio::task::spawn_blocking(move || {
+        let quoted = format!("id:\"{}\"", id.replace('\\', "\\\\").replace('"', "\\\""));
+        let plan = parse_plan(&quoted)?;
+        let page = core
+            .index
+            .search(&SearchRequest {
+                plan: &plan,
+                accounts: &accounts,
+                from: None,
+                to: None,
+                limit: 2,
+                cursor: None,
+            })
+            .map_err(ApiError::internal)?;
+        let hit = match page.hits.as_slice() {
+            [] => return Err(ApiError::not_found("no event with this id")),
+            [one] => one.clone(),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "ambiguous",
+                    "several of your accounts hold an event with this id; add ?account=",
+                ));
+            }
+        };
+        let item = core
+            .item(&hit.account, hit.index)?
+            .ok_or_else(|| ApiError::not_found("no event with this id"))?;
+        let mut value = serde_json::to_value(&item).map_err(ApiError::internal)?;
+        if want_proof {
+            value["proof"] = proof_for(&core, &hit.account, hit.index)?;
+        }
+        Ok(value)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(value).into_response())
+}
+
+/// An inclusion proof of `index` against the newest signed checkpoint (signing one first if the
+/// newest does not cover the event yet).
+fn proof_for(core: &Core, account: &str, index: u64) -> Result<serde_json::Value, ApiError> {
+    let mut note = core.ledger.latest_checkpoint(account);
+    let covers = |n: &Option<String>| {
+        n.as_deref()
+            .and_then(checkpoint_size)
+            .is_some_and(|s| s > index)
+    };
+    if !covers(&note) {
+        core.ledger
+            .sign_checkpoints_if_grown()
+            .map_err(ApiError::internal)?;
+        note = core.ledger.latest_checkpoint(account);
+    }
+    let note = note
+        .filter(|n| covers(&Some(n.clone())))
+        .ok_or_else(|| ApiError::unavailable("no checkpoint covers this event yet"))?;
+    let size = checkpoint_size(&note).expect("checked above");
+    let hashes = core
+        .ledger
+        .inclusion_proof(account, index, size)
+        .map_err(ApiError::internal)?;
+    Ok(serde_json::json!({
+        "checkpoint": note,
+        "size": size,
+        "index": index,
+        "hashes": hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+    }))
+}
+
+/// The tree size on the second line of a checkpoint note.
+fn checkpoint_size(note: &str) -> Option<u64> {
+    note.lines().nth(1)?.parse().ok()
+}
+
+async fn aggregate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = read_params(raw)?;
+    let core = core(&state).clone();
+    let accounts = read_accounts(&core, &caller, &p.accounts)?;
+    let plan = parse_plan(&p.q)?;
+    let (from, to) = time_bounds(&p)?;
+    let terms = match &p.by {
+        None => None,
+        Some(path) => {
+            let field = KnownField::from_path(path)
+                .filter(|f| f.aggregatable())
+                .ok_or_else(|| {
+                    let names: Vec<&str> = KnownField::ALL
+                        .iter()
+                        .filter(|f| f.aggregatable())
+                        .map(|f| f.path())
+                        .collect();
+                    ApiError::bad_request(format!(
+                        "cannot count by {path:?}; use one of {}",
+                        names.join(", ")
+                    ))
+                })?;
+            Some(TermsRequest {
+                field,
+                size: parse_usize("size", &p.size, 10, 1000)?,
+            })
+        }
+    };
+    let histogram = match p.interval.as_deref() {
+        None => None,
+        Some("auto") => Some(Histogram::Auto),
+        Some(d) => {
+            let d =
+                parse_duration(d).map_err(|e| ApiError::bad_request(format!("interval: {e}")))?;
+            if d < time::Duration::seconds(1) {
+                return Err(ApiError::bad_request("interval must be at least 1s"));
+            }
+            Some(Histogram::Every(d))
+        }
+    };
+    if accounts.is_empty() {
+        return Ok(Json(serde_json::json!({
+            "total": 0, "terms": [], "other": 0, "missing": 0, "interval": null, "buckets": []
+        }))
+        .into_response());
+    }
+    let result = tokio::task::spawn_blocking(move || {
+        core.index
+            .aggregate(&AggregateRequest {
+                plan: &plan,
+                accounts: &accounts,
+                from,
+                to,
+                terms,
+                histogram,
+            })
+            .map_err(index_error)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(serde_json::json!({
+        "total": result.total,
+        "terms": result.terms.iter().map(|t| serde_json::json!({"key": t.key, "count": t.count})).collect::<Vec<_>>(),
+        "other": result.other,
+        "missing": result.missing,
+        "interval": result.interval.map(|d| format!("{}s", d.whole_seconds())),
+        "buckets": result.buckets.iter().map(|b| serde_json::json!({
+            "start": crate::core::format_time(b.start),
+            "count": b.count,
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// Live tail: server-sent events, one `event` message per matching item (its JSON), oldest first,
+/// starting with events newer than the connection (or `from`). Polls the index, so a tailed event
+/// appears within a second of being acknowledged.
+async fn stream(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let p = read_params(raw)?;
+    let core = core(&state).clone();
+    read_accounts(&core, &caller, &p.accounts)?;
+    let plan = Arc::new(parse_plan(&p.q)?);
+    let (from, _) = time_bounds(&p)?;
+    let start = from.unwrap_or_else(OffsetDateTime::now_utc);
+    // Everything already searchable and older than the start is not sent.
+    let stream = async_stream(core, plan, caller, p.accounts, start);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn async_stream(
+    core: Arc<Core>,
+    plan: Arc<Plan>,
+    caller: Principal,
+    asked: Vec<String>,
+    start: OffsetDateTime,
+) -> impl futures_core::Stream<Item = Result<SseEvent, Infallible>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    tokio::spawn(async move {
+        let mut seen: std::collections::HashSet<(String, u64)> = std::collections::HashSet::new();
+        let mut since = start;
+        loop {
+            // Re-resolved each round: a key that reads every account also tails new ones.
+            let Ok(accounts) = read_accounts(&core, &caller, &asked) else {
+                return;
+            };
+            let (c, p) = (core.clone(), plan.clone());
+            let from = since;
+            let page = tokio::task::spawn_blocking(move || {
+                if accounts.is_empty() {
+                    return Ok(trailkeep_index::SearchPage {
+                        hits: Vec::new(),
+                        next_cursor: None,
+                    });
+                }
+                c.index.search(&SearchRequest {
+                    plan: &p,
+                    accounts: &accounts,
+                    from: Some(from),
+                    to: None,
+                    limit: 500,
+                    cursor: None,
+                })
+            })
+            .await;
+            let Ok(Ok(page)) = page else { break };
+            let mut fresh: Vec<_> = page
+                .hits
+                .into_iter()
+                .filter(|h| !seen.contains(&(h.account.clone(), h.index)))
+                .collect();
+            fresh.reverse(); // oldest first
+            for hit in fresh {
+                seen.insert((hit.account.clone(), hit.index));
+                if hit.event_time > since {
+                    since = hit.event_time;
+                }
+                let Ok(Some(item)) = core.item(&hit.account, hit.index) else {
+                    continue;
+                };
+                let data = serde_json::to_string(&item).unwrap_or_default();
+                if tx
+                    .send(SseEvent::default().event("event").data(data))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Forget entries well behind the window so memory stays bounded on long tails.
+            if seen.len() > 100_000 {
+                seen.clear();
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    ReceiverStream(rx)
+}
+
+/// Adapts a tokio receiver to a `Stream` of SSE events.
+struct ReceiverStream(tokio::sync::mpsc::Receiver<SseEvent>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<SseEvent, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(Ok))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integrity
+
+fn text(body: String) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn readable_account(caller: &Principal, account: &str) -> Result<(), ApiError> {
+    // Same answer for "exists but not yours" and "does not exist": no existence leak.
+    if caller.role.can_read() && caller.accounts.allows(account) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("no such log"))
+    }
+}
+
+async fn log_key(State(state): State<AppState>, Caller(_caller): Caller) -> Response {
+    text(format!("{}\n", core(&state).ledger.verifier_key()))
+}
+
+async fn checkpoint(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(account): Path<String>,
+) -> Result<Response, ApiError> {
+    readable_account(&caller, &account)?;
+    let note = core(&state)
+        .ledger
+        .latest_checkpoint(&account)
+        .ok_or_else(|| ApiError::not_found("no such log"))?;
+    Ok(text(note))
+}
+
+async fn tile(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((account, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    readable_account(&caller, &account)?;
+    let bytes = core(&state)
+        .ledger
+        .tile(&account, &format!("tile/{path}"))
+        .map_err(|e| match e {
+            trailkeep_ledger::Error::Invalid(m) | trailkeep_ledger::Error::NotFound(m) => {
+                ApiError::not_found(m)
+            }
+            other => ApiError::internal(other),
+        })?
+        .ok_or_else(|| ApiError::not_found("no such tile"))?;
+    let mut r = bytes.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(r)
+}
+
+#[derive(Debug, Deserialize)]
+struct InclusionParams {
+    index: u64,
+    size: Option<u64>,
+}
+
+async fn inclusion_proof(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(account): Path<String>,
+    Query(q): Query<InclusionParams>,
+) -> Result<Response, ApiError> {
+    readable_account(&caller, &account)?;
+    let core = core(&state);
+    let size = match q.size {
+        Some(s) => s,
+        None => core
+            .ledger
+            .tree_head(&account)
+            .map(|h| h.size)
+            .ok_or_else(|| ApiError::not_found("no such log"))?,
+    };
+    let hashes = core
+        .ledger
+        .inclusion_proof(&account, q.index, size)
+        .map_err(proof_error)?;
+    Ok(Json(serde_json::json!({
+        "index": q.index,
+        "size": size,
+        "hashes": hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsistencyParams {
+    from: u64,
+    to: Option<u64>,
+}
+
+async fn consistency_proof(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(account): Path<String>,
+    Query(q): Query<ConsistencyParams>,
+) -> Result<Response, ApiError> {
+    readable_account(&caller, &account)?;
+    let core = core(&state);
+    let to = match q.to {
+        Some(s) => s,
+        None => core
+            .ledger
+            .tree_head(&account)
+            .map(|h| h.size)
+            .ok_or_else(|| ApiError::not_found("no such log"))?,
+    };
+    let hashes = core
+        .ledger
+        .consistency_proof(&account, q.from, to)
+        .map_err(proof_error)?;
+    Ok(Json(serde_json::json!({
+        "from": q.from,
+        "to": to,
+        "hashes": hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+fn proof_error(e: trailkeep_ledger::Error) -> ApiError {
+    match e {
+        trailkeep_ledger::Error::Invalid(m) | trailkeep_ledger::Error::NotFound(m) => {
+            ApiError::bad_request(m)
+        }
+        other => ApiError::internal(other),
+    }
+}

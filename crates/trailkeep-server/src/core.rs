@@ -1,0 +1,581 @@
+//! The server's core: the ledger, the search index and the ingest pipeline between them, with no
+//! HTTP in sight (handlers in [`crate::api`] translate).
+//!
+//! **Durable before acknowledged:** [`Core::ingest`] answers only after the ledger reports the batch
+//! durable (fsynced, unless the operator chose `--durability=relaxed`).
+//! **The ledger is the truth:** search hits are positions; bodies are always read from the ledger.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, watch};
+use trailkeep_event::{Context, ItemResult, Policy, process_input};
+use trailkeep_index::{EventIndex, WriterOptions};
+use trailkeep_ledger::{Durability, KeySource, Ledger, LedgerConfig};
+
+use crate::auth::{Principal, write_atomically};
+use crate::config::{DurabilityMode, ServerConfig};
+use crate::error::{ApiError, ErrorDetail};
+use crate::indexer::{IndexJob, Indexer};
+use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] trailkeep_ledger::Error),
+    #[error("index: {0}")]
+    Index(#[from] trailkeep_index::IndexError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An event as the API returns it anywhere (DESIGN §5).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub account: String,
+    pub index: u64,
+    pub received_at: String,
+    pub event: Value,
+}
+
+/// One item's result in an ingest answer.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum ItemOutcome {
+    Accepted {
+        account: String,
+        index: u64,
+        id: String,
+        duplicate: bool,
+    },
+    Rejected {
+        errors: Vec<ErrorDetail>,
+    },
+}
+
+/// The ingest answer: `{"accepted", "rejected", "results"}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<ItemOutcome>,
+}
+
+/// Where an (account, id) pair stands, for idempotent retries.
+#[derive(Debug, Clone)]
+enum Slot {
+    Committed(u64),
+    /// Being written by another request; resolves to its index, or `None` if that write failed.
+    Pending(watch::Receiver<Option<Option<u64>>>),
+}
+
+/// The running core.
+#[derive(Debug)]
+pub struct Core {
+    pub ledger: Ledger,
+    pub index: Arc<EventIndex>,
+    pub indexer: Indexer,
+    pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+    redaction_secret: [u8; 32],
+    seen: Mutex<HashMap<(String, String), Slot>>,
+    queue: Arc<Semaphore>,
+    queue_capacity: usize,
+    max_batch_events: usize,
+}
+
+impl Core {
+    /// Opens (or creates) the ledger and index under the data directory, catches the index up with
+    /// the ledger, and loads the event ids already stored.
+    pub fn open(config: &ServerConfig, metrics: Arc<Metrics>) -> Result<Arc<Core>, OpenError> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data).map_err(|source| OpenError::Io {
+            path: data.clone(),
+            source,
+        })?;
+        let ledger = Ledger::open_dir(
+            data.join("ledger"),
+            LedgerConfig {
+                origin: config.origin.clone(),
+                key: KeySource::File(data.join("checkpoint.key")),
+                durability: match config.durability {
+                    DurabilityMode::Fsync => Durability::Fsync,
+                    DurabilityMode::Relaxed => Durability::Relaxed,
+                },
+                ..LedgerConfig::default()
+            },
+        )?;
+        let index_dir = data.join("index");
+        std::fs::create_dir_all(&index_dir).map_err(|source| OpenError::Io {
+            path: index_dir.clone(),
+            source,
+        })?;
+        let index = Arc::new(EventIndex::open(&index_dir)?);
+        let mut writer = index.writer(WriterOptions::default())?;
+
+        // Catch up: index every ledger record past the index's last commit.
+        let committed = index.committed_positions()?;
+        let mut caught_up = 0u64;
+        let mut seen = HashMap::new();
+        for account in ledger.accounts() {
+            let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
+            for record in ledger.iter_account(&account, 0) {
+                let record = record?;
+                let event: Value = serde_json::from_slice(&record.bytes).map_err(|e| {
+                    trailkeep_ledger::Error::Corrupted {
+                        position: format!("{account}/{}", record.index),
+                        reason: format!("stored event is not JSON: {e}"),
+                    }
+                })?;
+                if let Some(id) = event.get("id").and_then(Value::as_str) {
+                    seen.insert(
+                        (account.clone(), id.to_string()),
+                        Slot::Committed(record.index),
+                    );
+                }
+                if record.index >= next_unindexed {
+                    writer.add(&account, record.index, received_at_of(&record), &event)?;
+                    caught_up += 1;
+                }
+            }
+        }
+        if caught_up > 0 {
+            writer.commit()?;
+            index.reload()?;
+            tracing::info!(events = caught_up, "search index caught up with the ledger");
+        }
+        let indexer = Indexer::start(index.clone(), writer, metrics.clone());
+        let redaction_secret = load_or_create_secret(&data.join("redaction.key"))?;
+        let policy = Policy {
+            max_event_bytes: config.max_event_bytes,
+            limits: trailkeep_event::InputLimits {
+                max_input_bytes: config.max_body_bytes,
+                max_items: config.max_batch_events,
+                ..Default::default()
+            },
+            k8s_service_prefix: config.kubernetes_service.clone(),
+            ..Policy::default()
+        };
+        Ok(Arc::new(Core {
+            ledger,
+            index,
+            indexer,
+            policy,
+            metrics,
+            redaction_secret,
+            seen: Mutex::new(seen),
+            queue: Arc::new(Semaphore::new(config.ingest_queue)),
+            queue_capacity: config.ingest_queue,
+            max_batch_events: config.max_batch_events,
+        }))
+    }
+
+    /// The per-account HMAC key for redaction: derived from the server's secret, so it is stable
+    /// across restarts and distinct per account.
+    fn hmac_key(&self, account: &str) -> Vec<u8> {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.redaction_secret).expect("any key length");
+        mac.update(b"trailkeep redaction key\0");
+        mac.update(account.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Parses, normalises, authorises and durably appends the events of one request body.
+    pub async fn ingest(
+        self: &Arc<Self>,
+        caller: &Principal,
+        body: Vec<u8>,
+    ) -> Result<IngestReport, ApiError> {
+        if !caller.role.can_ingest() {
+            return Err(ApiError::forbidden("this key may not ingest events"));
+        }
+        let core = self.clone();
+        let default_account = caller.default_account.clone();
+        let items = tokio::task::spawn_blocking(move || {
+            let keys = |account: &str| Some(core.hmac_key(account));
+            let ctx = Context::new(&core.policy, &default_account).with_keys(&keys);
+            process_input(&body, &ctx)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| match e {
+            trailkeep_event::InputError::TooLarge { .. }
+            | trailkeep_event::InputError::TooManyItems { .. } => {
+                ApiError::payload_too_large(e.to_string())
+            }
+            trailkeep_event::InputError::Empty => ApiError::bad_request(e.to_string()),
+        })?;
+        if items.len() > self.max_batch_events {
+            return Err(ApiError::payload_too_large(format!(
+                "the request holds {} events; the limit is {}",
+                items.len(),
+                self.max_batch_events
+            )));
+        }
+
+        let mut results: Vec<Option<ItemOutcome>> = vec![None; items.len()];
+        let mut to_write = Vec::new(); // (result slot, account, id, canonical bytes, event)
+        for (slot, item) in items.into_iter().enumerate() {
+            match item.result {
+                ItemResult::Accepted(event) => {
+                    let account = event.account().to_string();
+                    if !caller.accounts.allows(&account) {
+                        results[slot] = Some(reject(
+                            "logSourceCRN",
+                            format!("this key may not write to account {account:?}"),
+                        ));
+                        self.count_rejected("forbidden_account");
+                        continue;
+                    }
+                    let id = event.id().to_string();
+                    let value = event.event().clone();
+                    to_write.push((slot, account, id, event.into_canonical_bytes(), value));
+                }
+                ItemResult::Rejected(errors) => {
+                    self.count_rejected(rejection_reason(&errors));
+                    results[slot] = Some(ItemOutcome::Rejected {
+                        errors: errors
+                            .into_iter()
+                            .map(|e| ErrorDetail {
+                                path: e.path,
+                                reason: e.reason,
+                            })
+                            .collect(),
+                    });
+                }
+                ItemResult::Skipped(why) => {
+                    results[slot] = Some(reject("", format!("not stored: {why}")));
+                    self.count_rejected("skipped_stage");
+                }
+            }
+        }
+
+        // Bounded queue: take room for every event of this request, or answer 429.
+        let permits = if to_write.is_empty() {
+            None
+        } else {
+            if to_write.len() > self.queue_capacity {
+                return Err(ApiError::payload_too_large(format!(
+                    "the request holds {} events; the ingest queue holds at most {}: send smaller batches",
+                    to_write.len(),
+                    self.queue_capacity
+                )));
+            }
+            let n = u32::try_from(to_write.len()).unwrap_or(u32::MAX);
+            match self.queue.clone().try_acquire_many_owned(n) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.metrics.overloaded.inc();
+                    return Err(ApiError::overloaded(1));
+                }
+            }
+        };
+        self.metrics
+            .ingest_queue_depth
+            .set((self.queue_capacity - self.queue.available_permits()) as i64);
+
+        // Idempotency: reserve each (account, id); duplicates of committed or in-flight events are
+        // answered with the original position.
+        let mut waits = Vec::new(); // (result slot, account, id, receiver)
+        let mut batch = Vec::new(); // (result slot, account, id, bytes, event)
+        let mut first_in_request: HashMap<(String, String), usize> = HashMap::new();
+        let mut same_request = Vec::new(); // (result slot, index into batch)
+        let sender;
+        {
+            let (tx, rx) = watch::channel(None);
+            sender = tx;
+            let mut seen = self.seen.lock().expect("seen lock");
+            for (slot, account, id, bytes, event) in to_write {
+                let key = (account.clone(), id.clone());
+                if let Some(&b) = first_in_request.get(&key) {
+                    same_request.push((slot, b));
+                    continue;
+                }
+                match seen.get(&key) {
+                    Some(Slot::Committed(index)) => {
+                        results[slot] = Some(ItemOutcome::Accepted {
+                            account,
+                            index: *index,
+                            id,
+                            duplicate: true,
+                        });
+                    }
+                    Some(Slot::Pending(other)) => waits.push((slot, account, id, other.clone())),
+                    None => {
+                        seen.insert(key.clone(), Slot::Pending(rx.clone()));
+                        first_in_request.insert(key, batch.len());
+                        batch.push((slot, account, id, bytes, event));
+                    }
+                }
+            }
+        }
+
+        let received_at = OffsetDateTime::now_utc();
+        let appended = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let records: Vec<(String, Vec<u8>)> = batch
+                .iter_mut()
+                .map(|(_, a, _, b, _)| (a.clone(), std::mem::take(b)))
+                .collect();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let started = std::time::Instant::now();
+            self.ledger
+                .append_with_time(records, received_at, move |r| {
+                    let _ = tx.send(r);
+                });
+            let result = rx.await.unwrap_or_else(|_| {
+                Err(trailkeep_ledger::Error::Invalid(
+                    "ledger writer stopped".into(),
+                ))
+            });
+            self.metrics
+                .commit_latency
+                .observe(started.elapsed().as_secs_f64());
+            result
+        };
+
+        let appended = match appended {
+            Ok(a) => a,
+            Err(e) => {
+                let mut seen = self.seen.lock().expect("seen lock");
+                for (_, account, id, _, _) in &batch {
+                    seen.remove(&(account.clone(), id.clone()));
+                }
+                drop(seen);
+                let _ = sender.send(Some(None));
+                drop(permits);
+                return Err(match e {
+                    trailkeep_ledger::Error::Io(io) if io.raw_os_error() == Some(28) => {
+                        ApiError::new(
+                            axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                            "insufficient_storage",
+                            "the ledger's disk is full; nothing from this request was stored",
+                        )
+                    }
+                    other => ApiError::unavailable(format!(
+                        "the ledger could not store the events: {other}"
+                    )),
+                });
+            }
+        };
+
+        let batch_slots: Vec<usize> = batch.iter().map(|entry| entry.0).collect();
+        let mut jobs = Vec::with_capacity(batch.len());
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            for ((slot, account, id, _, event), done) in batch.into_iter().zip(&appended) {
+                seen.insert((account.clone(), id.clone()), Slot::Committed(done.index));
+                results[slot] = Some(ItemOutcome::Accepted {
+                    account: account.clone(),
+                    index: done.index,
+                    id,
+                    duplicate: false,
+                });
+                jobs.push(IndexJob {
+                    account,
+                    index: done.index,
+                    received_at,
+                    event,
+                });
+            }
+        }
+        // Wake requests that were waiting on one of these ids (they read `seen` for the index).
+        let _ = sender.send(Some(Some(0)));
+        self.indexer.send(jobs);
+        self.metrics.index_lag.set(self.indexer.lag() as i64);
+        drop(permits);
+        self.metrics
+            .ingest_queue_depth
+            .set((self.queue_capacity - self.queue.available_permits()) as i64);
+
+        for (slot, b) in same_request {
+            if let Some(ItemOutcome::Accepted {
+                account, index, id, ..
+            }) = results[batch_slots[b]].clone()
+            {
+                results[slot] = Some(ItemOutcome::Accepted {
+                    account,
+                    index,
+                    id,
+                    duplicate: true,
+                });
+            }
+        }
+        for (slot, account, id, mut rx) in waits {
+            let _ = rx.wait_for(Option::is_some).await;
+            let seen = self.seen.lock().expect("seen lock");
+            results[slot] = Some(match seen.get(&(account.clone(), id.clone())) {
+                Some(Slot::Committed(index)) => ItemOutcome::Accepted {
+                    account,
+                    index: *index,
+                    id,
+                    duplicate: true,
+                },
+                _ => reject(
+                    "id",
+                    "an earlier request with the same id failed; retry".to_string(),
+                ),
+            });
+        }
+
+        let results: Vec<ItemOutcome> = results
+            .into_iter()
+            .map(|r| r.expect("every item has a result"))
+            .collect();
+        let accepted = results
+            .iter()
+            .filter(|r| matches!(r, ItemOutcome::Accepted { .. }))
+            .count();
+        let duplicates = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    ItemOutcome::Accepted {
+                        duplicate: true,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let rejected = results.len() - accepted;
+        self.metrics
+            .ingest_events
+            .get_or_create(&ResultLabel { result: "accepted" })
+            .inc_by((accepted - duplicates) as u64);
+        self.metrics
+            .ingest_events
+            .get_or_create(&ResultLabel {
+                result: "duplicate",
+            })
+            .inc_by(duplicates as u64);
+        self.metrics
+            .ingest_events
+            .get_or_create(&ResultLabel { result: "rejected" })
+            .inc_by(rejected as u64);
+        Ok(IngestReport {
+            accepted,
+            rejected,
+            results,
+        })
+    }
+
+    fn count_rejected(&self, reason: &str) {
+        self.metrics
+            .rejected_events
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Reads one stored event as an API item.
+    pub fn item(&self, account: &str, index: u64) -> Result<Option<Item>, ApiError> {
+        let Some(record) = self
+            .ledger
+            .read_record(account, index)
+            .map_err(ApiError::internal)?
+        else {
+            return Ok(None);
+        };
+        let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
+        Ok(Some(Item {
+            account: account.to_string(),
+            index,
+            received_at: format_time(received_at_of(&record)),
+            event,
+        }))
+    }
+
+    /// Closes the pipeline: commits the index and signs final checkpoints.
+    pub fn close(&self) {
+        self.indexer.shutdown();
+        if let Err(e) = self.ledger.close() {
+            tracing::error!(error = %e, "closing the ledger failed");
+        }
+    }
+}
+
+fn reject(path: &str, reason: String) -> ItemOutcome {
+    ItemOutcome::Rejected {
+        errors: vec![ErrorDetail {
+            path: path.to_string(),
+            reason,
+        }],
+    }
+}
+
+fn rejection_reason(errors: &[trailkeep_event::FieldError]) -> &'static str {
+    match errors.first() {
+        Some(e) if e.path.is_empty() => "unreadable",
+        Some(e) if e.reason.contains("is required") => "missing_field",
+        Some(e) if e.reason.contains("too large") || e.reason.contains("limit") => "too_large",
+        _ => "invalid_field",
+    }
+}
+
+fn received_at_of(record: &trailkeep_ledger::Record) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(record.received_at_unix_nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// RFC 3339 UTC with a `+00:00` offset and microseconds, like stored `eventTime` values.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+fn load_or_create_secret(path: &Path) -> Result<[u8; 32], OpenError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = hex::decode(text.trim()).map_err(|e| OpenError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            bytes.try_into().map_err(|_| OpenError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "expected 32 bytes of hex",
+                ),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| OpenError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            write_atomically(path, hex::encode(secret).as_bytes()).map_err(|source| {
+                OpenError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            Ok(secret)
+        }
+        Err(source) => Err(OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,183 @@
+//! The indexer: one thread that turns committed ledger records into search-index documents.
+//!
+//! **Architecture Invariant:** the index is derived from the ledger, never the other way round.
+//! Records reach the indexer only after the ledger made them durable; at start the indexer first
+//! catches up from the ledger (from the positions recorded in the index's last commit), so a crash
+//! between a ledger commit and an index commit loses nothing.
+//!
+//! Commits happen at most [`COMMIT_INTERVAL`] after the first uncommitted add, which keeps an
+//! acknowledged event searchable within a second.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use trailkeep_index::{EventIndex, Writer};
+
+use crate::metrics::Metrics;
+
+/// Longest time an added document waits for its commit.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+/// Commit early when this many documents are waiting.
+const COMMIT_BATCH: usize = 20_000;
+
+/// One committed record to index.
+#[derive(Debug)]
+pub struct IndexJob {
+    pub account: String,
+    pub index: u64,
+    pub received_at: OffsetDateTime,
+    pub event: Value,
+}
+
+enum Message {
+    Jobs(Vec<IndexJob>),
+    /// Reply once everything sent before is committed and searchable.
+    Flush(Sender<()>),
+}
+
+/// Handle to the indexer thread.
+#[derive(Debug)]
+pub struct Indexer {
+    tx: Mutex<Option<Sender<Message>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Jobs sent but not yet committed.
+    pending: Arc<AtomicU64>,
+    progress: Arc<(Mutex<u64>, Condvar)>,
+}
+
+impl Indexer {
+    /// Starts the thread with `writer` (already caught up by the caller).
+    pub fn start(index: Arc<EventIndex>, writer: Writer, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pending = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let thread = {
+            let pending = pending.clone();
+            let progress = progress.clone();
+            std::thread::Builder::new()
+                .name("trailkeep-indexer".into())
+                .spawn(move || run(index, writer, rx, pending, progress, metrics))
+                .expect("spawn the indexer thread")
+        };
+        Indexer {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            pending,
+            progress,
+        }
+    }
+
+    /// Queues committed records for indexing.
+    pub fn send(&self, jobs: Vec<IndexJob>) {
+        if jobs.is_empty() {
+            return;
+        }
+        self.pending.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        if let Some(tx) = self.tx.lock().expect("indexer lock").as_ref() {
+            let _ = tx.send(Message::Jobs(jobs));
+        }
+    }
+
+    /// Records sent but not yet searchable.
+    pub fn lag(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits until everything sent so far is committed and searchable (tests, shutdown, reindex).
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(sender) = self.tx.lock().expect("indexer lock").as_ref()
+            && sender.send(Message::Flush(tx)).is_ok()
+        {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Commits what is pending and stops the thread.
+    pub fn shutdown(&self) {
+        self.tx.lock().expect("indexer lock").take();
+        if let Some(thread) = self.thread.lock().expect("indexer lock").take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Number of commits so far (lets callers wait for "the next commit").
+    pub fn commits(&self) -> u64 {
+        *self.progress.0.lock().expect("indexer lock")
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(
+    index: Arc<EventIndex>,
+    mut writer: Writer,
+    rx: Receiver<Message>,
+    pending: Arc<AtomicU64>,
+    progress: Arc<(Mutex<u64>, Condvar)>,
+    metrics: Arc<Metrics>,
+) {
+    let mut uncommitted = 0usize;
+    let mut oldest: Option<Instant> = None;
+    let mut flush_waiters: Vec<Sender<()>> = Vec::new();
+    loop {
+        let timeout = match oldest {
+            Some(t) => COMMIT_INTERVAL.saturating_sub(t.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        let mut disconnected = false;
+        match rx.recv_timeout(timeout) {
+            Ok(Message::Jobs(jobs)) => {
+                for job in &jobs {
+                    if let Err(e) = writer.add(&job.account, job.index, job.received_at, &job.event)
+                    {
+                        tracing::error!(account = %job.account, index = job.index, error = %e, "indexing failed");
+                    }
+                }
+                uncommitted += jobs.len();
+                oldest.get_or_insert_with(Instant::now);
+            }
+            Ok(Message::Flush(reply)) => {
+                flush_waiters.push(reply);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        let due = oldest.is_some_and(|t| t.elapsed() >= COMMIT_INTERVAL);
+        if uncommitted > 0
+            && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
+        {
+            match writer.commit().and_then(|_| index.reload()) {
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "index commit failed"),
+            }
+            pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
+            metrics
+                .index_lag
+                .set(pending.load(Ordering::Relaxed) as i64);
+            uncommitted = 0;
+            oldest = None;
+            let (count, cv) = &*progress;
+            *count.lock().expect("indexer lock") += 1;
+            cv.notify_all();
+        }
+        for waiter in flush_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+        if disconnected {
+            if let Err(e) = writer.finish() {
+                tracing::error!(error = %e, "closing the index writer failed");
+            }
+            return;
+        }
+    }
+}
