@@ -190,7 +190,22 @@ impl Core {
     }
 
     /// Parses, normalises, authorises and durably appends the events of one request body.
+    ///
+    /// The work runs on its own task, so a client that disconnects mid-request cannot leave an
+    /// appended batch unindexed or its ids reserved forever.
     pub async fn ingest(
+        self: &Arc<Self>,
+        caller: &Principal,
+        body: Vec<u8>,
+    ) -> Result<IngestReport, ApiError> {
+        let core = self.clone();
+        let caller = caller.clone();
+        tokio::spawn(async move { core.ingest_to_completion(&caller, body).await })
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    async fn ingest_to_completion(
         self: &Arc<Self>,
         caller: &Principal,
         body: Vec<u8>,
