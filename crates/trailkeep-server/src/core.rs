@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Semaphore, watch};
 use trailkeep_event::{Context, ItemResult, Policy, process_input};
 use trailkeep_index::{EventIndex, WriterOptions};
-use trailkeep_ledger::{Durability, KeySource, Ledger, LedgerConfig};
+use trailkeep_ledger::{Durability, Ledger, LedgerConfig};
 
 use crate::auth::{Principal, write_atomically};
 use crate::config::{DurabilityMode, ServerConfig};
@@ -105,7 +105,6 @@ impl Core {
             data.join("ledger"),
             LedgerConfig {
                 origin: config.origin.clone(),
-                key: KeySource::File(data.join("checkpoint.key")),
                 durability: match config.durability {
                     DurabilityMode::Fsync => Durability::Fsync,
                     DurabilityMode::Relaxed => Durability::Relaxed,
@@ -118,7 +117,12 @@ impl Core {
             path: index_dir.clone(),
             source,
         })?;
-        let index = Arc::new(EventIndex::open(&index_dir)?);
+        // An index of another format is rebuilt from the ledger (it is derived data).
+        let (index, recreated) = EventIndex::open_or_recreate(&index_dir)?;
+        if recreated {
+            tracing::warn!("the search index had another format; rebuilding it from the ledger");
+        }
+        let index = Arc::new(index);
         let mut writer = index.writer(WriterOptions::default())?;
 
         // Catch up: index every ledger record past the index's last commit.
@@ -519,6 +523,58 @@ impl Core {
             tracing::error!(error = %e, "closing the ledger failed");
         }
     }
+}
+
+/// Rebuilds the search index of a data directory from its ledger (`trailkeep reindex`); the server
+/// must be stopped. Commits every 50,000 events, so an interrupted rebuild is finished by the next
+/// start's catch-up. `progress(done, total)` is called as it goes. Returns the events indexed.
+pub fn reindex(
+    data_dir: &Path,
+    origin: &str,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, OpenError> {
+    let ledger = Ledger::open_dir(
+        data_dir.join("ledger"),
+        LedgerConfig {
+            origin: origin.to_string(),
+            ..LedgerConfig::default()
+        },
+    )?;
+    let index_dir = data_dir.join("index");
+    std::fs::create_dir_all(&index_dir).map_err(|source| OpenError::Io {
+        path: index_dir.clone(),
+        source,
+    })?;
+    let (index, _) = EventIndex::open_or_recreate(&index_dir)?;
+    let mut writer = index.writer(WriterOptions::default())?;
+    writer.delete_all()?;
+    let total = ledger.len();
+    let mut done = 0u64;
+    progress(0, total);
+    for account in ledger.accounts() {
+        for record in ledger.iter_account(&account, 0) {
+            let record = record?;
+            let event: Value = serde_json::from_slice(&record.bytes).map_err(|e| {
+                trailkeep_ledger::Error::Corrupted {
+                    position: format!("{account}/{}", record.index),
+                    reason: format!("stored event is not JSON: {e}"),
+                }
+            })?;
+            writer.add(&account, record.index, received_at_of(&record), &event)?;
+            done += 1;
+            if done.is_multiple_of(50_000) {
+                writer.commit()?;
+            }
+            if done.is_multiple_of(1_000) {
+                progress(done, total);
+            }
+        }
+    }
+    writer.commit()?;
+    writer.finish()?;
+    progress(done, total);
+    ledger.close()?;
+    Ok(done)
 }
 
 fn reject(path: &str, reason: String) -> ItemOutcome {

@@ -24,6 +24,8 @@ enum Command {
     /// Check a ledger data directory end to end: every record, leaf, tree level and checkpoint
     /// signature. Exit status 1 when anything does not hold.
     Verify(cmd::verify::VerifyArgs),
+    /// Rebuild the search index of a stopped server from its ledger, with a progress bar.
+    Reindex(cmd::reindex::ReindexArgs),
 }
 
 /// Structured logs on stderr; `TRAILKEEP_LOG` sets the filter (default `info`), and
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(*args),
         Command::Event(command) => cmd::event::run(command),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Reindex(args) => cmd::reindex::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,5 +4,6 @@
 
 pub mod event;
 pub mod progress;
+pub mod reindex;
 pub mod serve;
 pub mod verify;

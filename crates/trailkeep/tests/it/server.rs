@@ -760,3 +760,44 @@ fn openapi_lists_every_route() {
     let r = request("GET", &format!("{}/metrics", server.url), None, &[], None);
     assert!(r.text().contains("trailkeep_ingest_queue_depth"));
 }
+
+#[test]
+fn reindex_rebuilds_the_index_from_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let batch: Vec<Value> = (0..120)
+        .map(|i| {
+            event(
+                "acme",
+                &format!("r-{i}"),
+                "kms.secrets.wrap",
+                "success",
+                "t",
+            )
+        })
+        .collect();
+    assert_eq!(
+        post_json(&server, "/v1/events", &Value::Array(batch)).status,
+        200
+    );
+    server.stop();
+
+    // Throw the index away entirely; the ledger alone rebuilds it.
+    std::fs::remove_dir_all(data.join("index")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args(["reindex", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reindexed 120 events"));
+
+    let server = Server::start(&data, &[]);
+    let agg = get(&server, "/v1/aggregate?q=account:acme").json();
+    assert_eq!(agg["total"], 120);
+}
