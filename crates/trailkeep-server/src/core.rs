@@ -133,12 +133,7 @@ impl Core {
             let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
             for record in ledger.iter_account(&account, 0) {
                 let record = record?;
-                let event: Value = serde_json::from_slice(&record.bytes).map_err(|e| {
-                    trailkeep_ledger::Error::Corrupted {
-                        position: format!("{account}/{}", record.index),
-                        reason: format!("stored event is not JSON: {e}"),
-                    }
-                })?;
+                let event = stored_event(&record)?;
                 if let Some(id) = event.get("id").and_then(Value::as_str) {
                     seen.insert(
                         (account.clone(), id.to_string()),
@@ -554,12 +549,7 @@ pub fn reindex(
     for account in ledger.accounts() {
         for record in ledger.iter_account(&account, 0) {
             let record = record?;
-            let event: Value = serde_json::from_slice(&record.bytes).map_err(|e| {
-                trailkeep_ledger::Error::Corrupted {
-                    position: format!("{account}/{}", record.index),
-                    reason: format!("stored event is not JSON: {e}"),
-                }
-            })?;
+            let event = stored_event(&record)?;
             writer.add(&account, record.index, received_at_of(&record), &event)?;
             done += 1;
             if done.is_multiple_of(50_000) {
@@ -593,6 +583,14 @@ fn rejection_reason(errors: &[trailkeep_event::FieldError]) -> &'static str {
         Some(e) if e.reason.contains("too large") || e.reason.contains("limit") => "too_large",
         _ => "invalid_field",
     }
+}
+
+/// The stored event of a ledger record (always canonical JSON; anything else is corruption).
+fn stored_event(record: &trailkeep_ledger::Record) -> Result<Value, trailkeep_ledger::Error> {
+    serde_json::from_slice(&record.bytes).map_err(|e| trailkeep_ledger::Error::Corrupted {
+        position: format!("{}/{}", record.account, record.index),
+        reason: format!("stored event is not JSON: {e}"),
+    })
 }
 
 fn received_at_of(record: &trailkeep_ledger::Record) -> OffsetDateTime {
