@@ -338,40 +338,19 @@ async fn get_event(
     Ok(Json(value).into_response())
 }
 
-/// An inclusion proof of `index` against the newest signed checkpoint (signing one first if the
-/// newest does not cover the event yet).
+/// An inclusion proof of `index` against the newest signed checkpoint (the ledger signs one first
+/// if the newest does not cover the event yet).
 fn proof_for(core: &Core, account: &str, index: u64) -> Result<serde_json::Value, ApiError> {
-    let mut note = core.ledger.latest_checkpoint(account);
-    let covers = |n: &Option<String>| {
-        n.as_deref()
-            .and_then(checkpoint_size)
-            .is_some_and(|s| s > index)
-    };
-    if !covers(&note) {
-        core.ledger
-            .sign_checkpoints_if_grown()
-            .map_err(ApiError::internal)?;
-        note = core.ledger.latest_checkpoint(account);
-    }
-    let note = note
-        .filter(|n| covers(&Some(n.clone())))
-        .ok_or_else(|| ApiError::unavailable("no checkpoint covers this event yet"))?;
-    let size = checkpoint_size(&note).expect("checked above");
-    let hashes = core
+    let (note, size, hashes) = core
         .ledger
-        .inclusion_proof(account, index, size)
+        .checkpointed_inclusion_proof(account, index)
         .map_err(ApiError::internal)?;
     Ok(serde_json::json!({
         "checkpoint": note,
         "size": size,
         "index": index,
-        "hashes": hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+        "hashes": base64_hashes(&hashes),
     }))
-}
-
-/// The tree size on the second line of a checkpoint note.
-fn checkpoint_size(note: &str) -> Option<u64> {
-    note.lines().nth(1)?.parse().ok()
 }
 
 async fn aggregate(
@@ -635,14 +614,7 @@ async fn inclusion_proof(
 ) -> Result<Response, ApiError> {
     readable_account(&caller, &account)?;
     let core = core(&state);
-    let size = match q.size {
-        Some(s) => s,
-        None => core
-            .ledger
-            .tree_head(&account)
-            .map(|h| h.size)
-            .ok_or_else(|| ApiError::not_found("no such log"))?,
-    };
+    let size = size_or_current(core, &account, q.size)?;
     let hashes = core
         .ledger
         .inclusion_proof(&account, q.index, size)
@@ -650,7 +622,7 @@ async fn inclusion_proof(
     Ok(Json(serde_json::json!({
         "index": q.index,
         "size": size,
-        "hashes": hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+        "hashes": base64_hashes(&hashes),
     }))
     .into_response())
 }
@@ -669,14 +641,7 @@ async fn consistency_proof(
 ) -> Result<Response, ApiError> {
     readable_account(&caller, &account)?;
     let core = core(&state);
-    let to = match q.to {
-        Some(s) => s,
-        None => core
-            .ledger
-            .tree_head(&account)
-            .map(|h| h.size)
-            .ok_or_else(|| ApiError::not_found("no such log"))?,
-    };
+    let to = size_or_current(core, &account, q.to)?;
     let hashes = core
         .ledger
         .consistency_proof(&account, q.from, to)
@@ -684,9 +649,25 @@ async fn consistency_proof(
     Ok(Json(serde_json::json!({
         "from": q.from,
         "to": to,
-        "hashes": hashes.iter().map(|h| BASE64.encode(h)).collect::<Vec<_>>(),
+        "hashes": base64_hashes(&hashes),
     }))
     .into_response())
+}
+
+/// The tree size asked for, or the account's current size.
+fn size_or_current(core: &Core, account: &str, asked: Option<u64>) -> Result<u64, ApiError> {
+    match asked {
+        Some(size) => Ok(size),
+        None => core
+            .ledger
+            .tree_head(account)
+            .map(|h| h.size)
+            .ok_or_else(|| ApiError::not_found("no such log")),
+    }
+}
+
+fn base64_hashes(hashes: &[trailkeep_ledger::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| BASE64.encode(h)).collect()
 }
 
 fn proof_error(e: trailkeep_ledger::Error) -> ApiError {

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,6 @@ pub struct Indexer {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Jobs sent but not yet committed.
     pending: Arc<AtomicU64>,
-    progress: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl Indexer {
@@ -55,20 +54,17 @@ impl Indexer {
     pub fn start(index: Arc<EventIndex>, writer: Writer, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let pending = Arc::new(AtomicU64::new(0));
-        let progress = Arc::new((Mutex::new(0u64), Condvar::new()));
         let thread = {
             let pending = pending.clone();
-            let progress = progress.clone();
             std::thread::Builder::new()
                 .name("trailkeep-indexer".into())
-                .spawn(move || run(index, writer, rx, pending, progress, metrics))
+                .spawn(move || run(index, writer, rx, pending, metrics))
                 .expect("spawn the indexer thread")
         };
         Indexer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             pending,
-            progress,
         }
     }
 
@@ -105,11 +101,6 @@ impl Indexer {
             let _ = thread.join();
         }
     }
-
-    /// Number of commits so far (lets callers wait for "the next commit").
-    pub fn commits(&self) -> u64 {
-        *self.progress.0.lock().expect("indexer lock")
-    }
 }
 
 impl Drop for Indexer {
@@ -123,7 +114,6 @@ fn run(
     mut writer: Writer,
     rx: Receiver<Message>,
     pending: Arc<AtomicU64>,
-    progress: Arc<(Mutex<u64>, Condvar)>,
     metrics: Arc<Metrics>,
 ) {
     let mut uncommitted = 0usize;
@@ -166,9 +156,6 @@ fn run(
                 .set(pending.load(Ordering::Relaxed) as i64);
             uncommitted = 0;
             oldest = None;
-            let (count, cv) = &*progress;
-            *count.lock().expect("indexer lock") += 1;
-            cv.notify_all();
         }
         for waiter in flush_waiters.drain(..) {
             let _ = waiter.send(());
