@@ -122,11 +122,32 @@ pub fn split_input(input: &[u8], limits: &InputLimits) -> Result<Vec<InputItem>,
     Ok(items)
 }
 
+/// How the items of an input are delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputFormat {
+    /// Work it out: a JSON document (one event, an array, an envelope) or NDJSON.
+    #[default]
+    Detect,
+    /// Declared NDJSON (e.g. by `Content-Type: application/x-ndjson`): every non-blank line is
+    /// one item, even when the first line is not valid JSON.
+    Ndjson,
+}
+
 /// Like [`split_input`], handing each item to `sink` as soon as it is read (so that a
 /// caller can normalise an NDJSON line while it is still in cache). On `Err`, the items
 /// already handed over are to be discarded.
 pub fn split_each(
     input: &[u8],
+    limits: &InputLimits,
+    sink: &mut dyn FnMut(InputItem),
+) -> Result<(), InputError> {
+    split_each_as(input, InputFormat::Detect, limits, sink)
+}
+
+/// [`split_each`] for an input whose format may be declared.
+pub fn split_each_as(
+    input: &[u8],
+    format: InputFormat,
     limits: &InputLimits,
     sink: &mut dyn FnMut(InputItem),
 ) -> Result<(), InputError> {
@@ -148,6 +169,9 @@ pub fn split_each(
         limits,
         sink,
     };
+    if format == InputFormat::Ndjson {
+        return out.ndjson(input, base);
+    }
     match serde_json::from_slice::<Value>(input) {
         Ok(Value::Array(elements)) => {
             if elements.len() > limits.max_items {

@@ -58,7 +58,8 @@ pub use canonical::{to_canonical_string, to_canonical_vec, write_canonical};
 pub use crn::{Crn, CrnError, is_valid_account_id};
 pub use error::{FieldError, InputError, ItemError, Position, RuleError};
 pub use input::{
-    InputItem, InputLimits, ItemKind, RawEvent, Shape, split_each, split_input, split_value,
+    InputFormat, InputItem, InputLimits, ItemKind, RawEvent, Shape, split_each, split_each_as,
+    split_input, split_value,
 };
 pub use normalize::{
     Context, DEFAULT_K8S_SERVICE_PREFIX, DEFAULT_MAX_EVENT_BYTES, DROPPED_FIELD, DroppedField,
@@ -92,8 +93,17 @@ pub struct ProcessedItem {
 /// Split `input` with the policy's limits and normalise every event: one result per
 /// item, in input order. Fails as a whole only as [`split_input`] does.
 pub fn process_input(input: &[u8], ctx: &Context<'_>) -> Result<Vec<ProcessedItem>, InputError> {
+    process_input_as(input, InputFormat::Detect, ctx)
+}
+
+/// [`process_input`] for an input whose format may be declared.
+pub fn process_input_as(
+    input: &[u8],
+    format: InputFormat,
+    ctx: &Context<'_>,
+) -> Result<Vec<ProcessedItem>, InputError> {
     let mut out = Vec::new();
-    split_each(input, &ctx.policy.limits, &mut |item| {
+    split_each_as(input, format, &ctx.policy.limits, &mut |item| {
         let (shape, result) = match item.kind {
             ItemKind::Event(raw) => {
                 let shape = raw.shape;

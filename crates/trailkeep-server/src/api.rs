@@ -18,12 +18,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use time::OffsetDateTime;
+use trailkeep_event::InputFormat;
 use trailkeep_index::query::{KnownField, parse_duration, parse_time_expr};
 use trailkeep_index::{AggregateRequest, Histogram, Plan, SearchRequest, TermsRequest};
 
 use crate::app::{AppState, Caller};
 use crate::auth::{AccountScope, Principal};
-use crate::body::{BodyLimits, body_kind, decode_body};
+use crate::body::{BodyKind, BodyLimits, body_kind, decode_body};
 use crate::core::{Core, Item};
 use crate::error::{ApiError, ErrorDetail};
 
@@ -41,6 +42,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/events/stream", get(stream))
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/aggregate", get(aggregate))
+        .route("/v1/log", get(list_logs))
         .route("/v1/log/key", get(log_key))
         .route("/v1/log/{account}/checkpoint", get(checkpoint))
         .route("/v1/log/{account}/tile/{*path}", get(tile))
@@ -67,12 +69,17 @@ async fn ingest(
     body: Bytes,
 ) -> Response {
     let result = async {
-        body_kind(&headers)?;
+        // Declared NDJSON is split by lines even when a line is broken; anything else is
+        // recognised from the bytes.
+        let format = match body_kind(&headers)? {
+            BodyKind::Ndjson => InputFormat::Ndjson,
+            BodyKind::Json | BodyKind::Unspecified => InputFormat::Detect,
+        };
         let limits = BodyLimits {
             max_decoded_bytes: state.config.max_body_bytes,
         };
         let decoded = decode_body(&headers, &body, limits)?;
-        core(&state).ingest(&caller, decoded).await
+        core(&state).ingest(&caller, decoded, format).await
     }
     .await;
     match result {
@@ -557,6 +564,31 @@ fn readable_account(caller: &Principal, account: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::not_found("no such log"))
     }
+}
+
+/// The logs (one per account) this key may read, with their current size and checkpoint origin.
+async fn list_logs(State(state): State<AppState>, Caller(caller): Caller) -> Response {
+    let core = core(&state);
+    let accounts = if caller.role.can_read() {
+        match &caller.accounts {
+            AccountScope::All => core.ledger.accounts(),
+            AccountScope::Only(ids) => ids.clone(),
+        }
+    } else {
+        Vec::new()
+    };
+    let logs: Vec<serde_json::Value> = accounts
+        .iter()
+        .filter_map(|a| {
+            let head = core.ledger.tree_head(a)?;
+            Some(serde_json::json!({
+                "account": a,
+                "origin": core.ledger.origin(a),
+                "size": head.size,
+            }))
+        })
+        .collect();
+    Json(serde_json::json!({ "logs": logs })).into_response()
 }
 
 async fn log_key(State(state): State<AppState>, Caller(_caller): Caller) -> Response {

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 pub enum BodyKind {
     /// `application/json` (one event, an array, or an envelope).
     Json,
-    /// `application/x-ndjson` (also `application/jsonl`, `application/json-seq`-free JSON lines).
+    /// `application/x-ndjson` (also `application/ndjson`, `application/jsonl`, `application/x-jsonlines`).
     Ndjson,
     /// No `Content-Type`: the event model recognises the shape from the bytes.
     Unspecified,

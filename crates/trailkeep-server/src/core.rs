@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, watch};
-use trailkeep_event::{Context, ItemResult, Policy, process_input};
+use trailkeep_event::{Context, InputFormat, ItemResult, Policy, process_input_as};
 use trailkeep_index::{EventIndex, WriterOptions};
 use trailkeep_ledger::{Durability, Ledger, LedgerConfig};
 
@@ -196,10 +196,11 @@ impl Core {
         self: &Arc<Self>,
         caller: &Principal,
         body: Vec<u8>,
+        format: InputFormat,
     ) -> Result<IngestReport, ApiError> {
         let core = self.clone();
         let caller = caller.clone();
-        tokio::spawn(async move { core.ingest_to_completion(&caller, body).await })
+        tokio::spawn(async move { core.ingest_to_completion(&caller, body, format).await })
             .await
             .map_err(ApiError::internal)?
     }
@@ -208,6 +209,7 @@ impl Core {
         self: &Arc<Self>,
         caller: &Principal,
         body: Vec<u8>,
+        format: InputFormat,
     ) -> Result<IngestReport, ApiError> {
         if !caller.role.can_ingest() {
             return Err(ApiError::forbidden("this key may not ingest events"));
@@ -217,7 +219,7 @@ impl Core {
         let items = tokio::task::spawn_blocking(move || {
             let keys = |account: &str| Some(core.hmac_key(account));
             let ctx = Context::new(&core.policy, &default_account).with_keys(&keys);
-            process_input(&body, &ctx)
+            process_input_as(&body, format, &ctx)
         })
         .await
         .map_err(ApiError::internal)?

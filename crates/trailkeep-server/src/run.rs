@@ -117,7 +117,7 @@ async fn load_demo(core: &Arc<Core>) -> Result<(), RunError> {
             body.push(b'\n');
         }
         let report = core
-            .ingest(&admin, body)
+            .ingest(&admin, body, trailkeep_event::InputFormat::Ndjson)
             .await
             .map_err(|e| RunError::Demo(e.to_string()))?;
         if report.rejected > 0 {

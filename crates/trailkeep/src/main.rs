@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod remote;
 
 /// Trailkeep: a self-hostable, tamper-evident activity tracker for CADF audit events.
 #[derive(Debug, Parser)]
@@ -21,8 +22,16 @@ enum Command {
     /// Work with events offline (no server needed).
     #[command(subcommand)]
     Event(cmd::event::EventCommand),
-    /// Check a ledger data directory end to end: every record, leaf, tree level and checkpoint
-    /// signature. Exit status 1 when anything does not hold.
+    /// Send events from a file or standard input to a server, in batches, resuming an
+    /// interrupted file. Exit status 1 when the server rejected some events.
+    Send(cmd::send::SendArgs),
+    /// Search a server's events, newest first.
+    Search(cmd::search::SearchArgs),
+    /// Follow a query live until interrupted.
+    Tail(cmd::tail::TailArgs),
+    /// Check a data directory end to end (`--data-dir`), or witness a running server's signed
+    /// checkpoints and their consistency over time (`--url`). Exit status 1 when anything does
+    /// not hold.
     Verify(cmd::verify::VerifyArgs),
     /// Rebuild the search index of a stopped server from its ledger, with a progress bar.
     Reindex(cmd::reindex::ReindexArgs),
@@ -49,6 +58,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(*args),
         Command::Event(command) => cmd::event::run(command),
+        Command::Send(args) => cmd::send::run(args),
+        Command::Search(args) => cmd::search::run(args),
+        Command::Tail(args) => cmd::tail::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
     };

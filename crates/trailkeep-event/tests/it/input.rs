@@ -81,6 +81,31 @@ fn ndjson_bad_lines_do_not_lose_good_ones() {
 }
 
 #[test]
+fn declared_ndjson_keeps_lines_apart_even_when_the_first_is_broken() {
+    use trailkeep_event::{InputFormat, split_each_as};
+    let input = format!("not json\n\n{}\n", line(&kms_rotate()));
+    let split = |format| {
+        let mut items = Vec::new();
+        split_each_as(
+            input.as_bytes(),
+            format,
+            &InputLimits::default(),
+            &mut |i| items.push(i),
+        )
+        .unwrap();
+        items
+    };
+    // Detected, the body is one broken document; declared NDJSON, it is two lines.
+    assert_eq!(split(InputFormat::Detect).len(), 1);
+    let items = split(InputFormat::Ndjson);
+    assert_eq!(items.len(), 2);
+    assert!(matches!(items[0].kind, ItemKind::Error(_)));
+    assert_eq!(items[0].position.line, Some(1));
+    assert!(matches!(items[1].kind, ItemKind::Event(_)));
+    assert_eq!(items[1].position.line, Some(3));
+}
+
+#[test]
 fn syntax_error_in_a_single_document_has_line_column_and_offset() {
     check(
         "{\n  \"action\": \"kms.secrets.read\",\n  \"outcome\": success\n}",

@@ -3,7 +3,12 @@
 //! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
 
 pub mod event;
+pub mod output;
 pub mod progress;
 pub mod reindex;
+pub mod search;
+pub mod send;
 pub mod serve;
+pub mod tail;
 pub mod verify;
+pub mod witness;

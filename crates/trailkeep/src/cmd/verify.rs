@@ -1,4 +1,5 @@
-//! `trailkeep verify`: integrity checks of a ledger.
+//! `trailkeep verify`: integrity checks of a ledger, either of a data directory end to end or of
+//! a running server as a witness (see [`crate::cmd::witness`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,22 +8,43 @@ use anyhow::Context as _;
 use trailkeep_ledger::{LocalDir, VerifyOptions, verify_storage};
 
 use crate::cmd::progress::Bar;
+use crate::remote::RemoteArgs;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Two modes:
+  trailkeep verify --data-dir DIR [--verifier-key KEY]
+      reads every record, leaf, tree level and checkpoint signature of a data directory;
+  trailkeep verify --url URL --key API_KEY --key-file PUBKEY [--state FILE]
+      acts as a witness of a running server: checks each log's signed checkpoint against the
+      pinned verifier key and proves it consistent with the checkpoint seen last time (kept in
+      --state), so that a rewritten or rolled-back log is noticed.")]
 pub struct VerifyArgs {
     /// Data directory to check end to end: a server's data directory (its `ledger/` is read) or a
-    /// ledger directory itself. Nothing is changed.
-    #[arg(long, env = "TRAILKEEP_DATA_DIR", value_name = "DIR")]
-    data_dir: PathBuf,
+    /// ledger directory itself. Nothing is changed. Without it, the server at --url is checked.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    remote: RemoteArgs,
 
     /// Pin the checkpoint verifier key (`name+hash+base64`, as `GET /v1/log/key` prints it)
     /// instead of trusting the key stored with the data.
     #[arg(long, value_name = "VERIFIER_KEY", conflicts_with = "key_file")]
-    key: Option<String>,
+    verifier_key: Option<String>,
 
     /// Read the pinned verifier key from a file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "PUBKEY")]
     key_file: Option<PathBuf>,
+
+    /// Witness mode: the file remembering the last checkpoint seen of each log (created if
+    /// missing, updated only when everything verified). Default: `trailkeep-witness.json`.
+    #[arg(long, value_name = "FILE", default_value = "trailkeep-witness.json")]
+    state: PathBuf,
+
+    /// Witness mode: only these accounts' logs (repeatable); default: every log the key may read.
+    #[arg(long = "account", value_name = "ACCOUNT")]
+    accounts: Vec<String>,
 
     /// Threads reading segments.
     #[arg(long, default_value_t = 2, value_name = "N")]
@@ -30,9 +52,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let dir = ledger_dir(&args.data_dir)?;
-    let storage = LocalDir::existing(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let verifier_key = match (&args.key, &args.key_file) {
+    let verifier_key = match (&args.verifier_key, &args.key_file) {
         (Some(k), _) => Some(k.trim().to_string()),
         (None, Some(f)) => Some(
             std::fs::read_to_string(f)
@@ -42,6 +62,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, None) => None,
     };
+    let Some(data_dir) = &args.data_dir else {
+        let verifier_key = verifier_key.context(
+            "checking a server needs the verifier key you trust: --key-file PUBKEY or --verifier-key KEY \
+             (fetch it once with `curl URL/v1/log/key` and keep it)",
+        )?;
+        return crate::cmd::witness::run(&args.remote, &verifier_key, &args.state, &args.accounts);
+    };
+    let dir = ledger_dir(data_dir)?;
+    let storage = LocalDir::existing(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = VerifyOptions {
         verifier_key,
         key_path: None,

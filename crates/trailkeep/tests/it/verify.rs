@@ -88,7 +88,7 @@ fn a_wrong_pinned_key_fails_every_checkpoint() {
             "verify",
             "--data-dir",
             data.path().to_str().unwrap(),
-            "--key",
+            "--verifier-key",
             &other,
         ],
         b"",
