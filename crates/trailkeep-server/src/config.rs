@@ -90,7 +90,9 @@ pub struct ServeOptions {
     #[arg(long, env = "TRAILKEEP_MAX_BATCH_EVENTS", value_name = "N")]
     pub max_batch_events: Option<usize>,
 
-    /// Events that may wait between HTTP and the ledger before ingest answers 429 [default: 100000].
+    /// Events accepted but not yet added to the search index (being normalised, written to the
+    /// ledger or waiting for the indexer); beyond it ingest answers 429. Bounds memory
+    /// [default: 20000].
     #[arg(long, env = "TRAILKEEP_INGEST_QUEUE", value_name = "N")]
     pub ingest_queue: Option<usize>,
 
@@ -202,7 +204,7 @@ impl ServeOptions {
             max_event_bytes: self.max_event_bytes.unwrap_or(16 * 1024),
             max_body_bytes: self.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_batch_events: self.max_batch_events.unwrap_or(10_000),
-            ingest_queue: self.ingest_queue.unwrap_or(100_000),
+            ingest_queue: self.ingest_queue.unwrap_or(20_000),
             origin: self.origin.unwrap_or_else(|| "trailkeep".to_string()),
             kubernetes_service: self
                 .kubernetes_service

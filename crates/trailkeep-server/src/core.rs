@@ -407,9 +407,10 @@ impl Core {
         }
         // Wake requests that were waiting on one of these ids (they read `seen` for the index).
         let _ = sender.send(Some(Some(0)));
-        self.indexer.send(jobs);
+        // The queue room travels with the records to the indexer: a lagging index fills the
+        // queue and turns into 429s instead of unbounded memory.
+        self.indexer.send(jobs, permits);
         self.metrics.index_lag.set(self.indexer.lag() as i64);
-        drop(permits);
         self.metrics
             .ingest_queue_depth
             .set((self.queue_capacity - self.queue.available_permits()) as i64);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use time::OffsetDateTime;
+use tokio::sync::OwnedSemaphorePermit;
 use trailkeep_index::{EventIndex, Writer};
 
 use crate::metrics::Metrics;
@@ -35,7 +36,9 @@ pub struct IndexJob {
 }
 
 enum Message {
-    Jobs(Vec<IndexJob>),
+    /// Records to add, with the ingest-queue room they hold: released once they are added, so
+    /// the bounded queue also bounds the indexer's backlog (and its memory).
+    Jobs(Vec<IndexJob>, Option<OwnedSemaphorePermit>),
     /// Reply once everything sent before is committed and searchable.
     Flush(Sender<()>),
 }
@@ -68,14 +71,15 @@ impl Indexer {
         }
     }
 
-    /// Queues committed records for indexing.
-    pub fn send(&self, jobs: Vec<IndexJob>) {
+    /// Queues committed records for indexing; `room` (ingest-queue permits) is given back when
+    /// they have been added to the index writer.
+    pub fn send(&self, jobs: Vec<IndexJob>, room: Option<OwnedSemaphorePermit>) {
         if jobs.is_empty() {
             return;
         }
         self.pending.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         if let Some(tx) = self.tx.lock().expect("indexer lock").as_ref() {
-            let _ = tx.send(Message::Jobs(jobs));
+            let _ = tx.send(Message::Jobs(jobs, room));
         }
     }
 
@@ -126,7 +130,7 @@ fn run(
         };
         let mut disconnected = false;
         match rx.recv_timeout(timeout) {
-            Ok(Message::Jobs(jobs)) => {
+            Ok(Message::Jobs(jobs, room)) => {
                 for job in &jobs {
                     if let Err(e) = writer.add(&job.account, job.index, job.received_at, &job.event)
                     {
@@ -134,6 +138,8 @@ fn run(
                     }
                 }
                 uncommitted += jobs.len();
+                drop(jobs);
+                drop(room);
                 oldest.get_or_insert_with(Instant::now);
             }
             Ok(Message::Flush(reply)) => {

@@ -33,6 +33,9 @@ enum Command {
     /// checkpoints and their consistency over time (`--url`). Exit status 1 when anything does
     /// not hold.
     Verify(cmd::verify::VerifyArgs),
+    /// Load generators that print throughput, latency, disk and memory figures.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
     /// Rebuild the search index of a stopped server from its ledger, with a progress bar.
     Reindex(cmd::reindex::ReindexArgs),
 }
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => cmd::tail::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
+        Command::Bench(command) => cmd::bench::run(command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,29 @@
+//! `trailkeep bench`: load generators that print figures (they never assert on time).
+//!
+//! Each starts its own server on a loopback port (this binary's `serve`, as a child process so its
+//! memory can be read apart from the load generator's) unless `--url` points at one.
+
+pub mod corpus;
+pub mod ingest;
+pub mod query;
+mod server;
+mod stats;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Write a deterministic corpus of realistic events (NDJSON).
+    Corpus(corpus::CorpusArgs),
+    /// Post a corpus over HTTP with N connections: throughput, acknowledgement latency,
+    /// ingest-to-searchable latency, bytes on disk per event, server memory.
+    Ingest(Box<ingest::IngestArgs>),
+    /// Query latency (p50/p99) of the five reference queries against a loaded server.
+    Query(Box<query::QueryArgs>),
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        BenchCommand::Corpus(args) => corpus::run(args),
+        BenchCommand::Ingest(args) => ingest::run(*args),
+        BenchCommand::Query(args) => query::run(*args),
+    }
+}

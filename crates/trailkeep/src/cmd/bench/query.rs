@@ -1,0 +1,221 @@
+//! `trailkeep bench query`: latency of the five reference queries over HTTP (full events read
+//! from the ledger, as a user gets them), against a loaded server.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::Value;
+
+use super::server::{Target, TargetArgs};
+use super::stats::{Samples, ms};
+use crate::remote::Remote;
+
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The server to query: `--url` for a running one, or `--data-dir` of a loaded data
+    /// directory (e.g. from `bench ingest --data-dir`) to start one on it.
+    #[command(flatten)]
+    target: TargetArgs,
+
+    /// Timed runs of each query (after a warm-up of a tenth as many).
+    #[arg(long, default_value_t = 300)]
+    iterations: usize,
+}
+
+/// Runs the `i`-th repetition of a query and returns how many results it gave.
+type RunQuery = Box<dyn Fn(&Remote, usize) -> Result<usize, String>>;
+
+/// One reference query: a name, the target p99, and how to run it with sample values.
+struct Reference {
+    name: &'static str,
+    target: Duration,
+    run: RunQuery,
+}
+
+pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    if args.target.url.is_none() && args.target.data_dir.is_none() {
+        bail!("bench query needs a loaded server: --url URL --key KEY, or --data-dir DIR");
+    }
+    let target = Target::start(&args.target, &[])?;
+    let remote = Remote::new(&target.remote)?;
+    let samples = QueryValues::collect(&remote)?;
+    eprintln!(
+        "sample values: {} correlation ids, {} targets, busiest account {} ({} events in the sample)",
+        samples.correlations.len(),
+        samples.targets.len(),
+        samples.busiest.0,
+        samples.busiest.1
+    );
+    let s = std::sync::Arc::new(samples);
+    let pick = |v: &[String], i: usize| v[i % v.len()].clone();
+    let refs: Vec<Reference> = vec![
+        {
+            let s = s.clone();
+            Reference {
+                name: "one correlationId",
+                target: Duration::from_millis(2),
+                run: Box::new(move |r, i| {
+                    search(
+                        r,
+                        &format!("correlationId:\"{}\"", pick(&s.correlations, i)),
+                        "now-30d",
+                        None,
+                    )
+                }),
+            }
+        },
+        {
+            let s = s.clone();
+            Reference {
+                name: "one target.id, newest 100",
+                target: Duration::from_millis(20),
+                run: Box::new(move |r, i| {
+                    search(
+                        r,
+                        &format!("target.id:\"{}\"", pick(&s.targets, i)),
+                        "now-30d",
+                        None,
+                    )
+                }),
+            }
+        },
+        {
+            let s = s.clone();
+            Reference {
+                name: "one account's failures in 24 h, newest 100",
+                target: Duration::from_millis(20),
+                run: Box::new(move |r, _| {
+                    search(r, "outcome:failure", "now-24h", Some(&s.busiest.0))
+                }),
+            }
+        },
+        Reference {
+            name: "full-text word, newest 100",
+            target: Duration::from_millis(50),
+            run: Box::new(|r, i| {
+                let word = ["unavailable", "expired", "conflict", "reconciling"][i % 4];
+                search(r, word, "now-7d", None)
+            }),
+        },
+        Reference {
+            name: "counts by action over 7 days",
+            target: Duration::from_millis(50),
+            run: Box::new(|r, _| {
+                let v = r
+                    .get_json(
+                        "/v1/aggregate",
+                        &[("by", "action"), ("from", "now-7d"), ("size", "100")],
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok(v["terms"].as_array().map_or(0, Vec::len))
+            }),
+        },
+    ];
+    println!(
+        "== trailkeep bench query ({} runs each) ==",
+        args.iterations
+    );
+    println!(
+        "{:<46} {:>10} {:>10} {:>10} {:>8}",
+        "query", "p50", "p99", "target", "hits"
+    );
+    for q in &refs {
+        let warmup = (args.iterations / 10).max(1);
+        let mut hits = 0;
+        for i in 0..warmup {
+            hits = (q.run)(&remote, i).map_err(|e| anyhow::anyhow!("{}: {e}", q.name))?;
+        }
+        let mut lat = Samples::default();
+        for i in 0..args.iterations {
+            let t = Instant::now();
+            (q.run)(&remote, warmup + i).map_err(|e| anyhow::anyhow!("{}: {e}", q.name))?;
+            lat.push(t.elapsed());
+        }
+        let p99 = lat.percentile(99.0);
+        println!(
+            "{:<46} {:>10} {:>10} {:>10} {:>8}  {}",
+            q.name,
+            ms(lat.percentile(50.0)),
+            ms(p99),
+            format!("≤ {}", ms(q.target)),
+            hits,
+            if p99 <= q.target { "met" } else { "MISSED" }
+        );
+    }
+    if let Some((peak, _)) = target.memory() {
+        println!("server peak RSS {} MiB", peak >> 20);
+    }
+    target.stop()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A search of newest 100; the number of events returned.
+fn search(remote: &Remote, q: &str, from: &str, account: Option<&str>) -> Result<usize, String> {
+    let mut query = vec![("q", q), ("from", from), ("limit", "100")];
+    if let Some(a) = account {
+        query.push(("account", a));
+    }
+    let page = remote
+        .get_json("/v1/events", &query)
+        .map_err(|e| e.to_string())?;
+    Ok(page["events"].as_array().map_or(0, Vec::len))
+}
+
+/// Real values to query for, taken from the newest events.
+struct QueryValues {
+    correlations: Vec<String>,
+    targets: Vec<String>,
+    busiest: (String, usize),
+}
+
+impl QueryValues {
+    fn collect(remote: &Remote) -> anyhow::Result<QueryValues> {
+        let page = remote
+            .get_json(
+                "/v1/events",
+                &[("q", ""), ("from", "now-7d"), ("limit", "1000")],
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if events.is_empty() {
+            bail!(
+                "the server holds no events from the last 7 days; load it first (bench ingest --keep or --data-dir)"
+            );
+        }
+        let field = |e: &Value, path: &[&str]| {
+            let mut v = &e["event"];
+            for p in path {
+                v = &v[*p];
+            }
+            v.as_str().map(str::to_string)
+        };
+        let mut correlations: Vec<String> = events
+            .iter()
+            .filter_map(|e| field(e, &["correlationId"]))
+            .collect();
+        correlations.dedup();
+        let mut targets: Vec<String> = events
+            .iter()
+            .filter_map(|e| field(e, &["target", "id"]))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let mut per_account: BTreeMap<String, usize> = BTreeMap::new();
+        for e in &events {
+            if let Some(a) = e["account"].as_str() {
+                *per_account.entry(a.to_string()).or_default() += 1;
+            }
+        }
+        let busiest = per_account
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .unwrap_or_default();
+        Ok(QueryValues {
+            correlations,
+            targets,
+            busiest,
+        })
+    }
+}
