@@ -148,6 +148,10 @@ impl NormalizedEvent {
     pub fn into_canonical_bytes(self) -> Vec<u8> {
         self.canonical
     }
+    /// Take the stored event and its canonical bytes (without copying either).
+    pub fn into_event_and_bytes(self) -> (Value, Vec<u8>) {
+        (self.event, self.canonical)
+    }
     /// The canonical bytes as text (they are UTF-8).
     pub fn canonical_str(&self) -> &str {
         std::str::from_utf8(&self.canonical).unwrap_or_default()

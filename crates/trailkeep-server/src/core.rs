@@ -253,8 +253,8 @@ impl Core {
                         continue;
                     }
                     let id = event.id().to_string();
-                    let value = event.event().clone();
-                    to_write.push((slot, account, id, event.into_canonical_bytes(), value));
+                    let (value, bytes) = event.into_event_and_bytes();
+                    to_write.push((slot, account, id, bytes, value));
                 }
                 ItemResult::Rejected(errors) => {
                     self.count_rejected(rejection_reason(&errors));

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Ingest allocates and frees many small JSON nodes on several threads at once; glibc's
+/// allocator spent about 40 % of the server's CPU on that under load (perf), mimalloc far less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cmd;
 mod remote;
 

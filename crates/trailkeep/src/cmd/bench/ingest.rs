@@ -344,7 +344,8 @@ fn probe_searchable(remote: &Remote, every: Duration, done: &AtomicBool) -> Samp
                     samples.push(acked.elapsed());
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                // Each poll is a search the server serves during the load: keep them light.
+                std::thread::sleep(Duration::from_millis(25));
             }
         }
         if let Some(rest) = every.checked_sub(round.elapsed()) {
@@ -372,7 +373,7 @@ fn wait_for_index(remote: &Remote, want: u64) -> Option<Duration> {
             Ok(t) if t >= want => return Some(started.elapsed()),
             Ok(_) | Err(RequestError::Transport(_)) | Err(RequestError::Status { .. }) => {}
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
     None
 }
