@@ -524,7 +524,21 @@ pub fn open_block(block: &BlockMeta, compressed: &[u8]) -> Result<Vec<u8>, Segme
     if crc32fast::hash(compressed) != block.crc {
         return Err(SegmentError::at(block.offset, "block CRC mismatch"));
     }
-    let raw = zstd::bulk::decompress(compressed, block.uncompressed_len as usize)
+    // A decompression context is costly to set up (it showed in profiles of reads that open
+    // one block per event), so each thread keeps one.
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let raw = DECOMPRESSOR
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new()?);
+            }
+            let d = slot.as_mut().expect("just set");
+            d.decompress(compressed, block.uncompressed_len as usize)
+        })
         .map_err(|e| SegmentError::at(block.offset, format!("block does not decompress: {e}")))?;
     if raw.len() != block.uncompressed_len as usize {
         return Err(SegmentError::at(
