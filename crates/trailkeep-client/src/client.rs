@@ -101,6 +101,8 @@ pub(crate) struct State {
     /// Flush requests: (first sequence number not covered, completion).
     pub flushes: Vec<(u64, oneshot::Sender<()>)>,
     pub closing: Option<Instant>,
+    /// The sending thread has finished: nothing will answer a flush any more.
+    pub stopped: bool,
 }
 
 impl State {
@@ -287,6 +289,10 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = shared.lock();
+            if st.stopped {
+                // Everything was sent, spooled or reported when the thread stopped.
+                return Ok(());
+            }
             let target = st.next_seq;
             st.flushes.push((target, tx));
         }
@@ -501,6 +507,7 @@ impl ClientBuilder {
                 skip: HashSet::new(),
                 flushes: Vec::new(),
                 closing: None,
+                stopped: false,
             }),
             wake: Notify::new(),
             interrupt: Notify::new(),

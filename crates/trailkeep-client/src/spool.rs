@@ -269,27 +269,33 @@ impl Spool {
         let next = segments.last().map_or(1, |&(n, _)| n + 1);
         let total_bytes = segments.iter().map(|&(_, len)| len).sum::<u64>();
         let active = create_segment(dir, next)?;
-        let start = if segments.is_empty() {
-            Pos {
-                segment: next,
-                offset: HEADER,
-            }
-        } else {
-            start
-        };
-        let spool = Spool {
+        let mut spool = Spool {
             dir: dir.to_path_buf(),
             limits,
             total_bytes: total_bytes + active.len,
             active,
             unsynced: Vec::new(),
         };
-        let reader = SpoolReader {
+        let mut reader = SpoolReader {
             dir: dir.to_path_buf(),
             pos: start,
             acked: start,
             file: None,
         };
+        if !has_backlog {
+            // Nothing older is unacknowledged: start from this process's segment and drop the rest.
+            let fresh = Pos {
+                segment: next,
+                offset: HEADER,
+            };
+            reader.pos = fresh;
+            if segments.is_empty() {
+                reader.acked = fresh;
+            } else {
+                let freed = reader.ack(fresh)?;
+                spool.forget_bytes(freed);
+            }
+        }
         Ok(Opened {
             spool,
             reader,

@@ -118,7 +118,14 @@ impl Worker {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(self.main_loop()),
+            Ok(rt) => {
+                let run = std::panic::AssertUnwindSafe(|| rt.block_on(self.main_loop()));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!(
+                        "trailkeep-client: the sending thread panicked; spooling what is left"
+                    );
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "trailkeep-client: cannot start the sending runtime; spooling everything")
             }
@@ -494,6 +501,7 @@ impl Worker {
                 .map(|s| s.files_to_sync())
                 .unwrap_or_default();
             let flushes = std::mem::take(&mut st.flushes);
+            st.stopped = true;
             (lost, files, flushes, st.spooling)
         };
         self.shared.closing.store(true, Ordering::Release);

@@ -336,6 +336,18 @@ impl Pending {
     }
 }
 
+/// Emits with outcome `unknown` when the request future is dropped before the service answered
+/// (the caller went away, or the service panicked): the action may have happened.
+struct EmitOnDrop(Option<Pending>);
+
+impl Drop for EmitOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.emit(None, None);
+        }
+    }
+}
+
 fn object_of(type_uri: &str) -> &str {
     type_uri.rsplit('/').next().unwrap_or(type_uri)
 }
@@ -387,9 +399,14 @@ where
         };
 
         let needs_body = m.needs_body();
+        let json_body = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|t| t.contains("json"));
         let read_limit = match (needs_body, config.request_limit) {
-            (false, None) => None,
-            (false, Some(l)) => Some(l),
+            (false, Some(l)) if json_body => Some(l),
+            (false, _) => None,
             (true, l) => Some(l.unwrap_or(0).max(config.body_key_limit)),
         };
         let action = (!needs_body).then(|| m.action(None));
@@ -467,7 +484,7 @@ where
                     .map(|m| m.action(None))
                     .unwrap_or_default(),
             };
-            let pending = Pending {
+            let mut guard = EmitOnDrop(Some(Pending {
                 config: config.clone(),
                 action,
                 type_uri,
@@ -479,8 +496,10 @@ where
                 user_agent,
                 handle,
                 request_data,
-            };
-            let response = match inner.call(req).await {
+            }));
+            let result = inner.call(req).await;
+            let pending = guard.0.take().expect("taken once");
+            let response = match result {
                 Ok(r) => r,
                 Err(e) => {
                     pending.emit(None, None);

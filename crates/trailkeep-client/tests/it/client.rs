@@ -1,20 +1,17 @@
 //! The client on its own: rejections, retries with `Retry-After`, batch splitting on 413, TLS with
 //! a private CA, shutdown.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde_json::Value;
 use trailkeep_client::{
     Client, EmitError, Event, Failure, Initiator, Metrics, Outcome, Reason, Target,
 };
 
 use crate::support::{
-    ADMIN_KEY, TestServer, client_builder, client_with_counters, dead_addr, wait_until,
+    ADMIN_KEY, Sink, TestServer, client_builder, client_with_counters, dead_addr, start_sink,
+    wait_until,
 };
 
 fn event(n: usize) -> Event {
@@ -86,62 +83,6 @@ async fn a_rejected_event_is_reported_once_and_not_retried() {
     server.wait_for_search("action:sdk.widget.update", 2).await;
     client.shutdown().await.unwrap();
     server.stop().await;
-}
-
-/// One request the sink received: its headers and events.
-type Received = (HeaderMap, Vec<Value>);
-
-/// A stand-in ingest endpoint with scripted answers, recording what it received.
-#[derive(Clone, Default)]
-struct Sink {
-    requests: Arc<Mutex<Vec<Received>>>,
-    /// Answer 429 (Retry-After: 1) to this many requests first.
-    busy: Arc<Mutex<u32>>,
-    /// Answer 413 to bodies with more events than this.
-    max_events: usize,
-}
-
-async fn sink_ingest(
-    axum::extract::State(sink): axum::extract::State<Sink>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> axum::response::Response {
-    let events: Vec<Value> = body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
-    let n = events.len();
-    sink.requests.lock().unwrap().push((headers, events));
-    {
-        let mut busy = sink.busy.lock().unwrap();
-        if *busy > 0 {
-            *busy -= 1;
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("Retry-After", "1")],
-                r#"{"error":{"code":"overloaded","message":"busy"}}"#,
-            )
-                .into_response();
-        }
-    }
-    if n > sink.max_events {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "{}").into_response();
-    }
-    let results: Vec<Value> = (0..n)
-        .map(|i| json!({"status": "accepted", "account": "a", "index": i, "id": "x", "duplicate": false}))
-        .collect();
-    axum::Json(json!({"accepted": n, "rejected": 0, "results": results})).into_response()
-}
-
-async fn start_sink(sink: Sink) -> SocketAddr {
-    let app = axum::Router::new()
-        .route("/v1/events", axum::routing::post(sink_ingest))
-        .with_state(sink);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,3 +264,191 @@ async fn each_request_to_the_example_service_is_exactly_one_correct_event_issue_
     assert!(!report.spool_backlog);
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The layer's edges, checked on the events it hands to the client (sent to a recording sink).
+
+mod edges {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::{Body, Bytes};
+    use axum::http::{Method, Request, StatusCode};
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+    use trailkeep_client::Client;
+    use trailkeep_client::audit::{AuditLayer, AuditMap, Rule};
+
+    use crate::support::{Sink, client_builder, start_sink};
+
+    async fn setup(configure: impl FnOnce(AuditLayer) -> AuditLayer) -> (Router, Client, Sink) {
+        let sink = Sink::accepting();
+        let addr = start_sink(sink.clone()).await;
+        let client = client_builder(&format!("http://{addr}")).build().unwrap();
+        let map = AuditMap::new("svc")
+            .route(Method::POST, "/items/{id}/actions", Rule::body_key("item"))
+            .route(Method::POST, "/items", Rule::new("item", "create"))
+            .route(Method::GET, "/items/{id}", Rule::new("item", "read"))
+            .route(Method::GET, "/slow", Rule::new("item", "wait"));
+        let app = Router::new()
+            // Echoes the length and a checksum of the body it received.
+            .route(
+                "/items/{id}/actions",
+                post(|body: Bytes| async move {
+                    axum::Json(json!({"len": body.len(), "crc": crc32fast::hash(&body)}))
+                }),
+            )
+            .route(
+                "/items",
+                post(|body: Bytes| async move {
+                    (
+                        StatusCode::CREATED,
+                        axum::Json(json!({"len": body.len(), "id": "i-1", "accessToken": "t0k"})),
+                    )
+                }),
+            )
+            .route("/items/{id}", get(|| async { "{}" }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .layer(configure(AuditLayer::new(map, client.clone())));
+        (app, client, sink)
+    }
+
+    async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value, Option<String>) {
+        let response = app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let corr = response
+            .headers()
+            .get("x-correlation-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+            corr,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_reach_the_service_unchanged_and_only_small_json_is_recorded() {
+        let (app, client, sink) = setup(|l| {
+            l.capture_request_body(1024)
+                .capture_response_body(1024)
+                .body_key_limit(4096)
+        })
+        .await;
+
+        // A large streamed body: read ahead up to the limit, then passed on whole.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = big
+            .chunks(7_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let req = Request::post("/items/i-1/actions")
+            .body(Body::from_stream(futures_stream(chunks)))
+            .unwrap();
+        let (status, body, _) = call(&app, req).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["len"], big.len());
+        assert_eq!(body["crc"], crc32fast::hash(&big));
+
+        // A small JSON body: verb from its first key, recorded (redacted).
+        let small = br#"{"archive": {"keep": 7}, "apiKey": "secret"}"#;
+        let req = Request::post("/items/i-1/actions")
+            .header("content-type", "application/json")
+            .header("x-correlation-id", "bad id with spaces")
+            .body(Body::from(&small[..]))
+            .unwrap();
+        let (status, body, corr) = call(&app, req).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["crc"], crc32fast::hash(small));
+        let corr = corr.unwrap();
+        assert_ne!(corr, "bad id with spaces", "an unusable id is replaced");
+
+        // Response capture: recorded after the body was sent, redacted.
+        let req = Request::post("/items")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"name": "n1", "password": "p"}"#))
+            .unwrap();
+        let (status, _, _) = call(&app, req).await;
+        assert_eq!(status, 201);
+
+        client.flush().await.unwrap();
+        let events = sink.events();
+        assert_eq!(events.len(), 3, "{events:#?}");
+        assert_eq!(
+            events[0]["action"], "svc.item.update",
+            "no usable body key: fallback verb"
+        );
+        assert!(
+            events[0].get("requestData").is_none(),
+            "too large to record"
+        );
+        assert_eq!(events[1]["action"], "svc.item.archive");
+        assert_eq!(events[1]["correlationId"], corr);
+        assert_eq!(
+            events[1]["requestData"],
+            json!({"archive": {"keep": 7}, "apiKey": "[redacted]"})
+        );
+        assert_eq!(events[2]["action"], "svc.item.create");
+        assert_eq!(
+            events[2]["requestData"],
+            json!({"name": "n1", "password": "[redacted]"})
+        );
+        assert_eq!(
+            events[2]["responseData"],
+            json!({"len": 31, "id": "i-1", "accessToken": "[redacted]"})
+        );
+        client.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn skips_and_a_request_abandoned_before_its_answer() {
+        let (app, client, sink) =
+            setup(|l| l.skip_path("/healthz").skip_method(Method::HEAD)).await;
+        let (status, _, corr) =
+            call(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, 200);
+        assert!(corr.is_none(), "skipped requests are not touched");
+        let req = Request::head("/items/i-1").body(Body::empty()).unwrap();
+        let _ = call(&app, req).await;
+
+        // The caller gives up on a request the service never answers.
+        let req = Request::get("/slow")
+            .header("x-correlation-id", "abandoned-1")
+            .body(Body::empty())
+            .unwrap();
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(50), app.clone().oneshot(req)).await;
+        assert!(abandoned.is_err(), "the request never completes");
+
+        client.flush().await.unwrap();
+        let events = sink.events();
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!(events[0]["action"], "svc.item.wait");
+        assert_eq!(events[0]["outcome"], "unknown");
+        assert_eq!(events[0]["correlationId"], "abandoned-1");
+        assert!(events[0].get("reason").is_none());
+        client.shutdown().await.unwrap();
+    }
+
+    /// A stream of the given chunks.
+    fn futures_stream(
+        chunks: Vec<Result<Bytes, std::io::Error>>,
+    ) -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        struct Chunks(std::collections::VecDeque<Result<Bytes, std::io::Error>>);
+        impl futures_core::Stream for Chunks {
+            type Item = Result<Bytes, std::io::Error>;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                std::task::Poll::Ready(self.0.pop_front())
+            }
+        }
+        Chunks(chunks.into())
+    }
+}

@@ -6,7 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use std::sync::Mutex;
 use tokio::sync::oneshot;
 use trailkeep_client::{Client, ClientBuilder, Counters};
 use trailkeep_server::config::ServeOptions;
@@ -189,4 +193,80 @@ pub async fn serve_example(
         .unwrap();
     });
     (format!("http://{addr}"), stop, task)
+}
+
+/// One request the sink received: its headers and events.
+pub type Received = (HeaderMap, Vec<Value>);
+
+/// A stand-in ingest endpoint with scripted answers, recording what it received.
+#[derive(Clone, Default)]
+pub struct Sink {
+    pub requests: Arc<Mutex<Vec<Received>>>,
+    /// Answer 429 (Retry-After: 1) to this many requests first.
+    pub busy: Arc<Mutex<u32>>,
+    /// Answer 413 to bodies with more events than this.
+    pub max_events: usize,
+}
+
+async fn sink_ingest(
+    axum::extract::State(sink): axum::extract::State<Sink>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let events: Vec<Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let n = events.len();
+    sink.requests.lock().unwrap().push((headers, events));
+    {
+        let mut busy = sink.busy.lock().unwrap();
+        if *busy > 0 {
+            *busy -= 1;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("Retry-After", "1")],
+                r#"{"error":{"code":"overloaded","message":"busy"}}"#,
+            )
+                .into_response();
+        }
+    }
+    if n > sink.max_events {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "{}").into_response();
+    }
+    let results: Vec<Value> = (0..n)
+        .map(|i| json!({"status": "accepted", "account": "a", "index": i, "id": "x", "duplicate": false}))
+        .collect();
+    axum::Json(json!({"accepted": n, "rejected": 0, "results": results})).into_response()
+}
+
+pub async fn start_sink(sink: Sink) -> SocketAddr {
+    let app = axum::Router::new()
+        .route("/v1/events", axum::routing::post(sink_ingest))
+        .with_state(sink);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+impl Sink {
+    /// A sink that accepts everything.
+    pub fn accepting() -> Sink {
+        Sink {
+            max_events: usize::MAX,
+            ..Sink::default()
+        }
+    }
+
+    /// Every event received, in order.
+    pub fn events(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, e)| e.clone())
+            .collect()
+    }
 }
