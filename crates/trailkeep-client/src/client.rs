@@ -351,7 +351,7 @@ impl ClientBuilder {
                 batch_bytes: 4 * 1024 * 1024,
                 linger: Duration::from_millis(100),
                 initial_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(30),
+                max_backoff: Duration::from_secs(10),
                 shutdown_timeout: Duration::from_secs(10),
             },
             spool_dir: None,
@@ -422,7 +422,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The longest retry pause (default 30 s).
+    /// The longest retry pause (default 10 s): how late, at worst, sending resumes after an outage.
     pub fn max_backoff(mut self, d: Duration) -> Self {
         self.tuning.max_backoff = d;
         self

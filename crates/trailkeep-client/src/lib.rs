@@ -104,3 +104,8 @@ pub use client::{BuildError, Client, ClientBuilder, EmitError, ShutdownReport, S
 pub use event::{Event, EventBuilder, EventError, Initiator, Outcome, Reason, Severity, Target};
 pub use metrics::{CounterSnapshot, Counters, Failure, ItemError, Metrics, NoMetrics};
 pub use transport::TransportError;
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
