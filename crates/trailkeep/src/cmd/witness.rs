@@ -118,7 +118,7 @@ fn witness_one(
     account: &str,
     previous: Option<&SeenCheckpoint>,
 ) -> anyhow::Result<Option<(SeenCheckpoint, String)>> {
-    let path_account = form_urlencoded_segment(account);
+    let path_account = percent_encode_segment(account);
     let note = match remote.get_text(&format!("/v1/log/{path_account}/checkpoint")) {
         Ok(note) => note,
         Err(RequestError::Status { status: 404, .. }) if previous.is_none() => return Ok(None),
@@ -227,7 +227,7 @@ fn witness_one(
 }
 
 /// Account ids are path segments; escape the few characters that would change the path.
-fn form_urlencoded_segment(s: &str) -> String {
+fn percent_encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
