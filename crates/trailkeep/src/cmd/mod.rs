@@ -13,3 +13,20 @@ pub mod serve;
 pub mod tail;
 pub mod verify;
 pub mod witness;
+
+/// Writes `value` as JSON to a temporary file and renames it over `path` (creating the directory),
+/// so a crash leaves either the old or the new content, never a torn file.
+pub fn write_json_atomically(
+    path: &std::path::Path,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

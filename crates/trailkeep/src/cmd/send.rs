@@ -613,15 +613,7 @@ fn load_state(
 }
 
 fn save_state(state_path: &Path, state: &SendState) -> anyhow::Result<()> {
-    if let Some(dir) = state_path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = state_path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, state_path)
-        .with_context(|| format!("writing {}", state_path.display()))?;
-    Ok(())
+    crate::cmd::write_json_atomically(state_path, state)
 }
 
 #[cfg(test)]

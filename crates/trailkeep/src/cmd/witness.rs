@@ -254,11 +254,6 @@ fn load(path: &Path) -> anyhow::Result<WitnessState> {
     }
 }
 
-/// Written to a temporary file and renamed, so a crash leaves the old or the new state.
 fn save(path: &Path, state: &WitnessState) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::cmd::write_json_atomically(path, state)
 }
