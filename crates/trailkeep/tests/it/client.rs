@@ -460,3 +460,64 @@ fn verify_url_witnesses_growth_and_catches_rollback_fork_and_wrong_key() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn bench_ingest_and_query_run_end_to_end_and_print_their_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench-data");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TRAILKEEP_KEY")
+            .env_remove("TRAILKEEP_BENCH_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "bench",
+        "ingest",
+        "--events",
+        "3000",
+        "--connections",
+        "2",
+        "--batch",
+        "500",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    for line in [
+        "throughput",
+        "3000 accepted, 0 rejected",
+        "ack latency",
+        "searchable after",
+        "index caught up",
+        "server memory",
+        "bytes on disk",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+    assert!(!report.contains("NOT within"), "{report}");
+
+    let out = run(&[
+        "bench",
+        "query",
+        "--iterations",
+        "5",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    for line in [
+        "one correlationId",
+        "one target.id, newest 100",
+        "one account's failures in 24 h, newest 100",
+        "full-text word, newest 100",
+        "counts by action over 7 days",
+    ] {
+        assert!(report.contains(line), "missing {line:?} in:\n{report}");
+    }
+}
