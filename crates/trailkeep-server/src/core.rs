@@ -17,6 +17,7 @@ use trailkeep_event::{Context, InputFormat, ItemResult, Policy, process_input_as
 use trailkeep_index::{EventIndex, WriterOptions};
 use trailkeep_ledger::{Durability, Ledger, LedgerConfig};
 
+use crate::audit::AuditRecord;
 use crate::auth::{Principal, write_atomically};
 use crate::config::{DurabilityMode, ServerConfig};
 use crate::error::{ApiError, ErrorDetail};
@@ -67,6 +68,9 @@ pub struct IngestReport {
     pub accepted: usize,
     pub rejected: usize,
     pub results: Vec<ItemOutcome>,
+    /// Items rejected because the key may not write them (their account or action).
+    #[serde(skip)]
+    pub forbidden: usize,
 }
 
 /// Where an (account, id) pair stands, for idempotent retries.
@@ -90,7 +94,15 @@ pub struct Core {
     queue: Arc<Semaphore>,
     queue_capacity: usize,
     max_batch_events: usize,
+    /// Where self-audit events that concern no single account go.
+    pub system_account: String,
 }
+
+/// The action prefix of self-audit events.
+pub const SELF_AUDIT_PREFIX: &str = "trailkeep.";
+
+/// An accepted item on its way to the ledger: (result slot, account, id, canonical bytes, event).
+type Pending = (usize, String, String, Vec<u8>, Value);
 
 impl Core {
     /// Opens (or creates) the ledger and index under the data directory, catches the index up with
@@ -174,6 +186,7 @@ impl Core {
             queue: Arc::new(Semaphore::new(config.ingest_queue)),
             queue_capacity: config.ingest_queue,
             max_batch_events: config.max_batch_events,
+            system_account: config.system_account.clone(),
         }))
     }
 
@@ -239,7 +252,8 @@ impl Core {
         }
 
         let mut results: Vec<Option<ItemOutcome>> = vec![None; items.len()];
-        let mut to_write = Vec::new(); // (result slot, account, id, canonical bytes, event)
+        let mut to_write: Vec<Pending> = Vec::new();
+        let mut forbidden = 0;
         for (slot, item) in items.into_iter().enumerate() {
             match item.result {
                 ItemResult::Accepted(event) => {
@@ -249,11 +263,37 @@ impl Core {
                             "logSourceCRN",
                             format!("this key may not write to account {account:?}"),
                         ));
+                        forbidden += 1;
                         self.count_rejected("forbidden_account");
                         continue;
                     }
                     let id = event.id().to_string();
                     let (value, bytes) = event.into_event_and_bytes();
+                    let action = value.get("action").and_then(Value::as_str).unwrap_or("");
+                    // Only the server (and an admin restoring data) writes its own audit trail.
+                    if action.starts_with(SELF_AUDIT_PREFIX) && !caller.role.is_admin() {
+                        results[slot] = Some(reject(
+                            "action",
+                            format!(
+                                "actions starting with {SELF_AUDIT_PREFIX:?} are Trailkeep's own audit events"
+                            ),
+                        ));
+                        forbidden += 1;
+                        self.count_rejected("forbidden_action");
+                        continue;
+                    }
+                    if !caller.may_write_action(action) {
+                        results[slot] = Some(reject(
+                            "action",
+                            format!(
+                                "this key may only write actions matching {}",
+                                caller.action_prefixes.join(", ")
+                            ),
+                        ));
+                        forbidden += 1;
+                        self.count_rejected("forbidden_action");
+                        continue;
+                    }
                     to_write.push((slot, account, id, bytes, value));
                 }
                 ItemResult::Rejected(errors) => {
@@ -298,7 +338,76 @@ impl Core {
         self.metrics
             .ingest_queue_depth
             .set((self.queue_capacity - self.queue.available_permits()) as i64);
+        let mut report = self.commit(to_write, permits, results).await?;
+        report.forbidden = forbidden;
+        Ok(report)
+    }
 
+    /// Self-audit: appends these records as events of their accounts and waits until they are
+    /// durable. They bypass the ingest queue (their volume follows the API calls, which are rate
+    /// limited per key) so that an overloaded ingest path cannot suppress them.
+    pub async fn record(self: &Arc<Self>, records: Vec<AuditRecord>) -> Result<(), ApiError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut body = Vec::new();
+        for r in &records {
+            serde_json::to_writer(&mut body, &r.to_event(now)).map_err(ApiError::internal)?;
+            body.push(b'\n');
+        }
+        let core = self.clone();
+        let items = tokio::task::spawn_blocking(move || {
+            let keys = |account: &str| Some(core.hmac_key(account));
+            let ctx = Context::new(&core.policy, &core.system_account).with_keys(&keys);
+            process_input_as(&body, InputFormat::Ndjson, &ctx)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+        let mut to_write: Vec<Pending> = Vec::new();
+        let mut results = vec![None; items.len()];
+        for (slot, item) in items.into_iter().enumerate() {
+            match item.result {
+                ItemResult::Accepted(event) => {
+                    let account = event.account().to_string();
+                    let id = event.id().to_string();
+                    let (value, bytes) = event.into_event_and_bytes();
+                    to_write.push((slot, account, id, bytes, value));
+                }
+                other => {
+                    // A self-audit event is built by this server; a rejection is a bug.
+                    tracing::error!(result = ?other, "a self-audit event was not valid");
+                    results[slot] = Some(reject("", "invalid self-audit event".into()));
+                }
+            }
+        }
+        self.commit(to_write, None, results).await.map(|_| ())
+    }
+
+    /// Records in the background: for reads, whose answer should not wait for an fsync. A crash
+    /// in the next few milliseconds may lose the record of a read (never of a change: those use
+    /// [`Core::record`] before answering).
+    pub fn record_in_background(self: &Arc<Self>, records: Vec<AuditRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.record(records).await {
+                tracing::warn!(error = %e.message, "a self-audit record could not be stored");
+            }
+        });
+    }
+
+    /// Reserves ids, appends the new events durably, hands them to the indexer and builds the
+    /// answer. `results` already holds the outcome of every item not in `to_write`.
+    async fn commit(
+        self: &Arc<Self>,
+        to_write: Vec<Pending>,
+        permits: Option<tokio::sync::OwnedSemaphorePermit>,
+        mut results: Vec<Option<ItemOutcome>>,
+    ) -> Result<IngestReport, ApiError> {
         // Idempotency: reserve each (account, id); duplicates of committed or in-flight events are
         // answered with the original position.
         let mut waits = Vec::new(); // (result slot, account, id, receiver)
@@ -484,6 +593,7 @@ impl Core {
             accepted,
             rejected,
             results,
+            forbidden: 0,
         })
     }
 
