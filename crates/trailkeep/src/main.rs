@@ -38,6 +38,12 @@ enum Command {
     /// checkpoints and their consistency over time (`--url`). Exit status 1 when anything does
     /// not hold.
     Verify(cmd::verify::VerifyArgs),
+    /// Create, list, rotate and revoke API keys (admin key needed).
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Register and list accounts (tenants).
+    #[command(subcommand)]
+    Accounts(cmd::accounts::AccountsCommand),
     /// Load generators that print throughput, latency, disk and memory figures.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Keys(command) => cmd::keys::run(command),
+        Command::Accounts(command) => cmd::accounts::run(command),
     };
     match result {
         Ok(code) => code,

@@ -188,6 +188,25 @@ impl Remote {
         }
     }
 
+    /// A management call: `method path` with an optional JSON body, answered with JSON.
+    pub fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RequestError> {
+        let request = self.request(method, path);
+        let result = match body {
+            Some(b) => request
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => request.call(),
+        };
+        Self::finish(result)?
+            .into_json()
+            .map_err(|e| RequestError::Transport(format!("reading the answer: {e}")))
+    }
+
     /// `GET path?query` as a long-lived stream of lines (server-sent events). No overall timeout:
     /// a quiet tail is not a failure.
     pub fn get_lines(

@@ -2,8 +2,10 @@
 //! 1 when the command found problems in its input (rejected events, integrity failures); errors
 //! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
 
+pub mod accounts;
 pub mod bench;
 pub mod event;
+pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod reindex;
