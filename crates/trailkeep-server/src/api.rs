@@ -336,7 +336,7 @@ async fn bounded<T: Send + 'static>(
 
 /// Self-audit of a read: one event in every account the request named or whose events it
 /// returned (with how many), or in the system account when it named none and returned nothing.
-fn record_read(
+pub(crate) fn record_read(
     state: &AppState,
     caller: &Principal,
     action: &str,

@@ -202,6 +202,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(crate::api::routes(state.clone()))
         .merge(crate::access::routes(state.clone()))
+        .merge(crate::history::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 

@@ -21,8 +21,9 @@ use crate::audit::AuditRecord;
 use crate::auth::{Principal, write_atomically};
 use crate::config::{DurabilityMode, ServerConfig};
 use crate::error::{ApiError, ErrorDetail};
-use crate::indexer::{IndexJob, Indexer};
+use crate::indexer::{IndexJob, Indexer, add_with_derived};
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
+use crate::objects::{ItemDerived, ObjectStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -30,6 +31,8 @@ pub enum OpenError {
     Ledger(#[from] trailkeep_ledger::Error),
     #[error("index: {0}")]
     Index(#[from] trailkeep_index::IndexError),
+    #[error("{0}")]
+    Objects(#[from] StoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -45,6 +48,9 @@ pub struct Item {
     pub index: u64,
     pub received_at: String,
     pub event: Value,
+    /// Derived data (class, description, changes, the object now): not part of the ledger leaf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived: Option<ItemDerived>,
 }
 
 /// One item's result in an ingest answer.
@@ -87,6 +93,8 @@ pub struct Core {
     pub ledger: Ledger,
     pub index: Arc<EventIndex>,
     pub indexer: Indexer,
+    /// Object states and per-event derivations (issue #11).
+    pub objects: Arc<ObjectStore>,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     redaction_secret: [u8; 32],
@@ -136,13 +144,26 @@ impl Core {
         }
         let index = Arc::new(index);
         let mut writer = index.writer(WriterOptions::default())?;
+        let (objects, objects_recreated) =
+            ObjectStore::open(&data.join(crate::objects::FILE_NAME))?;
+        if objects_recreated {
+            tracing::warn!("the object store had another format; rebuilding it from the ledger");
+        }
+        let objects = Arc::new(objects);
 
-        // Catch up: index every ledger record past the index's last commit.
+        // Catch up: derive object state for every ledger record past the object store's
+        // position, and index every record past the index's last commit (the store is committed
+        // first, so what the index lacks the store has, or derives now in log order).
         let committed = index.committed_positions()?;
+        let derived_upto = objects.positions()?;
         let mut caught_up = 0u64;
+        let mut derived_now = 0u64;
+        let mut applied = 0u64;
         let mut seen = HashMap::new();
+        let mut batch = objects.begin()?;
         for account in ledger.accounts() {
             let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
+            let next_underived = derived_upto.get(&account).map_or(0, |i| i + 1);
             for record in ledger.iter_account(&account, 0) {
                 let record = record?;
                 let event = stored_event(&record)?;
@@ -152,18 +173,45 @@ impl Core {
                         Slot::Committed(record.index),
                     );
                 }
+                let derived = if record.index >= next_underived || record.index >= next_unindexed {
+                    derived_now += u64::from(record.index >= next_underived);
+                    let d = batch.apply(&account, record.index, &event)?;
+                    applied += 1;
+                    if applied.is_multiple_of(50_000) {
+                        // Bounded transactions; the store may run ahead of the index.
+                        batch.commit()?;
+                        batch = objects.begin()?;
+                    }
+                    Some(d)
+                } else {
+                    None
+                };
                 if record.index >= next_unindexed {
-                    writer.add(&account, record.index, received_at_of(&record), &event)?;
+                    add_with_derived(
+                        &mut writer,
+                        &account,
+                        record.index,
+                        received_at_of(&record),
+                        &event,
+                        derived.as_ref(),
+                    )?;
                     caught_up += 1;
                 }
             }
+        }
+        batch.commit()?;
+        if derived_now > 0 {
+            tracing::info!(
+                events = derived_now,
+                "object store caught up with the ledger"
+            );
         }
         if caught_up > 0 {
             writer.commit()?;
             index.reload()?;
             tracing::info!(events = caught_up, "search index caught up with the ledger");
         }
-        let indexer = Indexer::start(index.clone(), writer, metrics.clone());
+        let indexer = Indexer::start(index.clone(), writer, objects.clone(), metrics.clone());
         let redaction_secret = load_or_create_secret(&data.join("redaction.key"))?;
         let policy = Policy {
             max_event_bytes: config.max_event_bytes,
@@ -179,6 +227,7 @@ impl Core {
             ledger,
             index,
             indexer,
+            objects,
             policy,
             metrics,
             redaction_secret,
@@ -616,11 +665,16 @@ impl Core {
             return Ok(None);
         };
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
+        let derived = self
+            .objects
+            .item_derived(account, index)
+            .map_err(ApiError::internal)?;
         Ok(Some(Item {
             account: account.to_string(),
             index,
             received_at: format_time(received_at_of(&record)),
             event,
+            derived,
         }))
     }
 
@@ -633,8 +687,8 @@ impl Core {
     }
 }
 
-/// Rebuilds the search index of a data directory from its ledger (`trailkeep reindex`); the server
-/// must be stopped. Commits every 50,000 events, so an interrupted rebuild is finished by the next
+/// Rebuilds the search index and the object store of a data directory from its ledger
+/// (`trailkeep reindex`); the server must be stopped. Commits every 50,000 events, so an interrupted rebuild is finished by the next
 /// start's catch-up. `progress(done, total)` is called as it goes. Returns the events indexed.
 pub fn reindex(
     data_dir: &Path,
@@ -656,6 +710,13 @@ pub fn reindex(
     let (index, _) = EventIndex::open_or_recreate(&index_dir)?;
     let mut writer = index.writer(WriterOptions::default())?;
     writer.delete_all()?;
+    // The index is emptied before the object store, and the store is committed before the index:
+    // an interrupted rebuild never leaves the index ahead of the store.
+    writer.commit()?;
+    let store_path = data_dir.join(crate::objects::FILE_NAME);
+    ObjectStore::remove(&store_path)?;
+    let (objects, _) = ObjectStore::open(&store_path)?;
+    let mut batch = objects.begin()?;
     let total = ledger.len();
     let mut done = 0u64;
     progress(0, total);
@@ -663,9 +724,19 @@ pub fn reindex(
         for record in ledger.iter_account(&account, 0) {
             let record = record?;
             let event = stored_event(&record)?;
-            writer.add(&account, record.index, received_at_of(&record), &event)?;
+            let derived = batch.apply(&account, record.index, &event)?;
+            add_with_derived(
+                &mut writer,
+                &account,
+                record.index,
+                received_at_of(&record),
+                &event,
+                Some(&derived),
+            )?;
             done += 1;
             if done.is_multiple_of(50_000) {
+                batch.commit()?;
+                batch = objects.begin()?;
                 writer.commit()?;
             }
             if done.is_multiple_of(1_000) {
@@ -673,6 +744,7 @@ pub fn reindex(
             }
         }
     }
+    batch.commit()?;
     writer.commit()?;
     writer.finish()?;
     progress(done, total);

@@ -179,6 +179,23 @@ fn cases(account: &str, own: bool, n: usize) -> Vec<Case> {
             expect: read(403),
         },
         Case {
+            name: "object timeline",
+            method: "GET",
+            path: format!(
+                "/v1/objects/{}/timeline",
+                enc(&format!(
+                    "crn:v1:bluemix:public:codeengine:us-south:a/{account}:p::application:{}",
+                    if own {
+                        "MARKER-A-4c1d"
+                    } else {
+                        "MARKER-B-93de"
+                    }
+                ))
+            ),
+            body: None,
+            expect: read(404),
+        },
+        Case {
             name: "checkpoint",
             method: "GET",
             path: format!("/v1/log/{account}/checkpoint"),
