@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -90,6 +90,9 @@ pub struct Core {
     queue: Arc<Semaphore>,
     queue_capacity: usize,
     max_batch_events: usize,
+    /// Views, alert rules and notifications, attached by `Alerts::start` after opening; every
+    /// committed record is handed to it as it is handed to the indexer.
+    pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
 }
 
 impl Core {
@@ -174,6 +177,7 @@ impl Core {
             queue: Arc::new(Semaphore::new(config.ingest_queue)),
             queue_capacity: config.ingest_queue,
             max_batch_events: config.max_batch_events,
+            alerts: OnceLock::new(),
         }))
     }
 

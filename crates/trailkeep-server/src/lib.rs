@@ -4,6 +4,7 @@
 //! **API Boundary:** this crate knows HTTP and nothing of file formats; it talks to the ledger and
 //! the index only through their public APIs.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;

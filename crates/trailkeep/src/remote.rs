@@ -188,6 +188,35 @@ impl Remote {
         }
     }
 
+    /// `method path` with an optional JSON body, answered with JSON (`null` for an empty answer,
+    /// such as a 204 after a delete). For the management commands.
+    pub fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RequestError> {
+        let request = self.request(method, path);
+        let result = match body {
+            Some(b) => request
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => request.call(),
+        };
+        let response = Self::finish(result)?;
+        let mut text = String::new();
+        response
+            .into_reader()
+            .take(16 * 1024 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| RequestError::Transport(format!("reading the answer: {e}")))?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| RequestError::Transport(format!("reading the answer: {e}")))
+    }
+
     /// `GET path?query` as a long-lived stream of lines (server-sent events). No overall timeout:
     /// a quiet tail is not a failure.
     pub fn get_lines(
