@@ -7,6 +7,7 @@
 //!
 //! * [`query`] — the query language: parser (strict and lenient), AST, plan. Pure.
 //! * [`EventIndex`] — opening the index, [`EventIndex::search`], [`EventIndex::aggregate`].
+//! * [`matches`] — one event against a plan in memory, with the index's semantics (alerts).
 //! * [`Writer`] — batched adds, commits with the last indexed position per account, rebuild.
 
 //!
@@ -36,6 +37,7 @@ mod aggregate;
 mod compile;
 mod error;
 mod index;
+mod matcher;
 mod schema;
 mod search;
 mod writer;
@@ -46,6 +48,7 @@ pub use aggregate::{
 };
 pub use error::{IndexError, Result};
 pub use index::{EventIndex, Positions, SpaceUsage};
+pub use matcher::{MatchItem, matches};
 pub use query::{ParseError, Plan, Query};
 pub use schema::{DerivedFields, FORMAT_VERSION, MAX_PLAIN_VALUE_BYTES, hash64, hashed_token};
 pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest};

@@ -125,6 +125,7 @@ struct ReadParams {
     interval: Option<String>,
     size: Option<String>,
     proof: Option<String>,
+    view: Option<String>,
 }
 
 fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
@@ -142,6 +143,7 @@ fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
             "interval" => p.interval = Some(value),
             "size" => p.size = Some(value),
             "proof" => p.proof = Some(value),
+            "view" => p.view = Some(value),
             other => {
                 return Err(
                     ApiError::bad_request(format!("unknown query parameter {other:?}"))
@@ -154,6 +156,26 @@ fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
         }
     }
     Ok(p)
+}
+
+/// `view=<id>`: the view's query (and `q`, if given), its account and its window as the default
+/// `from` replace the request's (issue #6). A view the caller may not read answers 404.
+fn apply_view(state: &AppState, caller: &Principal, p: &mut ReadParams) -> Result<(), ApiError> {
+    let Some(id) = p.view.take() else {
+        return Ok(());
+    };
+    let scope = crate::alerts::views::resolve_view(state, caller, &id, &p.q)?;
+    if p.accounts.iter().any(|a| *a != scope.account) {
+        return Err(ApiError::bad_request(
+            "a view covers one account: leave account= out or name the view's account",
+        ));
+    }
+    p.q = scope.query;
+    p.accounts = vec![scope.account];
+    if p.from.is_none() {
+        p.from = Some(crate::core::format_time(scope.from));
+    }
+    Ok(())
 }
 
 fn form_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
@@ -276,7 +298,8 @@ async fn search(
     Caller(caller): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = read_params(raw)?;
+    let mut p = read_params(raw)?;
+    apply_view(&state, &caller, &mut p)?;
     let core = core(&state).clone();
     let accounts = read_accounts(&core, &caller, &p.accounts)?;
     let plan = parse_plan(&p.q)?;
@@ -438,7 +461,8 @@ async fn aggregate(
     Caller(caller): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = read_params(raw)?;
+    let mut p = read_params(raw)?;
+    apply_view(&state, &caller, &mut p)?;
     let core = core(&state).clone();
     let accounts = read_accounts(&core, &caller, &p.accounts)?;
     let plan = parse_plan(&p.q)?;
@@ -535,7 +559,8 @@ async fn stream(
     Caller(caller): Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let p = read_params(raw)?;
+    let mut p = read_params(raw)?;
+    apply_view(&state, &caller, &mut p)?;
     let core = core(&state).clone();
     read_accounts(&core, &caller, &p.accounts)?;
     let plan = Arc::new(parse_plan(&p.q)?);

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -104,6 +104,9 @@ pub struct Core {
     max_batch_events: usize,
     /// Where self-audit events that concern no single account go.
     pub system_account: String,
+    /// Views, alert rules and notifications, attached by `Alerts::start` after opening; every
+    /// committed record is handed to it as it is handed to the indexer.
+    pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
 }
 
 /// The action prefix of self-audit events.
@@ -236,6 +239,7 @@ impl Core {
             queue_capacity: config.ingest_queue,
             max_batch_events: config.max_batch_events,
             system_account: config.system_account.clone(),
+            alerts: OnceLock::new(),
         }))
     }
 

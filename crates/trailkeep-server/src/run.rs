@@ -27,6 +27,8 @@ pub enum RunError {
     Open(#[from] crate::core::OpenError),
     #[error("{0}")]
     Listen(#[from] crate::listen::ListenError),
+    #[error("alerts: {0}")]
+    Alerts(#[from] crate::alerts::store::StoreError),
     #[error("loading demo data: {0}")]
     Demo(String),
 }
@@ -61,6 +63,7 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
             .await
             .expect("opening the core does not panic")?
     };
+    crate::alerts::Alerts::start(&core, &config.data_dir)?;
     if demo && core.ledger.is_empty() {
         load_demo(&core).await?;
     }

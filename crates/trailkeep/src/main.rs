@@ -47,6 +47,9 @@ enum Command {
     /// Load generators that print throughput, latency, disk and memory figures.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Saved queries (views) on a server: create, list, get, delete.
+    #[command(subcommand)]
+    Views(cmd::views::ViewsCommand),
     /// Rebuild the search index of a stopped server from its ledger, with a progress bar.
     Reindex(cmd::reindex::ReindexArgs),
 }
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => cmd::tail::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
+        Command::Views(command) => cmd::views::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Keys(command) => cmd::keys::run(command),
         Command::Accounts(command) => cmd::accounts::run(command),

@@ -188,8 +188,9 @@ impl Remote {
         }
     }
 
-    /// A management call: `method path` with an optional JSON body, answered with JSON.
-    pub fn call_json(
+    /// `method path` with an optional JSON body, answered with JSON (`null` for an empty answer,
+    /// such as a 204 after a delete). For the management commands.
+    pub fn send_json(
         &self,
         method: &str,
         path: &str,
@@ -202,8 +203,17 @@ impl Remote {
                 .send_string(&b.to_string()),
             None => request.call(),
         };
-        Self::finish(result)?
-            .into_json()
+        let response = Self::finish(result)?;
+        let mut text = String::new();
+        response
+            .into_reader()
+            .take(16 * 1024 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| RequestError::Transport(format!("reading the answer: {e}")))?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
             .map_err(|e| RequestError::Transport(format!("reading the answer: {e}")))
     }
 

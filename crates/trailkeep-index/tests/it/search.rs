@@ -1,10 +1,12 @@
 //! Every query-language construct, end to end against a real index.
 
-use crate::support::{accounts, corpus, hits, index_of};
+use crate::support::{RECEIVED_AT, accounts, corpus, hits, index_of};
 
-/// Runs each query over the corpus (both accounts) and compares the hits, newest first.
+/// Runs each query over the corpus (both accounts) and compares the hits, newest first. The
+/// in-memory matcher (used by alerts) must agree with the index on every item.
 fn check(cases: &[(&str, &[&str])]) {
-    let (_dir, index) = index_of(&corpus());
+    let items = corpus();
+    let (_dir, index) = index_of(&items);
     let all = accounts(&["acme", "beta"]);
     let mut failures = Vec::new();
     for (query, expected) in cases {
@@ -13,6 +15,22 @@ fn check(cases: &[(&str, &[&str])]) {
             failures.push(format!(
                 "{query}\n  expected {expected:?}\n  got      {got:?}"
             ));
+        }
+        let plan = trailkeep_index::query::plan_strict(query).unwrap();
+        for (account, i, event) in &items {
+            let item = trailkeep_index::MatchItem {
+                account,
+                index: *i,
+                received_at_nanos: i64::try_from(RECEIVED_AT.unix_timestamp_nanos()).unwrap(),
+                event,
+            };
+            let in_memory = trailkeep_index::matches(&plan, &item);
+            let indexed = got.contains(&format!("{account}/{i}"));
+            if in_memory != indexed {
+                failures.push(format!(
+                    "{query}: the matcher says {in_memory} for {account}/{i}, the index {indexed}"
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

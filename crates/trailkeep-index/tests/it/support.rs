@@ -8,6 +8,8 @@ use trailkeep_index::query::plan_strict;
 use trailkeep_index::{EventIndex, SearchRequest, WriterOptions};
 
 pub const T0: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
+/// When every corpus item was received.
+pub const RECEIVED_AT: OffsetDateTime = datetime!(2026-03-01 13:00:00 UTC);
 
 pub fn accounts(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_string()).collect()
@@ -140,8 +142,7 @@ pub fn index_of(items: &[(&str, u64, Value)]) -> (TempDir, EventIndex) {
     let index = EventIndex::open(dir.path()).unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
     for (account, i, e) in items {
-        w.add(account, *i, T0 + time::Duration::hours(1), e)
-            .unwrap();
+        w.add(account, *i, RECEIVED_AT, e).unwrap();
     }
     w.commit().unwrap();
     w.finish().unwrap();

@@ -39,7 +39,7 @@ pub fn run(command: AccountsCommand) -> anyhow::Result<ExitCode> {
         AccountsCommand::Create(args) => {
             let remote = Remote::new(&args.remote)?;
             let answer = remote
-                .call_json(
+                .send_json(
                     "POST",
                     "/v1/accounts",
                     Some(&json!({"id": args.id, "name": args.name})),
@@ -50,7 +50,7 @@ pub fn run(command: AccountsCommand) -> anyhow::Result<ExitCode> {
         AccountsCommand::List(args) => {
             let remote = Remote::new(&args.remote)?;
             let answer = remote
-                .call_json("GET", "/v1/accounts", None)
+                .send_json("GET", "/v1/accounts", None)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let accounts = answer["accounts"].as_array().cloned().unwrap_or_default();
             if args.json {

@@ -83,7 +83,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::List(args) => {
             let remote = Remote::new(&args.remote)?;
             let answer = remote
-                .call_json("GET", "/v1/keys", None)
+                .send_json("GET", "/v1/keys", None)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&answer["keys"])?);
@@ -126,7 +126,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     });
     let remote = Remote::new(&args.remote)?;
     let answer = remote
-        .call_json("POST", "/v1/keys", Some(&body))
+        .send_json("POST", "/v1/keys", Some(&body))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let secret = answer["secret"]
         .as_str()
@@ -151,7 +151,7 @@ fn by_id(args: IdArgs, method: &str, suffix: &str) -> anyhow::Result<ExitCode> {
     }
     let remote = Remote::new(&args.remote)?;
     let answer = remote
-        .call_json(method, &format!("/v1/keys/{}{suffix}", args.id), None)
+        .send_json(method, &format!("/v1/keys/{}{suffix}", args.id), None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(secret) = answer["secret"].as_str() {
         eprintln!(

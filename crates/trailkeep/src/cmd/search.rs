@@ -22,9 +22,10 @@ pub struct SearchArgs {
     #[arg(value_name = "QUERY", default_value = "")]
     query: String,
 
-    /// Oldest event time: RFC 3339 (`2026-11-20T00:00:00Z`) or relative (`now-24h`, `now-7d`).
-    #[arg(long, default_value = "now-24h")]
-    from: String,
+    /// Oldest event time: RFC 3339 (`2026-11-20T00:00:00Z`) or relative (`now-24h`, `now-7d`)
+    /// [default: now-24h, or the view's window with --view].
+    #[arg(long)]
+    from: Option<String>,
 
     /// Newest event time, in the same forms as --from.
     #[arg(long)]
@@ -37,6 +38,11 @@ pub struct SearchArgs {
     /// Only these accounts (repeatable); default: every account the key may read.
     #[arg(long = "account", value_name = "ACCOUNT")]
     accounts: Vec<String>,
+
+    /// Search through a saved view: its query (and QUERY, if given, both must match), its
+    /// account, and its window unless --from is given.
+    #[arg(long, value_name = "VIEW_ID")]
+    view: Option<String>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -54,11 +60,15 @@ pub fn run(args: SearchArgs) -> anyhow::Result<ExitCode> {
     let mut cursor: Option<String> = None;
     loop {
         let page_size = (args.limit - printed).min(PAGE).to_string();
-        let mut query: Vec<(&str, &str)> = vec![
-            ("q", &args.query),
-            ("from", &args.from),
-            ("limit", &page_size),
-        ];
+        let mut query: Vec<(&str, &str)> = vec![("q", &args.query), ("limit", &page_size)];
+        match (&args.from, &args.view) {
+            (Some(from), _) => query.push(("from", from)),
+            (None, None) => query.push(("from", "now-24h")),
+            (None, Some(_)) => {}
+        }
+        if let Some(view) = &args.view {
+            query.push(("view", view));
+        }
         if let Some(to) = &args.to {
             query.push(("to", to));
         }

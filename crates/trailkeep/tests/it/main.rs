@@ -6,6 +6,7 @@ mod event_check;
 mod server;
 mod verifier;
 mod verify;
+mod views;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -725,6 +725,8 @@ fn openapi_lists_every_route() {
         "/v1/events/stream",
         "/v1/events/{id}",
         "/v1/aggregate",
+        "/v1/views",
+        "/v1/views/{id}",
         "/v1/log/key",
         "/v1/log/{account}/checkpoint",
         "/v1/log/{account}/tile/{path}",
