@@ -73,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(state.clone())
-        .merge(crate::api::routes(state))
+        .merge(crate::api::routes(state.clone()))
+        .merge(crate::export::routes(state))
 }
 
 async fn openapi() -> Response {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod indexer;
 pub mod listen;
 pub mod metrics;

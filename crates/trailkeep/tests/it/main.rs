@@ -2,6 +2,7 @@
 
 mod client;
 mod event_check;
+mod export;
 mod server;
 mod verifier;
 mod verify;
