@@ -114,21 +114,21 @@ async fn ingest(
 /// Query parameters shared by search, aggregate and stream. `account` may repeat, so the raw query
 /// string is parsed by hand.
 #[derive(Debug, Default)]
-struct ReadParams {
-    q: String,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-    accounts: Vec<String>,
-    by: Option<String>,
-    interval: Option<String>,
-    size: Option<String>,
-    proof: Option<String>,
-    view: Option<String>,
+pub(crate) struct ReadParams {
+    pub(crate) q: String,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) accounts: Vec<String>,
+    pub(crate) by: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) size: Option<String>,
+    pub(crate) proof: Option<String>,
+    pub(crate) view: Option<String>,
 }
 
-fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
+pub(crate) fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
     let mut p = ReadParams::default();
     let raw = raw.unwrap_or_default();
     for (key, value) in form_urlencoded_pairs(&raw)? {
@@ -186,7 +186,7 @@ fn form_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
 
 /// The accounts a read covers: the ones asked for (each must be readable), else every account the
 /// key may read.
-fn read_accounts(
+pub(crate) fn read_accounts(
     core: &Core,
     caller: &Principal,
     asked: &[String],
@@ -211,7 +211,7 @@ fn read_accounts(
     })
 }
 
-fn parse_plan(q: &str) -> Result<Plan, ApiError> {
+pub(crate) fn parse_plan(q: &str) -> Result<Plan, ApiError> {
     trailkeep_index::query::plan_strict(q).map_err(|e| parse_plan_error(&e))
 }
 
@@ -222,7 +222,7 @@ fn parse_plan_error(e: &trailkeep_index::ParseError) -> ApiError {
     }])
 }
 
-fn time_bounds(
+pub(crate) fn time_bounds(
     p: &ReadParams,
 ) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), ApiError> {
     let now = OffsetDateTime::now_utc();
@@ -266,7 +266,7 @@ fn parse_usize(
 }
 
 /// Index errors a client caused are 400s; the rest are internal.
-fn index_error(e: trailkeep_index::IndexError) -> ApiError {
+pub(crate) fn index_error(e: trailkeep_index::IndexError) -> ApiError {
     use trailkeep_index::IndexError;
     match e {
         IndexError::InvalidCursor => {

@@ -204,6 +204,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::access::routes(state.clone()))
         .merge(crate::history::routes(state.clone()))
         .merge(crate::alerts::routes(state.clone()))
+        .merge(crate::export::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 

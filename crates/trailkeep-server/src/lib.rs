@@ -16,6 +16,7 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod error;
+pub mod export;
 pub mod history;
 pub mod indexer;
 pub mod limits;

@@ -32,6 +32,9 @@ enum Command {
     Send(cmd::send::SendArgs),
     /// Search a server's events, newest first.
     Search(cmd::search::SearchArgs),
+    /// Export the events of a query and time range to a file: NDJSON, CSV, Parquet, or an
+    /// evidence bundle that `verify --bundle` checks offline.
+    Export(cmd::export::ExportArgs),
     /// Follow a query live until interrupted.
     Tail(cmd::tail::TailArgs),
     /// Check a data directory end to end (`--data-dir`), or witness a running server's signed
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Send(args) => cmd::send::run(args),
         Command::Search(args) => cmd::search::run(args),
         Command::Tail(args) => cmd::tail::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
         Command::Views(command) => cmd::views::run(command),

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod bench;
 pub mod event;
+pub mod export;
 pub mod keys;
 pub mod output;
 pub mod progress;

@@ -179,6 +179,15 @@ fn cases(account: &str, own: bool, n: usize) -> Vec<Case> {
             expect: read(403),
         },
         Case {
+            name: "export",
+            method: "GET",
+            path: format!(
+                "/v1/export?q=&from=2020-01-01T00:00:00Z&account={account}&format=ndjson"
+            ),
+            body: None,
+            expect: read(403),
+        },
+        Case {
             name: "object timeline",
             method: "GET",
             path: format!(
@@ -518,6 +527,11 @@ fn every_role_sees_exactly_its_accounts_on_every_endpoint_and_is_audited() {
     assert!(!found.is_empty(), "the reader's searches were not recorded");
     assert!(found.iter().all(|e| e["account"] == A), "{found:?}");
     assert_eq!(found[0]["event"]["initiator"]["name"], "reader A");
+    // "Who exported account A's events?" is one query.
+    let q = format!("account:{A} AND action:trailkeep.event.export AND initiator.id:{reader_id}");
+    let (found, _) = wait_for(&server, &q, 1);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["event"]["requestData"]["format"], "ndjson");
     // Key changes are recorded in the key's accounts.
     let (found, _) = wait_for(&server, "action:trailkeep.apikey.revoke", 1);
     assert_eq!(found[0]["event"]["target"]["id"], revoked_id);

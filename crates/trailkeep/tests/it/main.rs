@@ -3,6 +3,7 @@
 mod access;
 mod client;
 mod event_check;
+mod export;
 mod server;
 mod verifier;
 mod verify;
