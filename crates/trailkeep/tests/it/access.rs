@@ -233,6 +233,17 @@ fn cases(account: &str, own: bool, n: usize) -> Vec<Case> {
             expect: log,
         },
         Case {
+            name: "create view",
+            method: "POST",
+            path: "/v1/views".into(),
+            body: Some(
+                json!({"name": format!("failures {n}"), "account": account, "query": "outcome:failure"}),
+            ),
+            // Writers and readers may not manage views (403); managers may in their own accounts
+            // (see `expected`); another account is the same 403, which says nothing about it.
+            expect: (403, 403, 201),
+        },
+        Case {
             name: "account",
             method: "GET",
             path: format!("/v1/accounts/{account}"),
@@ -302,8 +313,16 @@ fn global_cases() -> Vec<Case> {
     ]
 }
 
-fn expected(role: Role, expect: (u16, u16, u16)) -> u16 {
+fn expected(role: Role, case: &Case, own: bool) -> u16 {
+    let expect = case.expect;
     match role {
+        Role::Manager if case.name == "create view" => {
+            if own {
+                201
+            } else {
+                403
+            }
+        }
         Role::Writer => expect.0,
         Role::Reader | Role::Manager => expect.1,
         Role::Admin => expect.2,
@@ -415,7 +434,7 @@ fn every_role_sees_exactly_its_accounts_on_every_endpoint_and_is_audited() {
                     &case.path,
                     case.body.as_ref(),
                 );
-                let want = expected(role, case.expect);
+                let want = expected(role, &case, own);
                 assert_eq!(
                     r.status,
                     want,
@@ -441,7 +460,7 @@ fn every_role_sees_exactly_its_accounts_on_every_endpoint_and_is_audited() {
             let r = call(&server, Some(key), case.method, &case.path, body.as_ref());
             assert_eq!(
                 r.status,
-                expected(role, case.expect),
+                expected(role, &case, true),
                 "{role:?} {}: {}",
                 case.name,
                 r.text()
@@ -532,6 +551,17 @@ fn every_role_sees_exactly_its_accounts_on_every_endpoint_and_is_audited() {
     let (found, _) = wait_for(&server, &q, 1);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["event"]["requestData"]["format"], "ndjson");
+    // View changes are recorded in the view's account.
+    let (found, _) = wait_for(
+        &server,
+        &format!("account:{A} AND action:trailkeep.view.create"),
+        2,
+    );
+    assert_eq!(
+        found.len(),
+        2,
+        "the manager's and the admin's views: {found:?}"
+    );
     // Key changes are recorded in the key's accounts.
     let (found, _) = wait_for(&server, "action:trailkeep.apikey.revoke", 1);
     assert_eq!(found[0]["event"]["target"]["id"], revoked_id);
