@@ -32,6 +32,9 @@ enum Command {
     Send(cmd::send::SendArgs),
     /// Search a server's events, newest first.
     Search(cmd::search::SearchArgs),
+    /// The history of one object (its `target.id`): events oldest first with class and
+    /// description, and its last known state, also after deletion.
+    History(cmd::history::HistoryArgs),
     /// Follow a query live until interrupted.
     Tail(cmd::tail::TailArgs),
     /// Check a data directory end to end (`--data-dir`), or witness a running server's signed
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Event(command) => cmd::event::run(command),
         Command::Send(args) => cmd::send::run(args),
         Command::Search(args) => cmd::search::run(args),
+        Command::History(args) => cmd::history::run(args),
         Command::Tail(args) => cmd::tail::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod event;
+pub mod history;
 pub mod output;
 pub mod progress;
 pub mod reindex;

@@ -2,6 +2,7 @@
 
 mod client;
 mod event_check;
+mod history;
 mod server;
 mod verifier;
 mod verify;
