@@ -35,6 +35,9 @@ enum Command {
     /// Export the events of a query and time range to a file: NDJSON, CSV, Parquet, or an
     /// evidence bundle that `verify --bundle` checks offline.
     Export(cmd::export::ExportArgs),
+    /// The history of one object (its `target.id`): events oldest first with class and
+    /// description, and its last known state, also after deletion.
+    History(cmd::history::HistoryArgs),
     /// Follow a query live until interrupted.
     Tail(cmd::tail::TailArgs),
     /// Check a data directory end to end (`--data-dir`), or witness a running server's signed
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Event(command) => cmd::event::run(command),
         Command::Send(args) => cmd::send::run(args),
         Command::Search(args) => cmd::search::run(args),
+        Command::History(args) => cmd::history::run(args),
         Command::Tail(args) => cmd::tail::run(args),
         Command::Export(args) => cmd::export::run(args),
         Command::Verify(args) => cmd::verify::run(args),

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod event;
 pub mod export;
 pub mod keys;
+pub mod history;
 pub mod output;
 pub mod progress;
 pub mod reindex;

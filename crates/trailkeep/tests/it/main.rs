@@ -4,6 +4,7 @@ mod access;
 mod client;
 mod event_check;
 mod export;
+mod history;
 mod server;
 mod verifier;
 mod verify;
