@@ -13,6 +13,7 @@ pub mod send;
 pub mod serve;
 pub mod tail;
 pub mod verify;
+pub mod verify_bundle;
 pub mod witness;
 
 /// Writes `value` as JSON to a temporary file and renames it over `path` (creating the directory),

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `trailkeep` binary: each test runs the real executable.
 
+mod bundle;
 mod client;
 mod event_check;
 mod export;
