@@ -27,7 +27,7 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ExportFormat::Ndjson => "ndjson",
             ExportFormat::Csv => "csv",
@@ -179,7 +179,7 @@ fn progress_bar(format: ExportFormat, expected: u64) -> ProgressBar {
 }
 
 /// Counts events in a streamed text export by its lines.
-struct LineCounter {
+pub(crate) struct LineCounter {
     format: ExportFormat,
     lines: u64,
     events: u64,
@@ -190,7 +190,7 @@ struct LineCounter {
 const EVENT_PREFIX: &[u8] = b"{\"type\":\"event\"";
 
 impl LineCounter {
-    fn new(format: ExportFormat) -> Self {
+    pub(crate) fn new(format: ExportFormat) -> Self {
         Self {
             format,
             lines: 0,
@@ -199,7 +199,7 @@ impl LineCounter {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         for &b in chunk {
             if self.start.len() < EVENT_PREFIX.len() {
                 self.start.push(b);
@@ -214,7 +214,7 @@ impl LineCounter {
         }
     }
 
-    fn events(&self) -> u64 {
+    pub(crate) fn events(&self) -> u64 {
         match self.format {
             ExportFormat::Ndjson => self.lines,
             ExportFormat::Csv => self.lines.saturating_sub(1),

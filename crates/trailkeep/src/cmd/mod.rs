@@ -6,8 +6,8 @@ pub mod accounts;
 pub mod bench;
 pub mod event;
 pub mod export;
-pub mod keys;
 pub mod history;
+pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod reindex;
@@ -16,6 +16,7 @@ pub mod send;
 pub mod serve;
 pub mod tail;
 pub mod verify;
+pub mod verify_bundle;
 pub mod views;
 pub mod witness;
 

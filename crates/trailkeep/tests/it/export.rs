@@ -438,3 +438,69 @@ pub fn wait_for_total(server: &Server, want: usize) {
     }
     panic!("the index never reached {want} events");
 }
+
+#[test]
+fn bench_export_prints_throughput_and_server_memory_for_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bench-data");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TRAILKEEP_KEY")
+            .env_remove("TRAILKEEP_BENCH_URL")
+            .output()
+            .unwrap()
+    };
+    let d = data.to_str().unwrap();
+    let out = run(&[
+        "bench",
+        "ingest",
+        "--events",
+        "2000",
+        "--connections",
+        "1",
+        "--batch",
+        "500",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = run(&["bench", "export", "--data-dir", d]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    // The ingest benchmark adds a few probe events of its own, and the server records the
+    // benchmark's reads (self-audit).
+    let total: u64 = report
+        .split("export of ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no total in:\n{report}"));
+    assert!((2000..2400).contains(&total), "{report}");
+    for format in ["ndjson", "csv", "parquet", "bundle"] {
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{format}:")))
+            .unwrap_or_else(|| panic!("no {format} line in:\n{report}"));
+        // Each export is recorded in every account it covers (self-audit), so later formats see
+        // more events.
+        let exported: u64 = line
+            .split(": ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {line}"));
+        assert!((total..total + 1000).contains(&exported), "{line}");
+        assert!(
+            line.contains(" events/s, ") && line.contains("server peak RSS"),
+            "{line}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! memory can be read apart from the load generator's) unless `--url` points at one.
 
 pub mod corpus;
+pub mod export;
 pub mod ingest;
 pub mod query;
 mod server;
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     Ingest(Box<ingest::IngestArgs>),
     /// Query latency (p50/p99) of the five reference queries against a loaded server.
     Query(Box<query::QueryArgs>),
+    /// Export throughput (events/s) and server peak memory of each export format against a
+    /// loaded server.
+    Export(Box<export::ExportBenchArgs>),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Corpus(args) => corpus::run(args),
         BenchCommand::Ingest(args) => ingest::run(*args),
         BenchCommand::Query(args) => query::run(*args),
+        BenchCommand::Export(args) => export::run(*args),
     }
 }
