@@ -1,5 +1,6 @@
 //! End-to-end tests of the `trailkeep` binary: each test runs the real executable.
 
+mod alerts;
 mod client;
 mod event_check;
 mod server;
