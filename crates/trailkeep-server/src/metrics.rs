@@ -41,6 +41,7 @@ pub struct Metrics {
     pub index_lag: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub http_requests: Family<HttpLabel, Counter>,
     pub overloaded: Counter<u64, AtomicU64>,
+    pub alerts: crate::alerts::AlertMetrics,
 }
 
 impl Default for Metrics {
@@ -95,7 +96,9 @@ impl Metrics {
             "Ingest requests answered 429 because the queue was full",
             overloaded.clone(),
         );
+        let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Metrics {
+            alerts,
             registry,
             ingest_events,
             rejected_events,

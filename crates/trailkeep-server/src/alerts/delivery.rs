@@ -112,5 +112,10 @@ fn record(alerts: &Alerts, d: &Delivery, result: Result<(), (String, bool)>) {
     if let Err(e) = outcome {
         tracing::error!(delivery = %d.id, error = %e, "recording a delivery outcome failed");
     }
+    alerts.metrics.count(match entry.kind.as_str() {
+        "delivered" => "delivered",
+        "retrying" => "retrying",
+        _ => "failed",
+    });
     alerts.history.record(entry);
 }

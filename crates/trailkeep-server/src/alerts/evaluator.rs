@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use trailkeep_index::{MatchItem, Plan, matches};
 
 use super::Alerts;
-use super::model::{ConditionType, Rule, View};
+use super::model::{Rule, View};
 use super::outbox::{Delivery, HistoryEntry};
 use super::rule_state::{Cond, Fire, FireKind, RuleState};
 use super::store::{StoreError, read_json, write_json};
@@ -36,8 +36,9 @@ pub const STATE_VERSION: u32 = 1;
 pub const TICK: Duration = Duration::from_millis(500);
 /// How long an out-of-order record waits for the gap before it to be filled by the pipeline.
 pub const GAP_WAIT: Duration = Duration::from_secs(2);
-/// How often the state is written when nothing fired.
-const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// How often the state is written. Fires do not wait for it: they are in the outbox first, and a
+/// replay of the records since the last write produces the same notification ids.
+const PERSIST_EVERY: Duration = Duration::from_secs(2);
 
 /// One committed record.
 #[derive(Debug, Clone)]
@@ -389,8 +390,9 @@ impl Evaluator {
         }
     }
 
-    /// Queues the fires of the batch (one outbox write), records them in the history, then
-    /// writes the state: outbox first, so a crash in between replays into the same ids.
+    /// Queues the fires of the batch (one outbox write) and records them in the history. The
+    /// state that says they happened is written later: a crash in between replays the records
+    /// into the same notification ids, which the outbox does not queue twice.
     fn flush_fires(&mut self) {
         if self.pending.is_empty() {
             return;
@@ -410,11 +412,15 @@ impl Evaluator {
         for (entry, deliveries) in pending {
             let new = deliveries.is_empty() || deliveries.iter().any(|d| fresh.contains(&d.id));
             if new {
+                alerts.metrics.count(if entry.kind == "muted" {
+                    "muted"
+                } else {
+                    "fired"
+                });
                 alerts.history.record(entry);
             }
         }
         alerts.outbox.wake.notify_one();
-        self.persist();
     }
 
     /// The clock moved: windows slide, absence and re-notify come due.
@@ -519,15 +525,20 @@ impl Evaluator {
     }
 
     /// The thread's loop: records as they come, a tick every [`TICK`].
-    pub fn run(mut self, rx: Receiver<Msg>, lag: Arc<std::sync::atomic::AtomicU64>) {
+    pub fn run(mut self, rx: Receiver<Msg>, metrics: super::AlertMetrics) {
         let mut last_tick = Instant::now();
         loop {
             let wait = TICK.saturating_sub(last_tick.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(Msg::Records(records)) => {
-                    let n = records.len() as u64;
+                    let n = records.len();
+                    let (seen, spent) = (self.records_seen, self.match_nanos);
                     self.receive(records);
-                    lag.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+                    metrics.lag.dec_by(n as i64);
+                    metrics.records.inc_by(self.records_seen - seen);
+                    metrics
+                        .match_seconds
+                        .inc_by((self.match_nanos - spent) as f64 / 1e9);
                 }
                 Ok(Msg::Flush(reply)) => {
                     self.fill_gaps();
@@ -570,7 +581,6 @@ pub fn payload(
         "condition": rule.condition,
         "count": fire.count,
         "window": rule.condition.window,
-        "thresholdReached": rule.condition.kind == ConditionType::Presence,
         "events": events,
     })
 }

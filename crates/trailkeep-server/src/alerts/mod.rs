@@ -22,7 +22,7 @@ pub mod store;
 pub mod views;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -35,6 +35,56 @@ use evaluator::{Evaluator, Msg, Record};
 use notify::{Sender, SmtpSettings};
 use outbox::{History, Outbox, RetryPolicy};
 use store::{ConfigStore, StoreError};
+
+/// The alerting side's Prometheus metrics (no account names, no event content).
+#[derive(Debug, Clone, Default)]
+pub struct AlertMetrics {
+    /// Committed records the evaluator matched against rules.
+    pub records: prometheus_client::metrics::counter::Counter,
+    /// Time spent matching records against rules.
+    pub match_seconds: prometheus_client::metrics::counter::Counter<f64, AtomicU64>,
+    /// Records handed to the evaluator and not yet evaluated.
+    pub lag: prometheus_client::metrics::gauge::Gauge,
+    /// Notifications and deliveries, by outcome (`fired`, `muted`, `delivered`, `retrying`,
+    /// `failed`).
+    pub notifications: prometheus_client::metrics::family::Family<
+        crate::metrics::ResultLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl AlertMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> AlertMetrics {
+        let m = AlertMetrics::default();
+        registry.register(
+            "alert_records",
+            "Committed records matched against alert rules",
+            m.records.clone(),
+        );
+        registry.register(
+            "alert_match_seconds",
+            "Time spent matching committed records against alert rules",
+            m.match_seconds.clone(),
+        );
+        registry.register(
+            "alert_evaluator_lag_records",
+            "Committed records waiting for the alert evaluator",
+            m.lag.clone(),
+        );
+        registry.register(
+            "alert_notifications",
+            "Alert notifications fired and deliveries made, by outcome",
+            m.notifications.clone(),
+        );
+        m
+    }
+
+    pub fn count(&self, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&crate::metrics::ResultLabel { result: outcome })
+            .inc();
+    }
+}
 
 /// Server options of the alerting side.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,8 +104,7 @@ pub struct Alerts {
     pub retry: RetryPolicy,
     evaluator: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Records handed to the evaluator and not yet evaluated.
-    pub lag: Arc<AtomicU64>,
+    pub metrics: AlertMetrics,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -83,7 +132,7 @@ impl Alerts {
             dir,
             evaluator: Mutex::new(None),
             thread: Mutex::new(None),
-            lag: Arc::new(AtomicU64::new(0)),
+            metrics: core.metrics.alerts.clone(),
             stop: Arc::new(tokio::sync::Notify::new()),
         });
         let mut evaluator = Evaluator::open(&alerts, core)?;
@@ -91,10 +140,10 @@ impl Alerts {
             .catch_up()
             .map_err(|e| StoreError::Ledger(e.to_string()))?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let lag = alerts.lag.clone();
+        let metrics = alerts.metrics.clone();
         let thread = std::thread::Builder::new()
             .name("trailkeep-alerts".into())
-            .spawn(move || evaluator.run(rx, lag))
+            .spawn(move || evaluator.run(rx, metrics))
             .map_err(|source| StoreError::Io {
                 path: alerts.dir.clone(),
                 source,
@@ -111,7 +160,7 @@ impl Alerts {
         if records.is_empty() {
             return;
         }
-        self.lag.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.metrics.lag.inc_by(records.len() as i64);
         if let Some(tx) = self.evaluator.lock().expect("alerts lock").as_ref() {
             let _ = tx.send(Msg::Records(records));
         }

@@ -27,8 +27,10 @@ use super::store::{StoreError, read_json, write_json};
 pub const OUTBOX_VERSION: u32 = 1;
 /// History entries kept per rule.
 pub const HISTORY_PER_RULE: usize = 200;
-/// Ids of finished deliveries remembered for de-duplication.
-const DONE_KEPT: usize = 100_000;
+/// Ids of finished deliveries remembered for de-duplication. A replay after a crash covers at
+/// most the records since the evaluator last wrote its state (about a second), so the newest few
+/// thousand are plenty, and the outbox file stays small.
+const DONE_KEPT: usize = 5_000;
 
 /// Retry policy of the delivery worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

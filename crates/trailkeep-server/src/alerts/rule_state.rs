@@ -2,7 +2,10 @@
 //! that the caller passes in (so tests drive it with made-up instants).
 //!
 //! Times are unix nanoseconds. A match's time is the record's `receivedAt` (ledger metadata), so
-//! replaying the ledger after a restart rebuilds exactly the same state.
+//! replaying the ledger after a restart rebuilds exactly the same state. Matches are counted in
+//! [`BUCKETS_PER_WINDOW`] buckets per window (aligned to multiples of the bucket width), so a
+//! rule's state stays small however many events match; a bucket leaves the window once all of it
+//! is older than the window, so the window is `W` to `W + W/100` long.
 //!
 //! * **Presence** with a window `W` and threshold `N`: the rule *fires* when a match makes the
 //!   matches within `(t − W, t]` reach `N`; it stays *firing* (no new notification) while that
@@ -23,6 +26,8 @@ use super::model::{ACTIVE_WITHIN, ConditionType};
 
 /// The newest matching positions kept per rule (for the notification's events).
 pub const NEWEST_KEPT: usize = 10;
+/// Match counts are kept in this many buckets per window.
+pub const BUCKETS_PER_WINDOW: i64 = 100;
 
 /// A rule's condition in the evaluator's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +56,7 @@ pub struct Fire {
     pub kind: FireKind,
     /// When (a match's receive time, or the tick's clock).
     pub at: i64,
-    /// Matches counted in the window (counting stops at the threshold for windowed presence).
+    /// Matches counted in the window.
     pub count: u64,
     /// The match that triggered it (presence), for a stable notification id.
     pub trigger: Option<u64>,
@@ -61,8 +66,8 @@ pub struct Fire {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleState {
-    /// Receive times of the newest matches, oldest first (at most the threshold).
-    pub recent: VecDeque<i64>,
+    /// Matches per time bucket within the window: (bucket start, count), oldest first.
+    pub buckets: VecDeque<(i64, u64)>,
     /// Positions of the newest matches in the view's account, oldest first.
     pub newest: VecDeque<u64>,
     pub last_match: Option<i64>,
@@ -80,12 +85,26 @@ impl RuleState {
         }
     }
 
+    fn width(window: i64) -> i64 {
+        (window / BUCKETS_PER_WINDOW).max(1_000_000)
+    }
+
     fn prune(&mut self, cond: &Cond, now: i64) {
         if let Some(w) = cond.window {
-            while self.recent.front().is_some_and(|&t| t <= now - w) {
-                self.recent.pop_front();
+            let width = Self::width(w);
+            while self
+                .buckets
+                .front()
+                .is_some_and(|&(start, _)| start + width <= now - w)
+            {
+                self.buckets.pop_front();
             }
         }
+    }
+
+    /// Matches in the window.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|(_, n)| n).sum()
     }
 
     fn renotify_due(&self, cond: &Cond, now: i64) -> bool {
@@ -102,12 +121,17 @@ impl RuleState {
         while self.newest.len() > NEWEST_KEPT {
             self.newest.pop_front();
         }
-        self.recent.push_back(t);
-        while self.recent.len() as u64 > cond.threshold.max(1) {
-            self.recent.pop_front();
+        if let Some(w) = cond.window {
+            let width = Self::width(w);
+            let start = t.div_euclid(width) * width;
+            match self.buckets.back_mut() {
+                // A record received a little earlier than the newest one joins the newest bucket.
+                Some((last, n)) if *last >= start => *n += 1,
+                _ => self.buckets.push_back((start, 1)),
+            }
         }
         self.prune(cond, t);
-        let count = self.recent.len() as u64;
+        let count = self.count();
         match (cond.kind, cond.window) {
             (ConditionType::Presence, None) => {
                 self.last_notified = Some(t);
@@ -156,7 +180,7 @@ impl RuleState {
     pub fn tick(&mut self, cond: &Cond, now: i64) -> Option<Fire> {
         let window = cond.window?;
         self.prune(cond, now);
-        let count = self.recent.len() as u64;
+        let count = self.count();
         let holds = match cond.kind {
             ConditionType::Presence => count >= cond.threshold,
             ConditionType::Absence => {
@@ -273,6 +297,7 @@ mod tests {
         }
         assert_eq!(s.tick(&c, T0 + 10 * S), None);
         assert_eq!(s.newest, [0, 1, 2]);
+        assert!(s.buckets.is_empty(), "nothing to count without a window");
     }
 
     #[test]
@@ -286,8 +311,13 @@ mod tests {
         s.on_match(&c, T0 + 10 * S, 0);
         // A match within the window: the condition does not hold.
         assert_eq!(s.tick(&c, T0 + 200 * S), None);
-        // The window passed without a match: fire once.
-        let fire = s.tick(&c, T0 + 311 * S).expect("none within 5 m");
+        // The window (and the match's 3 s bucket) passed without a match: fire once.
+        assert_eq!(
+            s.tick(&c, T0 + 311 * S),
+            None,
+            "the match's bucket is still in the window"
+        );
+        let fire = s.tick(&c, T0 + 313 * S).expect("none within 5 m");
         assert_eq!(
             (fire.kind, fire.count, fire.trigger),
             (FireKind::Fired, 0, None)
@@ -301,7 +331,7 @@ mod tests {
         s.on_match(&c, T0 + 500 * S, 1);
         assert_eq!(s.tick(&c, T0 + 501 * S), None);
         assert!(!s.firing);
-        assert!(s.tick(&c, T0 + 801 * S).is_some());
+        assert!(s.tick(&c, T0 + 804 * S).is_some());
         // After 24 h without any match the view is inactive: nothing more.
         let mut s2 = s.clone();
         s2.firing = false;
@@ -325,6 +355,30 @@ mod tests {
         }
         assert!(!s.firing);
         assert_eq!(s.tick(&c, T0 + 210 * S), None);
+    }
+
+    #[test]
+    fn counts_stay_small_and_exact_for_many_matches() {
+        let c = presence(5_000, Some(300), None);
+        let mut s = RuleState::new(T0);
+        let mut fired = None;
+        // 10,000 matches over 100 s: the threshold is reached at the 5,000th.
+        for i in 0..10_000i64 {
+            if let Some(f) = s.on_match(&c, T0 + i * S / 100, i as u64) {
+                fired.get_or_insert((i, f.count));
+            }
+        }
+        assert_eq!(fired, Some((4_999, 5_000)));
+        assert_eq!(s.count(), 10_000);
+        assert!(
+            s.buckets.len() <= BUCKETS_PER_WINDOW as usize + 1,
+            "{}",
+            s.buckets.len()
+        );
+        assert!(serde_json::to_string(&s).unwrap().len() < 4_000);
+        // Five minutes after the last match, everything has left the window.
+        s.tick(&c, T0 + 100 * S + 303 * S);
+        assert_eq!(s.count(), 0);
     }
 
     #[test]

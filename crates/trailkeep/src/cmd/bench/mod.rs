@@ -3,6 +3,7 @@
 //! Each starts its own server on a loopback port (this binary's `serve`, as a child process so its
 //! memory can be read apart from the load generator's) unless `--url` points at one.
 
+pub mod alerts;
 pub mod corpus;
 pub mod ingest;
 pub mod query;
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     Ingest(Box<ingest::IngestArgs>),
     /// Query latency (p50/p99) of the five reference queries against a loaded server.
     Query(Box<query::QueryArgs>),
+    /// Ingest at a fixed rate without rules, then with N active alert rules: throughput drop,
+    /// rule-evaluation cost per event, and ack → webhook latency of presence alerts.
+    Alerts(Box<alerts::AlertsArgs>),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Corpus(args) => corpus::run(args),
         BenchCommand::Ingest(args) => ingest::run(*args),
         BenchCommand::Query(args) => query::run(*args),
+        BenchCommand::Alerts(args) => alerts::run(*args),
     }
 }
