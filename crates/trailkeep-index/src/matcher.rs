@@ -14,6 +14,8 @@
 //!
 //! Pure: no I/O, no clock.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::query::{FieldKind, JsonOp, KnownField, Plan, TextKind};
@@ -81,9 +83,9 @@ pub fn matches(plan: &Plan, item: &MatchItem<'_>) -> bool {
             prefix,
         } => match keyword(*field, item) {
             None => false,
-            Some(v) if field.kind() == FieldKind::HashedKeyword => v == *value,
+            Some(v) if field.kind() == FieldKind::HashedKeyword => *v == **value,
             Some(v) if *prefix => v.starts_with(value.as_str()),
-            Some(v) => v == *value,
+            Some(v) => *v == **value,
         },
         Plan::Int { field, min, max } => {
             let n: Option<i128> = match field {
@@ -177,13 +179,20 @@ fn data_event(event: &Value) -> Option<bool> {
 }
 
 /// The value of a keyword field as indexed.
-fn keyword(field: KnownField, item: &MatchItem<'_>) -> Option<String> {
+fn keyword<'a>(field: KnownField, item: &MatchItem<'a>) -> Option<Cow<'a, str>> {
     let e = item.event;
+    let lower = |s: &'a str| {
+        if s.chars().any(char::is_uppercase) {
+            Cow::Owned(s.to_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    };
     let s = match field {
         KnownField::Account => item.account,
         KnownField::Action => str_at(e, "action")?,
-        KnownField::Outcome => return Some(str_at(e, "outcome")?.to_lowercase()),
-        KnownField::Severity => return Some(str_at(e, "severity")?.to_lowercase()),
+        KnownField::Outcome => return Some(lower(str_at(e, "outcome")?)),
+        KnownField::Severity => return Some(lower(str_at(e, "severity")?)),
         KnownField::Id => str_at(e, "id")?,
         KnownField::CorrelationId => str_at(e, "correlationId")?,
         KnownField::TargetId => e.get("target")?.as_object()?.get("id")?.as_str()?,
@@ -191,7 +200,7 @@ fn keyword(field: KnownField, item: &MatchItem<'_>) -> Option<String> {
         KnownField::LogSourceCrn => str_at(e, "logSourceCRN")?,
         _ => return None,
     };
-    Some(s.to_string())
+    Some(Cow::Borrowed(s))
 }
 
 fn exists(field: KnownField, item: &MatchItem<'_>) -> bool {

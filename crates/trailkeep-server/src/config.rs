@@ -122,6 +122,44 @@ pub struct ServeOptions {
     /// Longest a search or aggregation may run before it is answered with 503 [default: 30].
     #[arg(long, env = "TRAILKEEP_QUERY_TIMEOUT", value_name = "SECONDS")]
     pub query_timeout: Option<u64>,
+    /// SMTP server for email alert channels: `smtp://host[:port]` (STARTTLS whenever the server
+    /// offers it; port 587 by default) or `smtps://host[:port]` (TLS from the start; 465).
+    #[arg(long, env = "TRAILKEEP_SMTP_URL", value_name = "URL")]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of alert emails [default: trailkeep@localhost].
+    #[arg(long, env = "TRAILKEEP_SMTP_FROM", value_name = "ADDRESS")]
+    pub smtp_from: Option<String>,
+
+    /// SMTP user name (with --smtp-password).
+    #[arg(long, env = "TRAILKEEP_SMTP_USERNAME", value_name = "NAME")]
+    pub smtp_username: Option<String>,
+
+    /// SMTP password.
+    #[arg(
+        long,
+        env = "TRAILKEEP_SMTP_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub smtp_password: Option<String>,
+
+    /// PEM file of a CA to trust for the SMTP server's certificate, besides the usual roots.
+    #[arg(long, env = "TRAILKEEP_SMTP_CA_CERT", value_name = "FILE")]
+    pub smtp_ca_cert: Option<PathBuf>,
+
+    /// Wait after the first failed alert delivery; doubled (with jitter) after each further
+    /// failure [default: 1s].
+    #[arg(long, env = "TRAILKEEP_ALERT_RETRY_INITIAL", value_name = "DURATION")]
+    pub alert_retry_initial: Option<String>,
+
+    /// Longest wait between two delivery attempts [default: 5m].
+    #[arg(long, env = "TRAILKEEP_ALERT_RETRY_MAX", value_name = "DURATION")]
+    pub alert_retry_max: Option<String>,
+
+    /// A notification still undelivered this long after it fired is marked failed [default: 24h].
+    #[arg(long, env = "TRAILKEEP_ALERT_GIVE_UP_AFTER", value_name = "DURATION")]
+    pub alert_give_up_after: Option<String>,
 }
 
 /// Fully resolved server options.
@@ -142,6 +180,7 @@ pub struct ServerConfig {
     pub key_ingest_rate: u32,
     pub key_query_rate: u32,
     pub query_timeout: std::time::Duration,
+    pub alerts: crate::alerts::AlertOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +200,23 @@ pub enum ConfigError {
 }
 
 pub const DEFAULT_CONFIG_FILE: &str = "trailkeep.toml";
+
+/// A positive duration written as a number and a unit: `250ms`, `30s`, `5m`, `1h`, `1d`.
+pub fn parse_std_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok().filter(|n| *n > 0)?;
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(n.checked_mul(millis)?))
+}
 
 impl ServeOptions {
     /// Fills every option left unset by flags and environment from the config file: the one named by
@@ -195,7 +251,15 @@ impl ServeOptions {
             system_account,
             key_ingest_rate,
             key_query_rate,
-            query_timeout
+            query_timeout,
+            smtp_url,
+            smtp_from,
+            smtp_username,
+            smtp_password,
+            smtp_ca_cert,
+            alert_retry_initial,
+            alert_retry_max,
+            alert_give_up_after
         );
         Ok(self)
     }
@@ -217,6 +281,31 @@ impl ServeOptions {
                     "tls_cert and tls_key must be given together".into(),
                 ));
             }
+        };
+        let duration = |name: &str, v: &Option<String>, default: u64| match v {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(text) => parse_std_duration(text).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{name} must be a positive duration such as 500ms, 30s or 1h, not {text:?}"
+                ))
+            }),
+        };
+        let retry = crate::alerts::outbox::RetryPolicy {
+            initial: duration("alert_retry_initial", &self.alert_retry_initial, 1)?,
+            max: duration("alert_retry_max", &self.alert_retry_max, 300)?,
+            give_up_after: duration("alert_give_up_after", &self.alert_give_up_after, 86_400)?,
+        };
+        let alerts = crate::alerts::AlertOptions {
+            smtp: crate::alerts::notify::SmtpSettings {
+                url: self.smtp_url,
+                from: self
+                    .smtp_from
+                    .unwrap_or_else(|| "trailkeep@localhost".to_string()),
+                username: self.smtp_username,
+                password: self.smtp_password,
+                ca_cert: self.smtp_ca_cert,
+            },
+            retry,
         };
         let config = ServerConfig {
             data_dir: self
@@ -242,6 +331,7 @@ impl ServeOptions {
             key_ingest_rate: self.key_ingest_rate.unwrap_or(100_000),
             key_query_rate: self.key_query_rate.unwrap_or(200),
             query_timeout: std::time::Duration::from_secs(self.query_timeout.unwrap_or(30)),
+            alerts,
         };
         if !trailkeep_event::is_valid_account_id(&config.system_account) {
             return Err(ConfigError::Invalid(

@@ -549,6 +549,11 @@ impl Core {
 
         let batch_slots: Vec<usize> = batch.iter().map(|entry| entry.0).collect();
         let mut jobs = Vec::with_capacity(batch.len());
+        // The alert evaluator sees every committed record, like the indexer (issue #6).
+        let alerts = self.alerts.get();
+        let watched = alerts.is_some();
+        let mut records = Vec::new();
+        let received_nanos = i64::try_from(received_at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
         {
             let mut seen = self.seen.lock().expect("seen lock");
             for ((slot, account, id, _, event), done) in batch.into_iter().zip(&appended) {
@@ -559,6 +564,15 @@ impl Core {
                     id,
                     duplicate: false,
                 });
+                let event = Arc::new(event);
+                if watched {
+                    records.push(crate::alerts::evaluator::Record {
+                        account: account.clone(),
+                        index: done.index,
+                        received_at_nanos: received_nanos,
+                        event: event.clone(),
+                    });
+                }
                 jobs.push(IndexJob {
                     account,
                     index: done.index,
@@ -566,6 +580,9 @@ impl Core {
                     event,
                 });
             }
+        }
+        if let Some(alerts) = alerts {
+            alerts.observe(records);
         }
         // Wake requests that were waiting on one of these ids (they read `seen` for the index).
         let _ = sender.send(Some(Some(0)));
@@ -684,6 +701,9 @@ impl Core {
 
     /// Closes the pipeline: commits the index and signs final checkpoints.
     pub fn close(&self) {
+        if let Some(alerts) = self.alerts.get() {
+            alerts.close();
+        }
         self.indexer.shutdown();
         if let Err(e) = self.ledger.close() {
             tracing::error!(error = %e, "closing the ledger failed");

@@ -34,7 +34,8 @@ pub struct IndexJob {
     pub account: String,
     pub index: u64,
     pub received_at: OffsetDateTime,
-    pub event: Value,
+    /// Shared with the alert evaluator.
+    pub event: Arc<Value>,
 }
 
 enum Message {

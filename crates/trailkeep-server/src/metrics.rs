@@ -44,6 +44,7 @@ pub struct Metrics {
     pub rate_limited: Family<ResultLabel, Counter>,
     pub auth_failures: Counter<u64, AtomicU64>,
     pub unrecorded_auth_failures: Counter<u64, AtomicU64>,
+    pub alerts: crate::alerts::AlertMetrics,
 }
 
 impl Default for Metrics {
@@ -116,7 +117,9 @@ impl Metrics {
             "Failed authentications beyond the self-audit cap (counted here only)",
             unrecorded_auth_failures.clone(),
         );
+        let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Metrics {
+            alerts,
             registry,
             rate_limited,
             auth_failures,

@@ -63,7 +63,7 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
             .await
             .expect("opening the core does not panic")?
     };
-    crate::alerts::Alerts::start(&core, &config.data_dir)?;
+    crate::alerts::Alerts::start(&core, &config.data_dir, &config.alerts)?;
     if demo && core.ledger.is_empty() {
         load_demo(&core).await?;
     }

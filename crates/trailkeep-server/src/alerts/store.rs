@@ -32,6 +32,8 @@ pub enum StoreError {
     },
     #[error("{path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("replaying the ledger: {0}")]
+    Ledger(String),
 }
 
 /// Reads a versioned JSON document, or `None` when the file does not exist.

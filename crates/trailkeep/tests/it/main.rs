@@ -1,6 +1,7 @@
 //! End-to-end tests of the `trailkeep` binary: each test runs the real executable.
 
 mod access;
+mod alerts;
 mod bundle;
 mod client;
 mod event_check;

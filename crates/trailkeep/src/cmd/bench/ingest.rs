@@ -58,11 +58,11 @@ pub struct IngestArgs {
 
 /// What the sending threads found.
 #[derive(Debug, Default)]
-struct Sent {
-    acks: Samples,
-    accepted: u64,
-    rejected: u64,
-    retries: u64,
+pub(super) struct Sent {
+    pub acks: Samples,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub retries: u64,
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -241,7 +241,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One connection: take the next `batch` lines of the corpus, post them, repeat.
-fn send_batches(
+pub(super) fn send_batches(
     remote: &Remote,
     reader: &Mutex<(BufReader<File>, u64)>,
     batch: usize,

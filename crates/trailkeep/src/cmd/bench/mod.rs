@@ -3,6 +3,7 @@
 //! Each starts its own server on a loopback port (this binary's `serve`, as a child process so its
 //! memory can be read apart from the load generator's) unless `--url` points at one.
 
+pub mod alerts;
 pub mod corpus;
 pub mod export;
 pub mod ingest;
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     /// Export throughput (events/s) and server peak memory of each export format against a
     /// loaded server.
     Export(Box<export::ExportBenchArgs>),
+    /// Ingest at a fixed rate without rules, then with N active alert rules: throughput drop,
+    /// rule-evaluation cost per event, and ack → webhook latency of presence alerts.
+    Alerts(Box<alerts::AlertsArgs>),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -30,5 +34,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Ingest(args) => ingest::run(*args),
         BenchCommand::Query(args) => query::run(*args),
         BenchCommand::Export(args) => export::run(*args),
+        BenchCommand::Alerts(args) => alerts::run(*args),
     }
 }

@@ -14,6 +14,11 @@ impl Samples {
         self.0.extend(other.0);
     }
 
+    /// How many samples are at most `d`.
+    pub fn count_at_most(&self, d: Duration) -> usize {
+        self.0.iter().filter(|s| **s <= d).count()
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
