@@ -172,7 +172,7 @@ pub fn split_each_as(
     if format == InputFormat::Ndjson {
         return out.ndjson(input, base);
     }
-    match serde_json::from_slice::<Value>(input) {
+    match crate::strict_json::from_slice(input) {
         Ok(Value::Array(elements)) => {
             if elements.len() > limits.max_items {
                 return Err(InputError::TooManyItems {
@@ -206,7 +206,7 @@ pub fn split_each_as(
                 line += memchr::memchr_iter(b'\n', &input[counted..at]).count();
                 counted = at;
                 let pos = out.next_position(Some(line), Some(at + base));
-                match serde_json::from_slice::<Value>(text) {
+                match crate::strict_json::from_slice(text) {
                     Ok(value) => out.document(value, pos, 2)?,
                     Err(_) if is_blank(text) => {
                         out.error(pos, ItemError::Syntax("empty array element".into()))?;
@@ -375,7 +375,7 @@ impl Splitter<'_> {
                 continue;
             }
             let pos = self.next_position(Some(n + 1), Some(start + base));
-            match serde_json::from_slice::<Value>(line) {
+            match crate::strict_json::from_slice(line) {
                 Ok(value) => self.document(value, pos, 1)?,
                 Err(e) => {
                     let pos = Position {
@@ -471,7 +471,7 @@ fn unwrap_envelope(
 }
 
 fn parse_nested(text: &str, limits: &InputLimits, what: &str) -> Result<Value, ItemError> {
-    serde_json::from_str(text)
+    crate::strict_json::from_str(text)
         .map_err(|e| ItemError::Syntax(format!("in {what}: {e}")))
         .and_then(|v| match too_deep(&v, limits.max_depth) {
             Some(limit) => Err(ItemError::TooDeep { limit }),

@@ -52,6 +52,7 @@ pub mod k8s;
 mod normalize;
 pub mod object;
 pub mod redact;
+mod strict_json;
 mod timestamp;
 
 pub use action::{ActionInfo, CrudClass, crud_class};

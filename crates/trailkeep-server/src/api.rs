@@ -68,9 +68,10 @@ async fn ingest(
     State(state): State<AppState>,
     Caller(caller): Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let result = async {
+        let body = read_body(&state, body).await?;
         // Declared NDJSON is split by lines even when a line is broken; anything else is
         // recognised from the bytes.
         let format = match body_kind(&headers)? {
@@ -105,6 +106,37 @@ async fn ingest(
             (status, Json(report)).into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// Reads a whole request body within the client timeout (a client trickling bytes would otherwise
+/// hold its connection and its buffer forever) and the body-size limit.
+async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.max_body_bytes;
+    let deadline = state.config.client_timeout;
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s; nothing was stored",
+                deadline.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                Err(ApiError::payload_too_large(format!(
+                    "the request body is larger than {limit} bytes"
+                )))
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "the request body could not be read: {e}; nothing was stored"
+                )))
+            }
+        }
+        Ok(Ok(bytes)) => Ok(bytes),
     }
 }
 

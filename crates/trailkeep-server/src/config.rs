@@ -122,6 +122,11 @@ pub struct ServeOptions {
     /// Longest a search or aggregation may run before it is answered with 503 [default: 30].
     #[arg(long, env = "TRAILKEEP_QUERY_TIMEOUT", value_name = "SECONDS")]
     pub query_timeout: Option<u64>,
+
+    /// Longest a client may take to send a request's headers, and an ingest request's whole
+    /// body; slower clients are disconnected or answered 408 [default: 30].
+    #[arg(long, env = "TRAILKEEP_CLIENT_TIMEOUT", value_name = "SECONDS")]
+    pub client_timeout: Option<u64>,
     /// SMTP server for email alert channels: `smtp://host[:port]` (STARTTLS whenever the server
     /// offers it; port 587 by default) or `smtps://host[:port]` (TLS from the start; 465).
     #[arg(long, env = "TRAILKEEP_SMTP_URL", value_name = "URL")]
@@ -180,6 +185,7 @@ pub struct ServerConfig {
     pub key_ingest_rate: u32,
     pub key_query_rate: u32,
     pub query_timeout: std::time::Duration,
+    pub client_timeout: std::time::Duration,
     pub alerts: crate::alerts::AlertOptions,
 }
 
@@ -252,6 +258,7 @@ impl ServeOptions {
             key_ingest_rate,
             key_query_rate,
             query_timeout,
+            client_timeout,
             smtp_url,
             smtp_from,
             smtp_username,
@@ -331,6 +338,7 @@ impl ServeOptions {
             key_ingest_rate: self.key_ingest_rate.unwrap_or(100_000),
             key_query_rate: self.key_query_rate.unwrap_or(200),
             query_timeout: std::time::Duration::from_secs(self.query_timeout.unwrap_or(30)),
+            client_timeout: std::time::Duration::from_secs(self.client_timeout.unwrap_or(30)),
             alerts,
         };
         if !trailkeep_event::is_valid_account_id(&config.system_account) {
@@ -343,7 +351,8 @@ impl ServeOptions {
             || config.query_timeout.is_zero()
         {
             return Err(ConfigError::Invalid(
-                "key_ingest_rate, key_query_rate and query_timeout must be positive".into(),
+                "key_ingest_rate, key_query_rate, query_timeout and client_timeout must be positive"
+                    .into(),
             ));
         }
         if config.max_event_bytes < 1024 {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
+use hyper_util::rt::TokioTimer;
 
 /// How long in-flight requests may take to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -32,7 +33,11 @@ pub enum ListenError {
 pub struct Listener {
     listener: std::net::TcpListener,
     tls: Option<RustlsConfig>,
+    header_timeout: Duration,
 }
+
+/// How long a client may take to send a request's headers unless configured otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Listener {
     /// Binds `addr`; with `tls = Some((cert, key))` loads the PEM files now so errors show at start.
@@ -46,13 +51,24 @@ impl Listener {
         listener
             .set_nonblocking(true)
             .map_err(|source| ListenError::Bind { addr, source })?;
-        Ok(Listener { listener, tls })
+        Ok(Listener {
+            listener,
+            tls,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound socket has an address")
+    }
+
+    /// A client that has not sent a request's headers within `timeout` is disconnected (without
+    /// it, each slow-loris connection would be held open forever).
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
     }
 
     pub fn is_tls(&self) -> bool {
@@ -72,17 +88,25 @@ impl Listener {
             trigger.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let timeout = self.header_timeout;
+        // hyper enforces the header timeout only with a timer, which axum-server does not set.
+        let limit_headers = |builder: &mut hyper_util::server::conn::auto::Builder<_>| {
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+        };
         match self.tls {
-            None => axum_server::from_tcp(self.listener)
-                .handle(handle)
-                .serve(service)
-                .await
-                .map_err(ListenError::Serve),
-            Some(tls) => axum_server::from_tcp_rustls(self.listener, tls)
-                .handle(handle)
-                .serve(service)
-                .await
-                .map_err(ListenError::Serve),
+            None => {
+                let mut server = axum_server::from_tcp(self.listener).handle(handle);
+                limit_headers(server.http_builder());
+                server.serve(service).await.map_err(ListenError::Serve)
+            }
+            Some(tls) => {
+                let mut server = axum_server::from_tcp_rustls(self.listener, tls).handle(handle);
+                limit_headers(server.http_builder());
+                server.serve(service).await.map_err(ListenError::Serve)
+            }
         }
     }
 }

@@ -68,7 +68,9 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
         load_demo(&core).await?;
     }
     let tls = config.tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
-    let listener = Listener::bind(config.listen, tls).await?;
+    let listener = Listener::bind(config.listen, tls)
+        .await?
+        .with_header_timeout(config.client_timeout);
     let state = AppState {
         config: Arc::new(config),
         keys: Arc::new(keys),

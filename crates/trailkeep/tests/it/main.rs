@@ -7,6 +7,7 @@ mod client;
 mod event_check;
 mod export;
 mod history;
+mod reliability;
 mod server;
 mod verifier;
 mod verify;
