@@ -420,3 +420,104 @@ fn slow_broken_and_hostile_clients_get_bounded_clear_answers() {
     );
     assert!(peak < 1024 * 1024, "peak RSS {peak} KiB");
 }
+
+#[test]
+fn overload_sheds_with_429_keeps_answering_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--ingest-queue", "2000"]);
+    let url = server.url.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Eight clients post 500-event batches back to back, far beyond what two cores sustain.
+    let blasters: Vec<_> = (0..8)
+        .map(|t| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut accepted, mut shed) = (0u64, 0u64);
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let batch: Vec<Value> = (0..500)
+                        .map(|i| {
+                            event(
+                                "acct-o",
+                                &format!("o-{t}-{n}-{i}"),
+                                "kms.secrets.wrap",
+                                "success",
+                                "t",
+                            )
+                        })
+                        .collect();
+                    let r = request(
+                        "POST",
+                        &format!("{url}/v1/events"),
+                        Some(ADMIN_KEY),
+                        &[("Content-Type", "application/json")],
+                        Some(Value::Array(batch).to_string().as_bytes()),
+                    );
+                    match r.status {
+                        200 => accepted += 500,
+                        429 => {
+                            assert!(r.retry_after.is_some(), "429 without Retry-After");
+                            shed += 1;
+                        }
+                        s => panic!("overload answered {s}: {}", r.text()),
+                    }
+                }
+                (accepted, shed)
+            })
+        })
+        .collect();
+    // Meanwhile health checks and searches keep being answered.
+    let started = Instant::now();
+    let (mut health, mut searches, mut slowest) = (0, 0, Duration::ZERO);
+    while started.elapsed() < Duration::from_secs(4) {
+        let t = Instant::now();
+        assert_eq!(
+            request("GET", &format!("{url}/healthz"), None, &[], None).status,
+            200
+        );
+        health += 1;
+        let r = get(&server, "/v1/events?q=outcome:success&limit=10");
+        assert_eq!(r.status, 200, "{}", r.text());
+        searches += 1;
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut accepted, mut shed) = (0, 0);
+    for b in blasters {
+        let (a, s) = b.join().unwrap();
+        accepted += a;
+        shed += s;
+    }
+    let peak = peak_rss_kib(&server);
+    assert!(shed > 0, "the server never shed load");
+    assert!(peak < 1024 * 1024, "peak RSS {peak} KiB");
+    // It recovers: once the burst is over a normal request is accepted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = request(
+            "POST",
+            &format!("{url}/v1/events"),
+            Some(ADMIN_KEY),
+            &[("Content-Type", "application/json")],
+            Some(
+                event("acct-o", "after", "kms.secrets.wrap", "success", "t")
+                    .to_string()
+                    .as_bytes(),
+            ),
+        );
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(Instant::now() < deadline, "the server never recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "overload: {accepted} events accepted, {shed} batches shed with 429; {health} health checks \
+         and {searches} searches answered (slowest pair {slowest:?}); server peak RSS {} MiB",
+        peak / 1024
+    );
+}
