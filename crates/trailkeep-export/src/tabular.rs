@@ -7,7 +7,7 @@ use crate::{ExportError, ExportItem, Format};
 
 /// Encoded bytes a Parquet row group may buffer before it is written out.
 #[cfg(feature = "parquet")]
-pub const PARQUET_ROW_GROUP_BYTES: usize = 8 << 20;
+pub const PARQUET_ROW_GROUP_BYTES: usize = 2 << 20;
 
 /// Writes items in a tabular format ([`Format::Ndjson`], [`Format::Csv`], [`Format::Parquet`]).
 pub struct TabularWriter<W: Write + Send> {
@@ -73,14 +73,11 @@ impl<W: Write + Send> TabularWriter<W> {
             Inner::Csv(w) => {
                 let f = Fields::of(item)?;
                 let index = f.index.to_string();
-                let opt = |v: &Option<std::borrow::Cow<'_, str>>| -> String {
-                    v.as_deref().unwrap_or("").to_string()
-                };
-                let record: [String; 16] = [
+                let fields: [&[u8]; 16] = [
                     opt(&f.event_time),
-                    f.received_at.clone(),
-                    f.account.to_string(),
-                    index,
+                    f.received_at.as_bytes(),
+                    f.account.as_bytes(),
+                    index.as_bytes(),
                     opt(&f.id),
                     opt(&f.action),
                     opt(&f.outcome),
@@ -92,9 +89,9 @@ impl<W: Write + Send> TabularWriter<W> {
                     opt(&f.target_type_uri),
                     opt(&f.correlation_id),
                     opt(&f.message),
-                    f.event.to_string(),
+                    f.event.as_bytes(),
                 ];
-                w.write_record(&record).map_err(csv_error)?;
+                w.write_record(fields).map_err(csv_error)?;
             }
             #[cfg(feature = "parquet")]
             Inner::Parquet(p) => p.write(&Fields::of(item)?)?,
@@ -123,6 +120,11 @@ impl<W: Write + Send> TabularWriter<W> {
             Inner::Parquet(p) => p.finish(),
         }
     }
+}
+
+/// The bytes of an optional text field (empty when absent).
+fn opt<'a>(v: &'a Option<std::borrow::Cow<'_, str>>) -> &'a [u8] {
+    v.as_deref().unwrap_or("").as_bytes()
 }
 
 /// `{"account":…,"index":…,"receivedAt":…,"event":<stored bytes>}` and a newline: the API item
@@ -163,7 +165,7 @@ mod parquet_out {
     use crate::fields::{COLUMNS, Fields};
 
     /// Rows gathered into one Arrow batch before it is handed to the Parquet writer.
-    const BATCH_ROWS: usize = 1024;
+    const BATCH_ROWS: usize = 256;
 
     fn schema() -> SchemaRef {
         let utc = Some(Arc::from("UTC"));
@@ -215,8 +217,19 @@ mod parquet_out {
     impl<W: Write + Send> ParquetOut<W> {
         pub(super) fn new(out: W) -> Result<Self, ExportError> {
             let schema = schema();
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            // Memory is bounded by the row group buffered before it is written: flushed at
+            // PARQUET_ROW_GROUP_BYTES, pages of 256 KiB, and no dictionary for the columns whose
+            // values are all different (the whole event, its message, its id).
+            let unique = ["event", "message", "id", "correlationId"];
+            let mut props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
+                .set_data_page_size_limit(256 * 1024)
+                .set_dictionary_page_size_limit(256 * 1024)
+                .set_max_row_group_row_count(Some(64 * 1024));
+            for column in unique {
+                props = props.set_column_dictionary_enabled(column.into(), false);
+            }
+            let props = props
                 .set_created_by(concat!("trailkeep ", env!("CARGO_PKG_VERSION")).to_string())
                 .build();
             let writer =

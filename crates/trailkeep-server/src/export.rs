@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 use trailkeep_export::bundle::{BundleWriter, HeaderInfo};
 use trailkeep_export::{ExportError, ExportItem, Format, TabularWriter};
 use trailkeep_index::{Plan, SearchPage, SearchRequest};
-use trailkeep_ledger::{Checkpoint, NoteVerifier};
+use trailkeep_ledger::{
+    Checkpoint, Error as LedgerError, Hash, Ledger, NoteVerifier, merkle, tiles,
+};
 
 use crate::api::{index_error, parse_plan, read_accounts, read_params, time_bounds};
 use crate::app::{AppState, Caller};
@@ -280,6 +282,7 @@ impl Job {
             )?),
             f => Sink::Table(TabularWriter::new(f, out)?),
         };
+        let mut proofs: HashMap<String, ProofMemo> = HashMap::new();
         let mut page = first;
         loop {
             for hit in &page.hits {
@@ -308,8 +311,17 @@ impl Job {
                         if !b.has_checkpoint(&hit.account) {
                             b.checkpoint(&hit.account, snap.note.as_deref().unwrap_or_default())?;
                         }
-                        let proof = ledger
-                            .inclusion_proof(&hit.account, hit.index, snap.size)
+                        if proofs.len() >= MAX_PROOF_MEMOS
+                            && !proofs.contains_key(&hit.account)
+                            && let Some(evict) = proofs.keys().next().cloned()
+                        {
+                            proofs.remove(&evict);
+                        }
+                        let memo = proofs
+                            .entry(hit.account.clone())
+                            .or_insert_with(|| ProofMemo::new(snap.size));
+                        let proof = memo
+                            .proof(ledger, &hit.account, hit.index)
                             .map_err(|e| RunError::Other(e.to_string()))?;
                         b.event(&item, &proof)?;
                     }
@@ -330,6 +342,141 @@ impl Job {
         };
         out.flush().map_err(ExportError::Io)?;
         Ok(())
+    }
+}
+
+/// Accounts whose proof memos are kept at once (each at most [`MEMO_NODES`] hashes and
+/// [`MEMO_TILES`] tiles: about 16 MiB in all).
+const MAX_PROOF_MEMOS: usize = 64;
+/// Node hashes one memo keeps before it starts again (about 200 KiB): the nodes near the
+/// leaves being proven, which neighbouring leaves share.
+const MEMO_NODES: usize = 4 * 1024;
+/// Tiles one memo keeps (8 KiB each).
+const MEMO_TILES: usize = 8;
+
+/// Hashes `(level, index)` keys with one multiplication (Fibonacci hashing); the keys are not
+/// chosen by anyone, so SipHash's protection buys nothing here.
+#[derive(Default, Clone, Copy)]
+struct NodeKeyHasher(u64);
+
+impl std::hash::Hasher for NodeKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.0 = self.0.rotate_left(8) ^ u64::from(n);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.rotate_left(8) ^ n;
+    }
+}
+
+type NodeMap<V> = HashMap<(u8, u64), V, std::hash::BuildHasherDefault<NodeKeyHasher>>;
+
+/// Inclusion proofs of many leaves of one account against one tree size, sharing the work: a
+/// bundle's events are mostly neighbours, so their proofs share most nodes. Node hashes are
+/// memoised and the tiles they come from fetched once (through the ledger's C2SP tile API, so
+/// the proofs are built from exactly what outside verifiers read); both caches are bounded.
+struct ProofMemo {
+    size: u64,
+    nodes: std::cell::RefCell<NodeMap<Hash>>,
+    tiles: std::cell::RefCell<NodeMap<Arc<Vec<u8>>>>,
+}
+
+/// A [`ProofMemo`] bound to a ledger and account for one proof.
+struct MemoSource<'a> {
+    memo: &'a ProofMemo,
+    ledger: &'a Ledger,
+    account: &'a str,
+}
+
+impl ProofMemo {
+    fn new(size: u64) -> Self {
+        Self {
+            size,
+            nodes: Default::default(),
+            tiles: Default::default(),
+        }
+    }
+
+    fn proof(&self, ledger: &Ledger, account: &str, index: u64) -> Result<Vec<Hash>, LedgerError> {
+        if index >= self.size {
+            return Err(LedgerError::Invalid(format!(
+                "index {index} not below size {}",
+                self.size
+            )));
+        }
+        let src = MemoSource {
+            memo: self,
+            ledger,
+            account,
+        };
+        merkle::inclusion_proof(&src, index, self.size)
+    }
+}
+
+impl MemoSource<'_> {
+    /// Entry `index` of tile level `level` (the node at tree level `8 * level`).
+    fn tile_entry(&self, level: u8, index: u64) -> Result<Hash, LedgerError> {
+        let tile = index / tiles::TILE_WIDTH;
+        let cached = self.memo.tiles.borrow().get(&(level, tile)).cloned();
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let level_len =
+                    self.memo.size >> (u32::from(level) * u32::from(tiles::TILE_HEIGHT));
+                let width = (level_len - tile * tiles::TILE_WIDTH).min(tiles::TILE_WIDTH);
+                let partial = (width < tiles::TILE_WIDTH).then_some(width as u16);
+                let path = tiles::tile_path(level, tile, partial);
+                let bytes =
+                    Arc::new(self.ledger.tile(self.account, &path)?.ok_or_else(|| {
+                        LedgerError::NotFound(format!("{}/{path}", self.account))
+                    })?);
+                let mut cache = self.memo.tiles.borrow_mut();
+                if cache.len() >= MEMO_TILES {
+                    cache.clear();
+                }
+                cache.insert((level, tile), bytes.clone());
+                bytes
+            }
+        };
+        let at = ((index % tiles::TILE_WIDTH) * 32) as usize;
+        bytes
+            .get(at..at + 32)
+            .and_then(|h| Hash::try_from(h).ok())
+            .ok_or_else(|| {
+                LedgerError::corrupted(format!("{}/tile/{level}", self.account), "short tile")
+            })
+    }
+}
+
+impl merkle::NodeSource for MemoSource<'_> {
+    type Error = LedgerError;
+
+    fn node(&self, level: u8, index: u64) -> Result<Hash, LedgerError> {
+        if let Some(h) = self.memo.nodes.borrow().get(&(level, index)) {
+            return Ok(*h);
+        }
+        let h = if level.is_multiple_of(tiles::TILE_HEIGHT)
+            && level / tiles::TILE_HEIGHT < tiles::TILE_LEVELS
+        {
+            self.tile_entry(level / tiles::TILE_HEIGHT, index)?
+        } else {
+            let left = self.node(level - 1, index * 2)?;
+            let right = self.node(level - 1, index * 2 + 1)?;
+            merkle::node_hash(&left, &right)
+        };
+        let mut nodes = self.memo.nodes.borrow_mut();
+        if nodes.len() >= MEMO_NODES {
+            nodes.clear();
+        }
+        nodes.insert((level, index), h);
+        Ok(h)
     }
 }
 

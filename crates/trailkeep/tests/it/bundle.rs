@@ -23,8 +23,36 @@ fn verify(bundle: &Path, key_file: Option<&Path>) -> (Output, String) {
     (out, all)
 }
 
-/// Verification fails (exit 1) and says each of `expected`.
+/// The independent verifier of docs/examples/verify_bundle.py (Python standard library only):
+/// whether it accepts `bundle` under `key`.
+fn python_accepts(bundle: &Path, key: &Path) -> bool {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/verify_bundle.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([bundle, key])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    match out.status.code() {
+        Some(0) => {
+            assert!(said.starts_with("ok "), "{said}");
+            true
+        }
+        Some(1) => {
+            assert!(said.starts_with("FAIL "), "{said}");
+            false
+        }
+        _ => panic!("verify_bundle.py: {said}"),
+    }
+}
+
+/// Verification fails (exit 1) and says each of `expected`; the independent verifier agrees.
 fn fails_with(bundle: &Path, key: &Path, expected: &[&str]) {
+    assert!(
+        !python_accepts(bundle, key),
+        "python accepted {}",
+        bundle.display()
+    );
     let (out, all) = verify(bundle, Some(key));
     assert_eq!(out.status.code(), Some(1), "{all}");
     for e in expected {
@@ -105,6 +133,7 @@ fn evidence_bundle_verifies_offline_and_every_tampering_fails_precisely() {
         all.contains("ok    25 events proven in 2 logs (") && all.contains("(pinned)"),
         "{all}"
     );
+    assert!(python_accepts(&bundle, &key));
     // Without a pinned key the bundle's own key is used, and the output says so.
     let (out, all) = verify(&bundle, None);
     assert!(out.status.success(), "{all}");

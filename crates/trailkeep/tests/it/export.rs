@@ -425,6 +425,19 @@ fn export_pages_through_more_events_than_one_index_page_without_gaps_or_repeats(
         last = Some(key);
     }
     assert_eq!(seen.len(), total);
+
+    // A bundle of the same: 4,000 events per log, so proofs span several tiles and tile levels.
+    let r = get(&server, "/v1/export?format=bundle");
+    assert_eq!(r.status, 200);
+    let bundle = dir.path().join("bulk.tkbundle");
+    std::fs::write(&bundle, &r.body).unwrap();
+    let out = trailkeep(&["verify", "--bundle", bundle.to_str().unwrap()], b"");
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("ok    12000 events proven in 3 logs"),
+        "{said}"
+    );
 }
 
 /// Waits until the index counts `want` events.

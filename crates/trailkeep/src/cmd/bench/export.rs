@@ -1,7 +1,8 @@
 //! `trailkeep bench export`: throughput and server memory of `GET /v1/export` over a loaded
-//! server, for each format. The client reads the stream and counts events without keeping it;
-//! the server's peak resident memory is reset before each export (`/proc/PID/clear_refs`) so
-//! the figure is the export's own.
+//! server, for each format. The client reads the stream and counts events without keeping it.
+//! Each format gets a freshly started server (unless `--url`) whose peak resident memory is
+//! reset (`/proc/PID/clear_refs`) just before the export, so the figure is that export's own and
+//! not what an earlier one left allocated.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -45,20 +46,35 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.formats.clone()
     };
-    let target = Target::start(&args.target, &[])?;
-    let remote = Remote::new(&target.remote)?;
-    let total = remote
-        .get_json("/v1/aggregate", &[("q", &args.query)])
-        .map_err(|e| anyhow::anyhow!("{e}"))?["total"]
-        .as_u64()
-        .unwrap_or(0);
-    println!("export of {total} matching events (query {:?})", args.query);
-    if let Some((_, rss)) = target.memory() {
-        println!("server memory before: {} MiB resident", rss >> 20);
-    }
+    let mut total_line_printed = false;
     for &format in &formats {
         let name = format.name();
+        let target = Target::start(&args.target, &[])?;
+        let remote = Remote::new(&target.remote)?;
+        let total = remote
+            .get_json("/v1/aggregate", &[("q", &args.query)])
+            .map_err(|e| anyhow::anyhow!("{e}"))?["total"]
+            .as_u64()
+            .unwrap_or(0);
+        if !total_line_printed {
+            println!("export of {total} matching events (query {:?})", args.query);
+            total_line_printed = true;
+        }
+        let before = target.memory().map(|(_, rss)| rss);
         let reset = target.pid().is_some_and(reset_peak_memory);
+        // Anonymous memory (the heap, not the mapped index and segment files) sampled meanwhile.
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = target.pid().map(|pid| {
+            let on = sampling.clone();
+            std::thread::spawn(move || {
+                let mut max = 0u64;
+                while on.load(std::sync::atomic::Ordering::Relaxed) {
+                    max = max.max(anon_rss(pid).unwrap_or(0));
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                max.max(anon_rss(pid).unwrap_or(0))
+            })
+        });
         let started = Instant::now();
         let mut body = remote
             .get_reader("/v1/export", &[("q", &args.query), ("format", name)])
@@ -75,15 +91,20 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<ExitCode> {
             counter.feed(&buf[..n]);
         }
         let secs = started.elapsed().as_secs_f64();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let anon_peak = sampler.and_then(|t| t.join().ok());
         // Parquet is binary: its rows are the matching events counted before.
         let events = match format {
             ExportFormat::Parquet => total,
             _ => counter.events(),
         };
         let memory = match (reset, target.memory()) {
-            (true, Some((peak, _))) => {
-                format!("server peak RSS during the export {} MiB", peak >> 20)
-            }
+            (true, Some((peak, _))) => format!(
+                "server peak RSS during the export {} MiB ({} MiB just before it; heap, sampled: {} MiB)",
+                peak >> 20,
+                before.unwrap_or(0) >> 20,
+                anon_peak.unwrap_or(0) >> 20
+            ),
             (false, Some((peak, _))) => {
                 format!(
                     "server peak RSS since start {} MiB (could not reset)",
@@ -98,12 +119,26 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<ExitCode> {
             events as f64 / secs,
             bytes as f64 / 1048576.0 / secs
         );
+        target.stop()?;
     }
-    target.stop()?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resets a process's peak resident memory (`VmHWM`) to its current size (Linux, own children).
 fn reset_peak_memory(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Resident anonymous memory (`RssAnon`) of a process, in bytes (Linux only).
+fn anon_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix("RssAnon:")?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    })
 }
