@@ -433,12 +433,15 @@ impl Evaluator {
                 continue;
             }
             for (i, c) in rules.iter().enumerate() {
-                if let Some(tracked) = self.file.rules.get_mut(&c.rule.id)
-                    && let Some(fire) = tracked.state.tick(&c.cond, now)
-                {
+                let Some(tracked) = self.file.rules.get_mut(&c.rule.id) else {
+                    continue;
+                };
+                let before = (tracked.state.buckets.len(), tracked.state.firing);
+                if let Some(fire) = tracked.state.tick(&c.cond, now) {
                     fires.push((account.clone(), i, fire, tracked.state.newest.clone()));
+                    self.dirty = true;
                 }
-                self.dirty = true;
+                self.dirty |= before != (tracked.state.buckets.len(), tracked.state.firing);
             }
         }
         for (account, i, fire, newest) in fires {

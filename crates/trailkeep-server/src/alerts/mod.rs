@@ -209,6 +209,25 @@ pub fn alerts_of(state: &AppState) -> Result<Arc<Alerts>, ApiError> {
         .ok_or_else(|| ApiError::unavailable("alerting is not running on this server"))
 }
 
+/// Largest management request body.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// A management request body: one JSON object of at most [`MAX_BODY`] bytes, or a 400/413 in
+/// the API's error shape.
+pub fn json_body(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::payload_too_large(format!(
+            "the body is {} bytes; the limit is {MAX_BODY}",
+            bytes.len()
+        )));
+    }
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
+    }
+}
+
 /// May the caller read objects (views, rules, history) of `account`?
 pub fn can_see(caller: &Principal, account: &str) -> bool {
     caller.role.can_read() && caller.accounts.allows(account)

@@ -160,6 +160,19 @@ fn views_crud_with_account_scoped_roles_search_through_a_view_and_survive_a_rest
         .collect();
     assert_eq!(paths, ["query", "window"], "{answer}");
 
+    // A body that is not a JSON object answers in the API's error shape.
+    for bad in [&b"{not json"[..], b"[1, 2]"] {
+        let r = request(
+            "POST",
+            &format!("{}/v1/views", server.url),
+            Some(MANAGER_ACME),
+            &[],
+            Some(bad),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["error"]["code"], "bad_request");
+    }
+
     let (status, view) = call(&server, MANAGER_ACME, "POST", "/v1/views", Some(&body));
     assert_eq!(status, 201, "{view}");
     let id = view["id"].as_str().unwrap().to_string();
