@@ -49,19 +49,10 @@ pub struct Record {
     pub event: Arc<Value>,
 }
 
+/// What the evaluator thread receives.
+#[derive(Debug)]
 pub enum Msg {
     Records(Vec<Record>),
-    /// Reply once everything sent before is evaluated and the state written.
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Msg::Records(r) => write!(f, "Records({})", r.len()),
-            Msg::Flush(_) => f.write_str("Flush"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -542,12 +533,6 @@ impl Evaluator {
                     metrics
                         .match_seconds
                         .inc_by((self.match_nanos - spent) as f64 / 1e9);
-                }
-                Ok(Msg::Flush(reply)) => {
-                    self.fill_gaps();
-                    self.tick(now_nanos());
-                    self.persist();
-                    let _ = reply.send(());
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {

@@ -166,20 +166,6 @@ impl Alerts {
         }
     }
 
-    /// Waits until everything handed over so far is evaluated and its notifications queued.
-    pub fn flush(&self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sent = self
-            .evaluator
-            .lock()
-            .expect("alerts lock")
-            .as_ref()
-            .is_some_and(|e| e.send(Msg::Flush(tx)).is_ok());
-        if sent {
-            let _ = rx.recv();
-        }
-    }
-
     /// Stops the evaluator (writing its state) and the delivery task; pending deliveries stay in
     /// the outbox for the next start.
     pub fn close(&self) {

@@ -2,6 +2,7 @@
 //! 1 when the command found problems in its input (rejected events, integrity failures); errors
 //! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
 
+pub mod alerts;
 pub mod bench;
 pub mod event;
 pub mod output;

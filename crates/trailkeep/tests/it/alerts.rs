@@ -1002,3 +1002,85 @@ fn email_goes_through_a_real_smtp_server_with_starttls() {
     drop(smtp.stdin.take());
     let _ = smtp.wait();
 }
+
+#[test]
+fn the_alerts_cli_creates_lists_tests_mutes_shows_history_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_keys(&data);
+    let server = start(&data, &[]);
+    let rx = Receiver::start(0);
+    let view = create_view(&server, "outcome:failure");
+    let cli = |args: &[&str], stdin: &[u8]| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--url", &server.url, "--key", MANAGER_ACME]);
+        let out = crate::trailkeep(&full, stdin);
+        (
+            out.status.code(),
+            crate::text(&out.stdout),
+            crate::text(&out.stderr),
+        )
+    };
+    let rule = json!({
+        "name": "cli rule", "viewId": view, "condition": {"type": "presence", "threshold": 1},
+        "channels": [{"type": "webhook", "url": format!("{}/cli", rx.url), "secret": SECRET}],
+    });
+    let (code, out, err) = cli(&["alerts", "create", "-"], rule.to_string().as_bytes());
+    assert_eq!(code, Some(0), "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, out, _) = cli(&["alerts", "list"], b"");
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&id) && out.contains("presence"), "{out}");
+    let (code, out, err) = cli(&["alerts", "test", &id], b"");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("channel 0 (webhook): sent"), "{out}");
+    assert_eq!(rx.wait_for("/cli", 1)[0].json()["kind"], "test");
+    let (code, _, err) = cli(&["alerts", "mute", &id, "--for", "1h"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("muted until"), "{err}");
+    ingest_at(
+        &server,
+        &[recent(event(
+            "acme",
+            "cli-1",
+            "codeengine.application.create",
+            "failure",
+            TARGET,
+        ))],
+    );
+    wait_history(&server, &id, "muted", 1);
+    let (code, out, _) = cli(&["alerts", "history", &id], b"");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("muted") && out.contains("test"), "{out}");
+    let (code, _, err) = cli(&["alerts", "mute", &id, "--off"], b"");
+    assert_eq!(code, Some(0));
+    assert!(err.contains("is not muted"), "{err}");
+    drop(rx);
+    // A channel that cannot be reached: the test reports it and exits 1.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (status, _) = call(
+        &server,
+        MANAGER_ACME,
+        "PATCH",
+        &format!("/v1/alerts/{id}"),
+        Some(&json!({
+            "channels": [{"type": "webhook", "url": format!("http://127.0.0.1:{dead}/x"), "secret": SECRET}],
+        })),
+    );
+    assert_eq!(status, 200);
+    let (code, out, _) = cli(&["alerts", "test", &id], b"");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+    let (code, _, _) = cli(&["alerts", "delete", &id], b"");
+    assert_eq!(code, Some(0));
+    let (code, _, err) = cli(&["alerts", "get", &id], b"");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no alert rule with this id"), "{err}");
+}
