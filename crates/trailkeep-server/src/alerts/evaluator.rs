@@ -229,12 +229,12 @@ impl Evaluator {
                 renotify: rule.renotify_duration().map(nanos),
             };
             let key = format!("{cond:?}|{}", view.query);
-            let tracked = self.file.rules.entry(rule.id.clone()).or_default();
-            if tracked.key != key {
-                *tracked = Tracked {
-                    key,
-                    state: RuleState::new(now),
-                };
+            let fresh = self.file.rules.get(&rule.id).is_none_or(|t| t.key != key);
+            if fresh {
+                let state = self.seed(&view, &plan, now);
+                self.file
+                    .rules
+                    .insert(rule.id.clone(), Tracked { key, state });
                 self.dirty = true;
             }
             live.insert(rule.id.clone());
@@ -252,6 +252,36 @@ impl Evaluator {
         self.file.rules.retain(|id, _| live.contains(id));
         self.dirty |= before != self.file.rules.len();
         self.by_account = by_account;
+    }
+
+    /// The state of a new rule: it watches from `now`, and knows the view's newest match of the
+    /// past 24 h from the search index (so an absence rule on a view that went quiet just before
+    /// the rule was created still fires).
+    fn seed(&self, view: &View, plan: &Plan, now: i64) -> RuleState {
+        let mut state = RuleState::new(now);
+        let Some(core) = self.core.upgrade() else {
+            return state;
+        };
+        let day = nanos(super::model::ACTIVE_WITHIN);
+        let from = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now - day)).ok();
+        let accounts = [view.account.clone()];
+        let newest = core.index.search(&trailkeep_index::SearchRequest {
+            plan,
+            accounts: &accounts,
+            from,
+            to: None,
+            limit: 1,
+            cursor: None,
+        });
+        if let Ok(page) = newest
+            && let Some(hit) = page.hits.first()
+            && let Ok(Some(record)) = core.ledger.read_record(&hit.account, hit.index)
+            && record.received_at_unix_nanos > now - day
+        {
+            state.last_match = Some(record.received_at_unix_nanos);
+            state.newest.push_back(hit.index);
+        }
+        state
     }
 
     /// Takes committed records (any order), evaluates what is next in each account's log.
