@@ -7,7 +7,7 @@
 //!
 //! * [`query`] — the query language: parser (strict and lenient), AST, plan. Pure.
 //! * [`EventIndex`] — opening the index, [`EventIndex::search`], [`EventIndex::aggregate`].
-//! * [`matches`] — one event against a plan in memory, with the index's semantics (alerts).
+//! * [`matches()`] — one event against a plan in memory, with the index's semantics (alerts).
 //! * [`Writer`] — batched adds, commits with the last indexed position per account, rebuild.
 
 //!

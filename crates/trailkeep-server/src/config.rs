@@ -109,7 +109,7 @@ pub struct ServeOptions {
     #[arg(long, env = "TRAILKEEP_SMTP_URL", value_name = "URL")]
     pub smtp_url: Option<String>,
 
-    /// Sender address of alert emails [default: trailkeep@localhost].
+    /// Sender address of alert emails (default: trailkeep@localhost).
     #[arg(long, env = "TRAILKEEP_SMTP_FROM", value_name = "ADDRESS")]
     pub smtp_from: Option<String>,
 
