@@ -22,7 +22,7 @@ pub mod store;
 pub mod views;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -105,6 +105,8 @@ pub struct Alerts {
     evaluator: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub metrics: AlertMetrics,
+    /// Records in the evaluator's channel.
+    queued: Arc<AtomicU64>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -133,6 +135,7 @@ impl Alerts {
             evaluator: Mutex::new(None),
             thread: Mutex::new(None),
             metrics: core.metrics.alerts.clone(),
+            queued: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(tokio::sync::Notify::new()),
         });
         let mut evaluator = Evaluator::open(&alerts, core)?;
@@ -140,10 +143,10 @@ impl Alerts {
             .catch_up()
             .map_err(|e| StoreError::Ledger(e.to_string()))?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let metrics = alerts.metrics.clone();
+        let (metrics, queued) = (alerts.metrics.clone(), alerts.queued.clone());
         let thread = std::thread::Builder::new()
             .name("trailkeep-alerts".into())
-            .spawn(move || evaluator.run(rx, metrics))
+            .spawn(move || evaluator.run(rx, metrics, queued))
             .map_err(|source| StoreError::Io {
                 path: alerts.dir.clone(),
                 source,
@@ -156,11 +159,21 @@ impl Alerts {
     }
 
     /// Hands committed records to the evaluator (called by the ingest pipeline).
+    ///
+    /// At most [`evaluator::MAX_QUEUED`] records wait in memory: beyond that a batch is not
+    /// queued, and the evaluator reads it from the ledger once it has caught up. A lagging
+    /// evaluator therefore costs no memory and never blocks ingest.
     pub fn observe(&self, records: Vec<Record>) {
-        if records.is_empty() {
+        let n = records.len() as u64;
+        if n == 0 {
             return;
         }
-        self.metrics.lag.inc_by(records.len() as i64);
+        let queued = self.queued.fetch_add(n, Ordering::SeqCst);
+        if queued + n > evaluator::MAX_QUEUED {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return;
+        }
+        self.metrics.lag.inc_by(n as i64);
         if let Some(tx) = self.evaluator.lock().expect("alerts lock").as_ref() {
             let _ = tx.send(Msg::Records(records));
         }

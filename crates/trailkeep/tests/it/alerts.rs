@@ -674,7 +674,7 @@ fn absence_fires_when_an_active_view_goes_quiet() {
     assert_eq!(n["condition"]["type"], "absence");
     assert_eq!(n["count"], 0);
     assert_eq!(n["events"][0]["event"]["id"], "c-1", "the last event seen");
-    let h = history(&server, &rule);
+    let h = wait_history(&server, &rule, "delivered", 1);
     assert_eq!(kinds(&h), ["fired", "delivered"]);
     assert!(rx.received("/idle").is_empty());
     assert_eq!(history(&server, &idle_rule)["history"], json!([]));
