@@ -606,19 +606,15 @@ impl Evaluator {
         queued: Arc<std::sync::atomic::AtomicU64>,
     ) {
         let mut last_tick = Instant::now();
+        let mut published = (self.records_seen, self.match_nanos);
         loop {
             let wait = TICK.saturating_sub(last_tick.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(Msg::Records(records)) => {
                     let n = records.len();
-                    let (seen, spent) = (self.records_seen, self.match_nanos);
                     self.receive(records);
                     metrics.lag.dec_by(n as i64);
                     queued.fetch_sub(n as u64, std::sync::atomic::Ordering::SeqCst);
-                    metrics.records.inc_by(self.records_seen - seen);
-                    metrics
-                        .match_seconds
-                        .inc_by((self.match_nanos - spent) as f64 / 1e9);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -633,6 +629,14 @@ impl Evaluator {
                     self.follow_ledger();
                 }
                 self.tick(now_nanos());
+            }
+            // Whatever path the records came by (hand-off, gap, ledger).
+            if self.records_seen != published.0 {
+                metrics.records.inc_by(self.records_seen - published.0);
+                metrics
+                    .match_seconds
+                    .inc_by((self.match_nanos - published.1) as f64 / 1e9);
+                published = (self.records_seen, self.match_nanos);
             }
         }
     }

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::server::{ADMIN_KEY, Server, event};
+use crate::server::{ADMIN_KEY, Server, event, request};
 use crate::views::{MANAGER_ACME, READER_ACME, READER_BETA, call, write_keys};
 
 pub const SECRET: &str = "webhook-secret-0123456789";
@@ -503,6 +503,17 @@ fn presence_fires_signed_webhook_slack_and_pagerduty_with_history_test_send_and_
         None,
     );
     assert_eq!(status, 404);
+    let metrics = request("GET", &format!("{}/metrics", server.url), None, &[], None).text();
+    for line in [
+        "trailkeep_alert_notifications_total{result=\"fired\"} 1",
+        "trailkeep_alert_notifications_total{result=\"delivered\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        metrics.contains("trailkeep_alert_records_total"),
+        "{metrics}"
+    );
     server.stop();
     // The fire and two test sends; nothing after the rule was deleted.
     assert_eq!(rx.received("/hook").len(), 3);
