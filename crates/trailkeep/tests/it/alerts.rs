@@ -1103,3 +1103,53 @@ fn the_alerts_cli_creates_lists_tests_mutes_shows_history_and_deletes() {
     assert_ne!(code, Some(0));
     assert!(err.contains("no alert rule with this id"), "{err}");
 }
+
+#[test]
+fn bench_alerts_runs_end_to_end_and_prints_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args([
+            "bench",
+            "alerts",
+            "--events",
+            "4000",
+            "--rate",
+            "2000",
+            "--rules",
+            "40",
+            "--connections",
+            "2",
+            "--batch",
+            "200",
+        ])
+        .current_dir(dir.path())
+        .env_remove("TRAILKEEP_KEY")
+        .output()
+        .unwrap();
+    let report = crate::text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        crate::text(&out.stderr)
+    );
+    for line in [
+        "without rules",
+        "with 40    rules",
+        "rule evaluation",
+        "µs per record",
+        "presence alerts",
+        "within 2 s",
+        "notifications",
+    ] {
+        assert!(report.contains(line), "{line:?} in {report}");
+    }
+    // Every probe of the rules run was notified.
+    let probes = report
+        .lines()
+        .find(|l| l.starts_with("presence alerts"))
+        .unwrap();
+    let words: Vec<&str> = probes.split_whitespace().collect();
+    assert_eq!(words[2], words[4], "{probes}");
+    assert_ne!(words[2], "0", "{probes}");
+}
