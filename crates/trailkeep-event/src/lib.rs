@@ -50,6 +50,7 @@ mod error;
 mod input;
 pub mod k8s;
 mod normalize;
+pub mod object;
 pub mod redact;
 mod timestamp;
 
@@ -65,6 +66,7 @@ pub use normalize::{
     Context, DEFAULT_K8S_SERVICE_PREFIX, DEFAULT_MAX_EVENT_BYTES, DROPPED_FIELD, DroppedField,
     EVENT_TIME_ORIGINAL_FIELD, NormalizedEvent, Policy, SIZE_PLACEHOLDER, normalize,
 };
+pub use object::{Change, Derivation, Derived, ObjectState, derive};
 pub use redact::{DEFAULT_MARKER, HmacKeys, NoKeys, RedactAction, RedactionRule, default_rules};
 pub use timestamp::normalize_event_time;
 

@@ -91,6 +91,7 @@ impl<'a> Compiler<'a> {
                 let mut clauses = vec![
                     (Occur::Should, self.text(f.message, *kind, value)),
                     (Occur::Should, self.text(f.reason_for_failure, *kind, value)),
+                    (Occur::Should, self.text(f.description, *kind, value)),
                 ];
                 // Action words have no positions: words and prefixes only.
                 if *kind != TextKind::Phrase || self.tokens(value).len() == 1 {

@@ -28,7 +28,8 @@
 //! ([`IndexError::UpgradeRequired`]) and [`EventIndex::open_or_recreate`] starts an empty one,
 //! to be fed again from the ledger. `tests/fixtures/index-v<N>/` keeps one index per version.
 //!
-//! Changes: **1** — first version.
+//! Changes: **1** — first version. **2** — the derived fields `class`, `description` and `scope`
+//! (issue #11).
 
 pub mod query;
 
@@ -49,6 +50,6 @@ pub use error::{IndexError, Result};
 pub use index::{EventIndex, Positions, SpaceUsage};
 pub use matcher::{MatchItem, matches};
 pub use query::{ParseError, Plan, Query};
-pub use schema::{FORMAT_VERSION, MAX_PLAIN_VALUE_BYTES, hash64, hashed_token};
+pub use schema::{DerivedFields, FORMAT_VERSION, MAX_PLAIN_VALUE_BYTES, hash64, hashed_token};
 pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest};
 pub use writer::{Added, CommitInfo, Writer, WriterOptions};

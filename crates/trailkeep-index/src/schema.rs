@@ -17,6 +17,9 @@
 //! | `dataEvent` | `dataEvent` | bool term + fast |
 //! | `message`, `reasonForFailure` | event | words with positions |
 //! | `actionWords` | `action` split into words | words |
+//! | `class` | derived: the action class | raw term + fast |
+//! | `description` | derived: the human-readable description | words with positions |
+//! | `scope` | derived: the object and each parent id | raw terms |
 //! | `attrs` | every other leaf of the event, by dotted path | raw terms (JSON field); strings over [`MAX_PLAIN_VALUE_BYTES`] as a hash token |
 //!
 //! Unique long values (UUIDs, request ids) dominate an index's term dictionary: a 36-byte UUID
@@ -43,7 +46,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::query::KnownField;
 
 /// The version of what is indexed and how; recorded in every commit.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Tokenizer for full text: words split on non-alphanumerics, lower-cased, long words dropped.
 pub(crate) const WORDS: &str = "tk_words";
@@ -105,6 +108,21 @@ pub(crate) struct Fields {
     pub reason_for_failure: Field,
     pub action_words: Field,
     pub attrs: Field,
+    pub class: Field,
+    pub description: Field,
+    pub scope: Field,
+}
+
+/// What the server derives for an event and the index makes searchable (issue #11): the
+/// event's bytes in the ledger stay as received, these fields live beside them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DerivedFields<'a> {
+    /// `create`, `update`, `delete`, `read` or `info`.
+    pub class: &'a str,
+    /// The human-readable description.
+    pub description: &'a str,
+    /// The event's object and every parent of it.
+    pub scopes: &'a [String],
 }
 
 /// Names of the fast columns read by the collectors.
@@ -168,8 +186,14 @@ impl Fields {
                 )
                 .set_expand_dots_enabled(),
         );
+        let class = b.add_text_field("class", STRING | FAST);
+        let description = b.add_text_field("description", words(true));
+        let scope = b.add_text_field("scope", STRING);
         Fields {
             schema: b.build(),
+            class,
+            description,
+            scope,
             account,
             idx,
             event_time,
@@ -210,6 +234,9 @@ impl Fields {
             KnownField::DataEvent => self.data_event,
             KnownField::Message => self.message,
             KnownField::ReasonForFailure => self.reason_for_failure,
+            KnownField::Class => self.class,
+            KnownField::Description => self.description,
+            KnownField::Scope => self.scope,
         }
     }
 
@@ -291,8 +318,20 @@ pub(crate) fn build_document(
     index: u64,
     received_at_nanos: i64,
     event: &Value,
+    derived: Option<&DerivedFields<'_>>,
 ) -> TantivyDocument {
     let mut doc = TantivyDocument::new();
+    if let Some(d) = derived {
+        if !d.class.is_empty() {
+            doc.add_text(f.class, d.class.to_lowercase());
+        }
+        if !d.description.is_empty() {
+            doc.add_text(f.description, d.description);
+        }
+        for s in d.scopes {
+            doc.add_text(f.scope, s);
+        }
+    }
     doc.add_text(f.account, account);
     doc.add_u64(f.idx, index);
     let event_time = event_time_nanos(event).unwrap_or(received_at_nanos);

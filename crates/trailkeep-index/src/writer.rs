@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::index::{CommitPayload, EventIndex, Positions, read_payload};
-use crate::schema::{FORMAT_VERSION, Fields, build_document, unix_nanos};
+use crate::schema::{DerivedFields, FORMAT_VERSION, Fields, build_document, unix_nanos};
 
 /// Resources for the writer.
 #[derive(Debug, Clone, Copy)]
@@ -106,12 +106,24 @@ impl Writer {
         received_at: OffsetDateTime,
         event: &Value,
     ) -> Result<Added> {
+        self.add_derived(account, index, received_at, event, None)
+    }
+
+    /// [`Writer::add`] with the fields derived for the event (class, description, scopes).
+    pub fn add_derived(
+        &mut self,
+        account: &str,
+        index: u64,
+        received_at: OffsetDateTime,
+        event: &Value,
+        derived: Option<&DerivedFields<'_>>,
+    ) -> Result<Added> {
         let committed = self.committed.get(account).copied();
         if committed.is_some_and(|c| index <= c) && self.is_committed(account, index)? {
             return Ok(Added::Duplicate);
         }
         let received = unix_nanos(received_at);
-        let doc = build_document(&self.fields, account, index, received, event);
+        let doc = build_document(&self.fields, account, index, received, event, derived);
         let outcome = match self.positions.get_mut(account) {
             Some(highest) if index <= *highest => {
                 let query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![

@@ -1044,6 +1044,26 @@ impl Ledger {
         self.shared().signer.verifier().to_key_string()
     }
 
+    /// Signs an arbitrary note body with the log key (used for the signed trailer of evidence
+    /// bundles). The body must end with a newline and must not parse as a checkpoint: a
+    /// second line that is a tree size is refused, so a note signed here can never pass for a
+    /// checkpoint of any log.
+    pub fn sign_note(&self, body: &str) -> Result<String> {
+        if body
+            .split('\n')
+            .nth(1)
+            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(Error::Invalid(
+                "a note whose second line is a number could pass for a checkpoint".into(),
+            ));
+        }
+        self.shared()
+            .signer
+            .sign(body)
+            .map_err(|e| Error::Invalid(format!("signing a note: {e}")))
+    }
+
     /// The checkpoint origin of `account`'s log.
     pub fn origin(&self, account: &str) -> String {
         format!("{}/{account}", self.shared().config.origin)

@@ -23,10 +23,12 @@ use trailkeep_index::query::{KnownField, parse_duration, parse_time_expr};
 use trailkeep_index::{AggregateRequest, Histogram, Plan, SearchRequest, TermsRequest};
 
 use crate::app::{AppState, Caller};
+use crate::audit::{AuditRecord, events_target};
 use crate::auth::{AccountScope, Principal};
 use crate::body::{BodyKind, BodyLimits, body_kind, decode_body};
 use crate::core::{Core, Item};
 use crate::error::{ApiError, ErrorDetail};
+use crate::limits::Spend;
 
 /// Default and largest page size of a search.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -79,13 +81,24 @@ async fn ingest(
             max_decoded_bytes: state.config.max_body_bytes,
         };
         let decoded = decode_body(&headers, &body, limits)?;
-        core(&state).ingest(&caller, decoded, format).await
+        // The request passes if the key's bucket has room; its events are charged after parsing
+        // (a bucket may go into debt by one request).
+        state.spend(&caller, Spend::Ingest, 1)?;
+        let report = core(&state).ingest(&caller, decoded, format).await?;
+        state.charge(
+            &caller,
+            Spend::Ingest,
+            report.accepted.saturating_sub(1) as u64,
+        );
+        Ok::<_, ApiError>(report)
     }
     .await;
     match result {
         Ok(report) => {
             let status = if report.accepted > 0 {
                 StatusCode::OK
+            } else if report.forbidden > 0 && report.forbidden == report.rejected {
+                StatusCode::FORBIDDEN
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             };
@@ -101,21 +114,21 @@ async fn ingest(
 /// Query parameters shared by search, aggregate and stream. `account` may repeat, so the raw query
 /// string is parsed by hand.
 #[derive(Debug, Default)]
-struct ReadParams {
-    q: String,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
-    accounts: Vec<String>,
-    by: Option<String>,
-    interval: Option<String>,
-    size: Option<String>,
-    proof: Option<String>,
-    view: Option<String>,
+pub(crate) struct ReadParams {
+    pub(crate) q: String,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) accounts: Vec<String>,
+    pub(crate) by: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) size: Option<String>,
+    pub(crate) proof: Option<String>,
+    pub(crate) view: Option<String>,
 }
 
-fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
+pub(crate) fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
     let mut p = ReadParams::default();
     let raw = raw.unwrap_or_default();
     for (key, value) in form_urlencoded_pairs(&raw)? {
@@ -179,7 +192,7 @@ fn form_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
 
 /// The accounts a read covers: the ones asked for (each must be readable), else every account the
 /// key may read.
-fn read_accounts(
+pub(crate) fn read_accounts(
     core: &Core,
     caller: &Principal,
     asked: &[String],
@@ -204,7 +217,7 @@ fn read_accounts(
     })
 }
 
-fn parse_plan(q: &str) -> Result<Plan, ApiError> {
+pub(crate) fn parse_plan(q: &str) -> Result<Plan, ApiError> {
     trailkeep_index::query::plan_strict(q).map_err(|e| parse_plan_error(&e))
 }
 
@@ -215,7 +228,7 @@ fn parse_plan_error(e: &trailkeep_index::ParseError) -> ApiError {
     }])
 }
 
-fn time_bounds(
+pub(crate) fn time_bounds(
     p: &ReadParams,
 ) -> Result<(Option<OffsetDateTime>, Option<OffsetDateTime>), ApiError> {
     let now = OffsetDateTime::now_utc();
@@ -259,7 +272,7 @@ fn parse_usize(
 }
 
 /// Index errors a client caused are 400s; the rest are internal.
-fn index_error(e: trailkeep_index::IndexError) -> ApiError {
+pub(crate) fn index_error(e: trailkeep_index::IndexError) -> ApiError {
     use trailkeep_index::IndexError;
     match e {
         IndexError::InvalidCursor => {
@@ -298,11 +311,16 @@ async fn search(
     let plan = parse_plan(&p.q)?;
     let (from, to) = time_bounds(&p)?;
     let limit = parse_usize("limit", &p.limit, DEFAULT_LIMIT, trailkeep_index::MAX_LIMIT)?;
+    state.spend(&caller, Spend::Query, 1)?;
     let cursor = p.cursor.clone();
+    let request = serde_json::json!({
+        "q": p.q, "from": p.from, "to": p.to, "limit": limit, "cursor": p.cursor,
+    });
     if accounts.is_empty() {
+        record_read(&state, &caller, "event.search", &p.accounts, &[], request);
         return Ok(Json(serde_json::json!({ "events": [], "next_cursor": null })).into_response());
     }
-    let page = tokio::task::spawn_blocking(move || {
+    let (items, next_cursor) = bounded(&state, move || {
         let page = core
             .index
             .search(&SearchRequest {
@@ -315,11 +333,64 @@ async fn search(
             })
             .map_err(index_error)?;
         let items = fetch_items(&core, page.hits.into_iter().map(|h| (h.account, h.index)))?;
-        Ok::<_, ApiError>(serde_json::json!({ "events": items, "next_cursor": page.next_cursor }))
+        Ok::<_, ApiError>((items, page.next_cursor))
     })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok(Json(page).into_response())
+    .await?;
+    record_read(
+        &state,
+        &caller,
+        "event.search",
+        &p.accounts,
+        &items,
+        request,
+    );
+    Ok(Json(serde_json::json!({ "events": items, "next_cursor": next_cursor })).into_response())
+}
+
+/// Runs a query on a blocking thread, answering 503 when it outlasts the server's query timeout.
+/// (The search itself cannot be interrupted; it finishes in the background and is dropped.)
+async fn bounded<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let limit = state.config.query_timeout;
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
+        Ok(joined) => joined.map_err(ApiError::internal)?,
+        Err(_) => Err(ApiError::unavailable(format!(
+            "the query ran longer than {} s; narrow the time range or the query",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// Self-audit of a read: one event in every account the request named or whose events it
+/// returned (with how many), or in the system account when it named none and returned nothing.
+pub(crate) fn record_read(
+    state: &AppState,
+    caller: &Principal,
+    action: &str,
+    asked: &[String],
+    returned: &[Item],
+    request: serde_json::Value,
+) {
+    let mut per_account: std::collections::BTreeMap<&str, usize> =
+        asked.iter().map(|a| (a.as_str(), 0)).collect();
+    for item in returned {
+        *per_account.entry(item.account.as_str()).or_default() += 1;
+    }
+    if per_account.is_empty() {
+        per_account.insert(state.core.system_account.as_str(), 0);
+    }
+    let records = per_account
+        .into_iter()
+        .map(|(account, n)| {
+            AuditRecord::new(account, action, caller, events_target(account))
+                .client(caller.client)
+                .request(request.clone())
+                .response(serde_json::json!({ "events": n }))
+        })
+        .collect();
+    state.core.record_in_background(records);
 }
 
 async fn get_event(
@@ -332,10 +403,12 @@ async fn get_event(
     let core = core(&state).clone();
     let accounts = read_accounts(&core, &caller, &p.accounts)?;
     let want_proof = matches!(p.proof.as_deref(), Some("true" | "1" | "yes"));
+    state.spend(&caller, Spend::Query, 1)?;
     if accounts.is_empty() {
         return Err(ApiError::not_found("no event with this id"));
     }
-    let value = tokio::task::spawn_blocking(move || {
+    let request = serde_json::json!({ "id": id, "proof": want_proof });
+    let (item, value) = bounded(&state, move || {
         let quoted = format!("id:\"{}\"", id.replace('\\', "\\\\").replace('"', "\\\""));
         let plan = parse_plan(&quoted)?;
         let page = core
@@ -367,10 +440,10 @@ async fn get_event(
         if want_proof {
             value["proof"] = proof_for(&core, &hit.account, hit.index)?;
         }
-        Ok(value)
+        Ok((item, value))
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
+    record_read(&state, &caller, "event.read", &[], &[item], request);
     Ok(Json(value).into_response())
 }
 
@@ -434,13 +507,30 @@ async fn aggregate(
             Some(Histogram::Every(d))
         }
     };
+    state.spend(&caller, Spend::Query, 1)?;
+    // Counts reveal every covered account's events: recorded in each account the key is limited
+    // to (or named), and for keys that cover every account in the system account.
+    let covered: Vec<String> = match (&caller.accounts, p.accounts.is_empty()) {
+        (AccountScope::All, true) => Vec::new(),
+        _ => accounts.clone(),
+    };
+    record_read(
+        &state,
+        &caller,
+        "event.aggregate",
+        &covered,
+        &[],
+        serde_json::json!({
+            "q": p.q, "from": p.from, "to": p.to, "by": p.by, "interval": p.interval,
+        }),
+    );
     if accounts.is_empty() {
         return Ok(Json(serde_json::json!({
             "total": 0, "terms": [], "other": 0, "missing": 0, "interval": null, "buckets": []
         }))
         .into_response());
     }
-    let result = tokio::task::spawn_blocking(move || {
+    let result = bounded(&state, move || {
         core.index
             .aggregate(&AggregateRequest {
                 plan: &plan,
@@ -452,8 +542,7 @@ async fn aggregate(
             })
             .map_err(index_error)
     })
-    .await
-    .map_err(ApiError::internal)??;
+    .await?;
     Ok(Json(serde_json::json!({
         "total": result.total,
         "terms": result.terms.iter().map(|t| serde_json::json!({"key": t.key, "count": t.count})).collect::<Vec<_>>(),
@@ -482,26 +571,42 @@ async fn stream(
     read_accounts(&core, &caller, &p.accounts)?;
     let plan = Arc::new(parse_plan(&p.q)?);
     let (from, _) = time_bounds(&p)?;
+    state.spend(&caller, Spend::Query, 1)?;
     let start = from.unwrap_or_else(OffsetDateTime::now_utc);
     // Everything already searchable and older than the start is not sent.
-    let stream = async_stream(core, plan, caller, p.accounts, start);
+    let stream = async_stream(state.clone(), plan, caller, p, start);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
 fn async_stream(
-    core: Arc<Core>,
+    state: AppState,
     plan: Arc<Plan>,
     caller: Principal,
-    asked: Vec<String>,
+    params: ReadParams,
     start: OffsetDateTime,
 ) -> impl futures_core::Stream<Item = Result<SseEvent, Infallible>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    let core = state.core.clone();
+    let asked = params.accounts.clone();
+    let request = serde_json::json!({ "q": params.q, "from": params.from });
     tokio::spawn(async move {
         let mut seen: std::collections::HashSet<(String, u64)> = std::collections::HashSet::new();
+        // Accounts whose events this stream has shown, each recorded once (recording every
+        // delivery would tail its own audit events forever).
+        let mut recorded: BTreeSet<String> = BTreeSet::new();
+        record_read(&state, &caller, "event.tail", &asked, &[], request.clone());
+        recorded.extend(asked.iter().cloned());
         let mut since = start;
         loop {
+            // A key revoked (or expired) while it tails is cut off at once.
+            if !state
+                .keys
+                .is_active(&caller.key_id, OffsetDateTime::now_utc())
+            {
+                return;
+            }
             // Re-resolved each round: a key that reads every account also tails new ones.
             let Ok(accounts) = read_accounts(&core, &caller, &asked) else {
                 return;
@@ -540,6 +645,16 @@ fn async_stream(
                 let Ok(Some(item)) = core.item(&hit.account, hit.index) else {
                     continue;
                 };
+                if recorded.insert(item.account.clone()) {
+                    record_read(
+                        &state,
+                        &caller,
+                        "event.tail",
+                        std::slice::from_ref(&item.account),
+                        &[],
+                        request.clone(),
+                    );
+                }
                 let data = serde_json::to_string(&item).unwrap_or_default();
                 if tx
                     .send(SseEvent::default().event("event").data(data))
@@ -588,10 +703,10 @@ fn text(body: String) -> Response {
     r
 }
 
-fn readable_account(caller: &Principal, account: &str) -> Result<(), ApiError> {
+fn readable_account(state: &AppState, caller: &Principal, account: &str) -> Result<(), ApiError> {
     // Same answer for "exists but not yours" and "does not exist": no existence leak.
-    if caller.role.can_read() && caller.accounts.allows(account) {
-        Ok(())
+    if caller.may_read(account) {
+        state.spend(caller, Spend::Query, 1)
     } else {
         Err(ApiError::not_found("no such log"))
     }
@@ -631,7 +746,7 @@ async fn checkpoint(
     Caller(caller): Caller,
     Path(account): Path<String>,
 ) -> Result<Response, ApiError> {
-    readable_account(&caller, &account)?;
+    readable_account(&state, &caller, &account)?;
     let note = core(&state)
         .ledger
         .latest_checkpoint(&account)
@@ -644,7 +759,7 @@ async fn tile(
     Caller(caller): Caller,
     Path((account, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    readable_account(&caller, &account)?;
+    readable_account(&state, &caller, &account)?;
     let bytes = core(&state)
         .ledger
         .tile(&account, &format!("tile/{path}"))
@@ -675,7 +790,7 @@ async fn inclusion_proof(
     Path(account): Path<String>,
     Query(q): Query<InclusionParams>,
 ) -> Result<Response, ApiError> {
-    readable_account(&caller, &account)?;
+    readable_account(&state, &caller, &account)?;
     let core = core(&state);
     let size = size_or_current(core, &account, q.size)?;
     let hashes = core
@@ -702,7 +817,7 @@ async fn consistency_proof(
     Path(account): Path<String>,
     Query(q): Query<ConsistencyParams>,
 ) -> Result<Response, ApiError> {
-    readable_account(&caller, &account)?;
+    readable_account(&state, &caller, &account)?;
     let core = core(&state);
     let to = size_or_current(core, &account, q.to)?;
     let hashes = core

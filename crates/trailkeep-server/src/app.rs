@@ -1,28 +1,36 @@
-//! The HTTP application: shared state, the router, authentication, and the operations endpoints.
-//!
-//! Handlers for ingest, search and integrity join this router as the pipeline behind them lands
-//! (issue #4); the pieces here are the ones every route relies on.
+//! The HTTP application: shared state, the router, authentication (with self-audit of failed
+//! authentications and denials), per-key rate limits, and the operations endpoints.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{FromRef, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::json;
+use time::OffsetDateTime;
 
+use crate::accounts::AccountStore;
+use crate::audit::{AuditRecord, Initiator};
 use crate::auth::{AuthFailure, KeyStore, Principal};
 use crate::config::ServerConfig;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::limits::{RateLimiter, Spend};
+use crate::metrics::{Metrics, ResultLabel};
 
 /// State shared by every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub keys: Arc<KeyStore>,
+    pub accounts: Arc<AccountStore>,
+    pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub core: Arc<Core>,
 }
@@ -31,6 +39,122 @@ impl FromRef<AppState> for Arc<KeyStore> {
     fn from_ref(state: &AppState) -> Self {
         state.keys.clone()
     }
+}
+
+/// Failed authentications recorded per second at most (the rest are only counted), so that a
+/// flood of bad keys cannot flood the system account's log.
+const RECORDED_AUTH_FAILURES_PER_SECOND: u32 = 20;
+
+impl AppState {
+    /// Charges `cost` to the caller's rate limit of this kind, or answers 429 with `Retry-After`.
+    pub fn spend(&self, caller: &Principal, spend: Spend, cost: u64) -> Result<(), ApiError> {
+        let (rate, kind) = match spend {
+            Spend::Ingest => (
+                caller
+                    .limits
+                    .ingest_events_per_second
+                    .unwrap_or(self.config.key_ingest_rate),
+                "ingest",
+            ),
+            Spend::Query => (
+                caller
+                    .limits
+                    .queries_per_second
+                    .unwrap_or(self.config.key_query_rate),
+                "query",
+            ),
+            Spend::RecordedAuthFailure => (RECORDED_AUTH_FAILURES_PER_SECOND, "auth_failure"),
+        };
+        self.limiter
+            .take(&caller.key_id, spend, rate, cost, Instant::now())
+            .map_err(|wait| {
+                self.metrics
+                    .rate_limited
+                    .get_or_create(&ResultLabel { result: kind })
+                    .inc();
+                ApiError::rate_limited(
+                    wait.as_secs_f64().ceil().max(1.0) as u64,
+                    format!("this key's {kind} rate limit ({rate}/s) is exhausted; retry later"),
+                )
+            })
+    }
+
+    /// Charges a cost learnt after the request was admitted by [`AppState::spend`].
+    pub fn charge(&self, caller: &Principal, spend: Spend, cost: u64) {
+        self.limiter.charge(&caller.key_id, spend, cost);
+    }
+
+    /// Whether an account exists: registered, or with a log.
+    pub fn account_exists(&self, id: &str) -> bool {
+        self.accounts.get(id).is_some() || self.core.ledger.tree_head(id).is_some()
+    }
+}
+
+/// The result of authenticating one request, left in its extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+struct Authenticated(Result<Principal, AuthFailure>);
+
+/// Middleware around every route: authenticates the `Authorization` header once (routes that need
+/// a key read the result through [`Caller`]), and records in the system account's log each request
+/// that was refused for want of a valid key (401) or for lack of permission (403).
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let result = state
+        .keys
+        .authenticate(header, OffsetDateTime::now_utc())
+        .map(|mut p| {
+            p.client = client;
+            p
+        });
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    req.extensions_mut().insert(Authenticated(result.clone()));
+    let response = next.run(req).await;
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        let system = &state.core.system_account;
+        let target = (
+            format!("crn:v1:trailkeep:public:trailkeep::a/{system}::api:"),
+            format!("{method} {path}"),
+            "trailkeep/api".to_string(),
+        );
+        let request = json!({"method": method, "path": path});
+        let record = match &result {
+            Err(failure) => {
+                state.metrics.auth_failures.inc();
+                let anonymous = Principal::anonymous();
+                if state
+                    .spend(&anonymous, Spend::RecordedAuthFailure, 1)
+                    .is_err()
+                {
+                    state.metrics.unrecorded_auth_failures.inc();
+                    return response;
+                }
+                AuditRecord::new(
+                    system,
+                    "apikey.authenticate",
+                    Initiator::Unauthenticated,
+                    target,
+                )
+                .failed(401, failure.message())
+            }
+            Ok(p) => AuditRecord::new(system, "api.access", p, target).failed(
+                status.as_u16(),
+                "the key's role or accounts do not allow this request",
+            ),
+        };
+        state
+            .core
+            .record_in_background(vec![record.request(request).client(client)]);
+    }
+    response
 }
 
 /// The caller of a request, authenticated by `Authorization: Bearer <key>`. Using this extractor is
@@ -46,18 +170,21 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let keys = Arc::<KeyStore>::from_ref(state);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or(""));
-        match keys.authenticate(header) {
-            Ok(principal) => Ok(Caller(principal)),
-            Err(AuthFailure::Missing) => Err(ApiError::unauthorized(
-                "an API key is required: Authorization: Bearer <key>",
-            )),
-            Err(AuthFailure::Invalid) => Err(ApiError::unauthorized("the API key is not valid")),
-        }
+        let result = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(result)) => result.clone(),
+            // A router used without the middleware (tests of single routes).
+            None => {
+                let keys = Arc::<KeyStore>::from_ref(state);
+                let header = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.to_str().unwrap_or(""));
+                keys.authenticate(header, OffsetDateTime::now_utc())
+            }
+        };
+        result
+            .map(Caller)
+            .map_err(|failure| ApiError::unauthorized(failure.message()))
     }
 }
 
@@ -74,7 +201,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state.clone())
         .merge(crate::api::routes(state.clone()))
-        .merge(crate::alerts::routes(state))
+        .merge(crate::access::routes(state.clone()))
+        .merge(crate::history::routes(state.clone()))
+        .merge(crate::alerts::routes(state.clone()))
+        .merge(crate::export::routes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
 async fn openapi() -> Response {
@@ -139,6 +270,8 @@ mod tests {
         AppState {
             config: Arc::new(config),
             keys: Arc::new(keys),
+            accounts: Arc::new(AccountStore::open(dir).unwrap()),
+            limiter: Arc::new(RateLimiter::default()),
             metrics,
             core,
         }

@@ -104,6 +104,24 @@ pub struct ServeOptions {
     #[arg(long, env = "TRAILKEEP_KUBERNETES_SERVICE", value_name = "NAME")]
     pub kubernetes_service: Option<String>,
 
+    /// Account whose log records what concerns no single account: failed authentications,
+    /// authorisation denials, reads across every account [default: trailkeep].
+    #[arg(long, env = "TRAILKEEP_SYSTEM_ACCOUNT", value_name = "ID")]
+    pub system_account: Option<String>,
+
+    /// Default per-key ingest limit, in events per second (bursts of two seconds' worth); a key
+    /// may carry its own [default: 100000].
+    #[arg(long, env = "TRAILKEEP_KEY_INGEST_RATE", value_name = "EVENTS")]
+    pub key_ingest_rate: Option<u32>,
+
+    /// Default per-key limit of read requests (search, get, aggregate, export, proofs) per second
+    /// (bursts of two seconds' worth); a key may carry its own [default: 200].
+    #[arg(long, env = "TRAILKEEP_KEY_QUERY_RATE", value_name = "REQUESTS")]
+    pub key_query_rate: Option<u32>,
+
+    /// Longest a search or aggregation may run before it is answered with 503 [default: 30].
+    #[arg(long, env = "TRAILKEEP_QUERY_TIMEOUT", value_name = "SECONDS")]
+    pub query_timeout: Option<u64>,
     /// SMTP server for email alert channels: `smtp://host[:port]` (STARTTLS whenever the server
     /// offers it; port 587 by default) or `smtps://host[:port]` (TLS from the start; 465).
     #[arg(long, env = "TRAILKEEP_SMTP_URL", value_name = "URL")]
@@ -158,6 +176,10 @@ pub struct ServerConfig {
     pub ingest_queue: usize,
     pub origin: String,
     pub kubernetes_service: String,
+    pub system_account: String,
+    pub key_ingest_rate: u32,
+    pub key_query_rate: u32,
+    pub query_timeout: std::time::Duration,
     pub alerts: crate::alerts::AlertOptions,
 }
 
@@ -226,6 +248,10 @@ impl ServeOptions {
             ingest_queue,
             origin,
             kubernetes_service,
+            system_account,
+            key_ingest_rate,
+            key_query_rate,
+            query_timeout,
             smtp_url,
             smtp_from,
             smtp_username,
@@ -299,8 +325,27 @@ impl ServeOptions {
             kubernetes_service: self
                 .kubernetes_service
                 .unwrap_or_else(|| "kubernetes".to_string()),
+            system_account: self
+                .system_account
+                .unwrap_or_else(|| "trailkeep".to_string()),
+            key_ingest_rate: self.key_ingest_rate.unwrap_or(100_000),
+            key_query_rate: self.key_query_rate.unwrap_or(200),
+            query_timeout: std::time::Duration::from_secs(self.query_timeout.unwrap_or(30)),
             alerts,
         };
+        if !trailkeep_event::is_valid_account_id(&config.system_account) {
+            return Err(ConfigError::Invalid(
+                "system_account must be a valid account id".into(),
+            ));
+        }
+        if config.key_ingest_rate == 0
+            || config.key_query_rate == 0
+            || config.query_timeout.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "key_ingest_rate, key_query_rate and query_timeout must be positive".into(),
+            ));
+        }
         if config.max_event_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "max_event_bytes must be at least 1024".into(),

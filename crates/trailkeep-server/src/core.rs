@@ -17,11 +17,13 @@ use trailkeep_event::{Context, InputFormat, ItemResult, Policy, process_input_as
 use trailkeep_index::{EventIndex, WriterOptions};
 use trailkeep_ledger::{Durability, Ledger, LedgerConfig};
 
+use crate::audit::AuditRecord;
 use crate::auth::{Principal, write_atomically};
 use crate::config::{DurabilityMode, ServerConfig};
 use crate::error::{ApiError, ErrorDetail};
-use crate::indexer::{IndexJob, Indexer};
+use crate::indexer::{IndexJob, Indexer, add_with_derived};
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
+use crate::objects::{ItemDerived, ObjectStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -29,6 +31,8 @@ pub enum OpenError {
     Ledger(#[from] trailkeep_ledger::Error),
     #[error("index: {0}")]
     Index(#[from] trailkeep_index::IndexError),
+    #[error("{0}")]
+    Objects(#[from] StoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -44,6 +48,9 @@ pub struct Item {
     pub index: u64,
     pub received_at: String,
     pub event: Value,
+    /// Derived data (class, description, changes, the object now): not part of the ledger leaf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived: Option<ItemDerived>,
 }
 
 /// One item's result in an ingest answer.
@@ -67,6 +74,9 @@ pub struct IngestReport {
     pub accepted: usize,
     pub rejected: usize,
     pub results: Vec<ItemOutcome>,
+    /// Items rejected because the key may not write them (their account or action).
+    #[serde(skip)]
+    pub forbidden: usize,
 }
 
 /// Where an (account, id) pair stands, for idempotent retries.
@@ -83,6 +93,8 @@ pub struct Core {
     pub ledger: Ledger,
     pub index: Arc<EventIndex>,
     pub indexer: Indexer,
+    /// Object states and per-event derivations (issue #11).
+    pub objects: Arc<ObjectStore>,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     redaction_secret: [u8; 32],
@@ -90,10 +102,18 @@ pub struct Core {
     queue: Arc<Semaphore>,
     queue_capacity: usize,
     max_batch_events: usize,
+    /// Where self-audit events that concern no single account go.
+    pub system_account: String,
     /// Views, alert rules and notifications, attached by `Alerts::start` after opening; every
     /// committed record is handed to it as it is handed to the indexer.
     pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
 }
+
+/// The action prefix of self-audit events.
+pub const SELF_AUDIT_PREFIX: &str = "trailkeep.";
+
+/// An accepted item on its way to the ledger: (result slot, account, id, canonical bytes, event).
+type Pending = (usize, String, String, Vec<u8>, Value);
 
 impl Core {
     /// Opens (or creates) the ledger and index under the data directory, catches the index up with
@@ -127,13 +147,26 @@ impl Core {
         }
         let index = Arc::new(index);
         let mut writer = index.writer(WriterOptions::default())?;
+        let (objects, objects_recreated) =
+            ObjectStore::open(&data.join(crate::objects::FILE_NAME))?;
+        if objects_recreated {
+            tracing::warn!("the object store had another format; rebuilding it from the ledger");
+        }
+        let objects = Arc::new(objects);
 
-        // Catch up: index every ledger record past the index's last commit.
+        // Catch up: derive object state for every ledger record past the object store's
+        // position, and index every record past the index's last commit (the store is committed
+        // first, so what the index lacks the store has, or derives now in log order).
         let committed = index.committed_positions()?;
+        let derived_upto = objects.positions()?;
         let mut caught_up = 0u64;
+        let mut derived_now = 0u64;
+        let mut applied = 0u64;
         let mut seen = HashMap::new();
+        let mut batch = objects.begin()?;
         for account in ledger.accounts() {
             let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
+            let next_underived = derived_upto.get(&account).map_or(0, |i| i + 1);
             for record in ledger.iter_account(&account, 0) {
                 let record = record?;
                 let event = stored_event(&record)?;
@@ -143,18 +176,45 @@ impl Core {
                         Slot::Committed(record.index),
                     );
                 }
+                let derived = if record.index >= next_underived || record.index >= next_unindexed {
+                    derived_now += u64::from(record.index >= next_underived);
+                    let d = batch.apply(&account, record.index, &event)?;
+                    applied += 1;
+                    if applied.is_multiple_of(50_000) {
+                        // Bounded transactions; the store may run ahead of the index.
+                        batch.commit()?;
+                        batch = objects.begin()?;
+                    }
+                    Some(d)
+                } else {
+                    None
+                };
                 if record.index >= next_unindexed {
-                    writer.add(&account, record.index, received_at_of(&record), &event)?;
+                    add_with_derived(
+                        &mut writer,
+                        &account,
+                        record.index,
+                        received_at_of(&record),
+                        &event,
+                        derived.as_ref(),
+                    )?;
                     caught_up += 1;
                 }
             }
+        }
+        batch.commit()?;
+        if derived_now > 0 {
+            tracing::info!(
+                events = derived_now,
+                "object store caught up with the ledger"
+            );
         }
         if caught_up > 0 {
             writer.commit()?;
             index.reload()?;
             tracing::info!(events = caught_up, "search index caught up with the ledger");
         }
-        let indexer = Indexer::start(index.clone(), writer, metrics.clone());
+        let indexer = Indexer::start(index.clone(), writer, objects.clone(), metrics.clone());
         let redaction_secret = load_or_create_secret(&data.join("redaction.key"))?;
         let policy = Policy {
             max_event_bytes: config.max_event_bytes,
@@ -170,6 +230,7 @@ impl Core {
             ledger,
             index,
             indexer,
+            objects,
             policy,
             metrics,
             redaction_secret,
@@ -177,6 +238,7 @@ impl Core {
             queue: Arc::new(Semaphore::new(config.ingest_queue)),
             queue_capacity: config.ingest_queue,
             max_batch_events: config.max_batch_events,
+            system_account: config.system_account.clone(),
             alerts: OnceLock::new(),
         }))
     }
@@ -243,7 +305,8 @@ impl Core {
         }
 
         let mut results: Vec<Option<ItemOutcome>> = vec![None; items.len()];
-        let mut to_write = Vec::new(); // (result slot, account, id, canonical bytes, event)
+        let mut to_write: Vec<Pending> = Vec::new();
+        let mut forbidden = 0;
         for (slot, item) in items.into_iter().enumerate() {
             match item.result {
                 ItemResult::Accepted(event) => {
@@ -253,11 +316,37 @@ impl Core {
                             "logSourceCRN",
                             format!("this key may not write to account {account:?}"),
                         ));
+                        forbidden += 1;
                         self.count_rejected("forbidden_account");
                         continue;
                     }
                     let id = event.id().to_string();
                     let (value, bytes) = event.into_event_and_bytes();
+                    let action = value.get("action").and_then(Value::as_str).unwrap_or("");
+                    // Only the server (and an admin restoring data) writes its own audit trail.
+                    if action.starts_with(SELF_AUDIT_PREFIX) && !caller.role.is_admin() {
+                        results[slot] = Some(reject(
+                            "action",
+                            format!(
+                                "actions starting with {SELF_AUDIT_PREFIX:?} are Trailkeep's own audit events"
+                            ),
+                        ));
+                        forbidden += 1;
+                        self.count_rejected("forbidden_action");
+                        continue;
+                    }
+                    if !caller.may_write_action(action) {
+                        results[slot] = Some(reject(
+                            "action",
+                            format!(
+                                "this key may only write actions matching {}",
+                                caller.action_prefixes.join(", ")
+                            ),
+                        ));
+                        forbidden += 1;
+                        self.count_rejected("forbidden_action");
+                        continue;
+                    }
                     to_write.push((slot, account, id, bytes, value));
                 }
                 ItemResult::Rejected(errors) => {
@@ -302,7 +391,76 @@ impl Core {
         self.metrics
             .ingest_queue_depth
             .set((self.queue_capacity - self.queue.available_permits()) as i64);
+        let mut report = self.commit(to_write, permits, results).await?;
+        report.forbidden = forbidden;
+        Ok(report)
+    }
 
+    /// Self-audit: appends these records as events of their accounts and waits until they are
+    /// durable. They bypass the ingest queue (their volume follows the API calls, which are rate
+    /// limited per key) so that an overloaded ingest path cannot suppress them.
+    pub async fn record(self: &Arc<Self>, records: Vec<AuditRecord>) -> Result<(), ApiError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut body = Vec::new();
+        for r in &records {
+            serde_json::to_writer(&mut body, &r.to_event(now)).map_err(ApiError::internal)?;
+            body.push(b'\n');
+        }
+        let core = self.clone();
+        let items = tokio::task::spawn_blocking(move || {
+            let keys = |account: &str| Some(core.hmac_key(account));
+            let ctx = Context::new(&core.policy, &core.system_account).with_keys(&keys);
+            process_input_as(&body, InputFormat::Ndjson, &ctx)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+        let mut to_write: Vec<Pending> = Vec::new();
+        let mut results = vec![None; items.len()];
+        for (slot, item) in items.into_iter().enumerate() {
+            match item.result {
+                ItemResult::Accepted(event) => {
+                    let account = event.account().to_string();
+                    let id = event.id().to_string();
+                    let (value, bytes) = event.into_event_and_bytes();
+                    to_write.push((slot, account, id, bytes, value));
+                }
+                other => {
+                    // A self-audit event is built by this server; a rejection is a bug.
+                    tracing::error!(result = ?other, "a self-audit event was not valid");
+                    results[slot] = Some(reject("", "invalid self-audit event".into()));
+                }
+            }
+        }
+        self.commit(to_write, None, results).await.map(|_| ())
+    }
+
+    /// Records in the background: for reads, whose answer should not wait for an fsync. A crash
+    /// in the next few milliseconds may lose the record of a read (never of a change: those use
+    /// [`Core::record`] before answering).
+    pub fn record_in_background(self: &Arc<Self>, records: Vec<AuditRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let core = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = core.record(records).await {
+                tracing::warn!(error = %e.message, "a self-audit record could not be stored");
+            }
+        });
+    }
+
+    /// Reserves ids, appends the new events durably, hands them to the indexer and builds the
+    /// answer. `results` already holds the outcome of every item not in `to_write`.
+    async fn commit(
+        self: &Arc<Self>,
+        to_write: Vec<Pending>,
+        permits: Option<tokio::sync::OwnedSemaphorePermit>,
+        mut results: Vec<Option<ItemOutcome>>,
+    ) -> Result<IngestReport, ApiError> {
         // Idempotency: reserve each (account, id); duplicates of committed or in-flight events are
         // answered with the original position.
         let mut waits = Vec::new(); // (result slot, account, id, receiver)
@@ -505,6 +663,7 @@ impl Core {
             accepted,
             rejected,
             results,
+            forbidden: 0,
         })
     }
 
@@ -527,11 +686,16 @@ impl Core {
             return Ok(None);
         };
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
+        let derived = self
+            .objects
+            .item_derived(account, index)
+            .map_err(ApiError::internal)?;
         Ok(Some(Item {
             account: account.to_string(),
             index,
             received_at: format_time(received_at_of(&record)),
             event,
+            derived,
         }))
     }
 
@@ -547,8 +711,8 @@ impl Core {
     }
 }
 
-/// Rebuilds the search index of a data directory from its ledger (`trailkeep reindex`); the server
-/// must be stopped. Commits every 50,000 events, so an interrupted rebuild is finished by the next
+/// Rebuilds the search index and the object store of a data directory from its ledger
+/// (`trailkeep reindex`); the server must be stopped. Commits every 50,000 events, so an interrupted rebuild is finished by the next
 /// start's catch-up. `progress(done, total)` is called as it goes. Returns the events indexed.
 pub fn reindex(
     data_dir: &Path,
@@ -570,6 +734,13 @@ pub fn reindex(
     let (index, _) = EventIndex::open_or_recreate(&index_dir)?;
     let mut writer = index.writer(WriterOptions::default())?;
     writer.delete_all()?;
+    // The index is emptied before the object store, and the store is committed before the index:
+    // an interrupted rebuild never leaves the index ahead of the store.
+    writer.commit()?;
+    let store_path = data_dir.join(crate::objects::FILE_NAME);
+    ObjectStore::remove(&store_path)?;
+    let (objects, _) = ObjectStore::open(&store_path)?;
+    let mut batch = objects.begin()?;
     let total = ledger.len();
     let mut done = 0u64;
     progress(0, total);
@@ -577,9 +748,19 @@ pub fn reindex(
         for record in ledger.iter_account(&account, 0) {
             let record = record?;
             let event = stored_event(&record)?;
-            writer.add(&account, record.index, received_at_of(&record), &event)?;
+            let derived = batch.apply(&account, record.index, &event)?;
+            add_with_derived(
+                &mut writer,
+                &account,
+                record.index,
+                received_at_of(&record),
+                &event,
+                Some(&derived),
+            )?;
             done += 1;
             if done.is_multiple_of(50_000) {
+                batch.commit()?;
+                batch = objects.begin()?;
                 writer.commit()?;
             }
             if done.is_multiple_of(1_000) {
@@ -587,6 +768,7 @@ pub fn reindex(
             }
         }
     }
+    batch.commit()?;
     writer.commit()?;
     writer.finish()?;
     progress(done, total);

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
-use trailkeep_index::{EventIndex, Writer};
+use trailkeep_event::object::{self, Derived};
+use trailkeep_index::{Added, DerivedFields, EventIndex, Writer};
 
 use crate::metrics::Metrics;
+use crate::objects::{Batch, ObjectStore};
 
 /// Longest time an added document waits for its commit.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
@@ -54,15 +56,20 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Starts the thread with `writer` (already caught up by the caller).
-    pub fn start(index: Arc<EventIndex>, writer: Writer, metrics: Arc<Metrics>) -> Self {
+    /// Starts the thread with `writer` and `objects` (both already caught up by the caller).
+    pub fn start(
+        index: Arc<EventIndex>,
+        writer: Writer,
+        objects: Arc<ObjectStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let pending = Arc::new(AtomicU64::new(0));
         let thread = {
             let pending = pending.clone();
             std::thread::Builder::new()
                 .name("trailkeep-indexer".into())
-                .spawn(move || run(index, writer, rx, pending, metrics))
+                .spawn(move || run(index, writer, objects, rx, pending, metrics))
                 .expect("spawn the indexer thread")
         };
         Indexer {
@@ -114,9 +121,28 @@ impl Drop for Indexer {
     }
 }
 
+/// Adds one record to the index with what was derived for it (class, description, scopes).
+pub fn add_with_derived(
+    writer: &mut Writer,
+    account: &str,
+    index: u64,
+    received_at: OffsetDateTime,
+    event: &Value,
+    derived: Option<&Derived>,
+) -> trailkeep_index::Result<Added> {
+    let scopes = object::scopes(event);
+    let fields = derived.map(|d| DerivedFields {
+        class: &d.class,
+        description: &d.description,
+        scopes: &scopes,
+    });
+    writer.add_derived(account, index, received_at, event, fields.as_ref())
+}
+
 fn run(
     index: Arc<EventIndex>,
     mut writer: Writer,
+    objects: Arc<ObjectStore>,
     rx: Receiver<Message>,
     pending: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -124,6 +150,9 @@ fn run(
     let mut uncommitted = 0usize;
     let mut oldest: Option<Instant> = None;
     let mut flush_waiters: Vec<Sender<()>> = Vec::new();
+    // Derivations since the last commit: committed just before the index, so the object store
+    // is never behind what is searchable.
+    let mut batch: Option<Batch> = None;
     loop {
         let timeout = match oldest {
             Some(t) => COMMIT_INTERVAL.saturating_sub(t.elapsed()),
@@ -133,8 +162,27 @@ fn run(
         match rx.recv_timeout(timeout) {
             Ok(Message::Jobs(jobs, room)) => {
                 for job in &jobs {
-                    if let Err(e) = writer.add(&job.account, job.index, job.received_at, &job.event)
-                    {
+                    if batch.is_none() {
+                        match objects.begin() {
+                            Ok(b) => batch = Some(b),
+                            Err(e) => tracing::error!(error = %e, "object store unavailable"),
+                        }
+                    }
+                    let derived = batch.as_mut().and_then(|b| {
+                        b.apply(&job.account, job.index, &job.event)
+                            .map_err(|e| {
+                                tracing::error!(account = %job.account, index = job.index, error = %e, "deriving object state failed");
+                            })
+                            .ok()
+                    });
+                    if let Err(e) = add_with_derived(
+                        &mut writer,
+                        &job.account,
+                        job.index,
+                        job.received_at,
+                        &job.event,
+                        derived.as_ref(),
+                    ) {
                         tracing::error!(account = %job.account, index = job.index, error = %e, "indexing failed");
                     }
                 }
@@ -153,6 +201,11 @@ fn run(
         if uncommitted > 0
             && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
         {
+            if let Some(b) = batch.take()
+                && let Err(e) = b.commit()
+            {
+                tracing::error!(error = %e, "object store commit failed");
+            }
             match writer.commit().and_then(|_| index.reload()) {
                 Ok(()) => {}
                 Err(e) => tracing::error!(error = %e, "index commit failed"),

@@ -4,16 +4,23 @@
 //! **API Boundary:** this crate knows HTTP and nothing of file formats; it talks to the ledger and
 //! the index only through their public APIs.
 
+pub mod access;
+pub mod accounts;
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;
 pub mod core;
 pub mod demo;
 pub mod error;
+pub mod export;
+pub mod history;
 pub mod indexer;
+pub mod limits;
 pub mod listen;
 pub mod metrics;
+pub mod objects;
 pub mod run;

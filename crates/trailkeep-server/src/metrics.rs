@@ -41,6 +41,9 @@ pub struct Metrics {
     pub index_lag: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub http_requests: Family<HttpLabel, Counter>,
     pub overloaded: Counter<u64, AtomicU64>,
+    pub rate_limited: Family<ResultLabel, Counter>,
+    pub auth_failures: Counter<u64, AtomicU64>,
+    pub unrecorded_auth_failures: Counter<u64, AtomicU64>,
     pub alerts: crate::alerts::AlertMetrics,
 }
 
@@ -96,10 +99,31 @@ impl Metrics {
             "Ingest requests answered 429 because the queue was full",
             overloaded.clone(),
         );
+        let rate_limited = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 because their key exceeded its rate limit, by kind",
+            rate_limited.clone(),
+        );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused because they had no valid API key",
+            auth_failures.clone(),
+        );
+        let unrecorded_auth_failures = Counter::default();
+        registry.register(
+            "auth_failures_unrecorded",
+            "Failed authentications beyond the self-audit cap (counted here only)",
+            unrecorded_auth_failures.clone(),
+        );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Metrics {
             alerts,
             registry,
+            rate_limited,
+            auth_failures,
+            unrecorded_auth_failures,
             ingest_events,
             rejected_events,
             ingest_queue_depth,

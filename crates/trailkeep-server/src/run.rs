@@ -22,6 +22,8 @@ pub enum RunError {
     #[error("{0}")]
     Keys(#[from] crate::auth::KeyStoreError),
     #[error("{0}")]
+    Accounts(#[from] crate::accounts::AccountError),
+    #[error("{0}")]
     Open(#[from] crate::core::OpenError),
     #[error("{0}")]
     Listen(#[from] crate::listen::ListenError),
@@ -50,6 +52,7 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
         source,
     })?;
     let keys = KeyStore::open(&config.data_dir)?;
+    let accounts = crate::accounts::AccountStore::open(&config.data_dir)?;
     let now = format_time(OffsetDateTime::now_utc());
     let generated_admin_key = keys.ensure_bootstrap_admin(config.admin_key.as_deref(), &now)?;
     let metrics = Arc::new(Metrics::new());
@@ -69,6 +72,8 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
     let state = AppState {
         config: Arc::new(config),
         keys: Arc::new(keys),
+        accounts: Arc::new(accounts),
+        limiter: Arc::new(crate::limits::RateLimiter::default()),
         metrics,
         core: core.clone(),
     };
@@ -106,6 +111,9 @@ async fn load_demo(core: &Arc<Core>) -> Result<(), RunError> {
         role: Role::Admin,
         accounts: AccountScope::All,
         default_account: "default".into(),
+        action_prefixes: Vec::new(),
+        limits: Default::default(),
+        client: None,
     };
     let events = generate(DemoOptions {
         seed: 2026,

@@ -32,12 +32,24 @@ enum Command {
     Send(cmd::send::SendArgs),
     /// Search a server's events, newest first.
     Search(cmd::search::SearchArgs),
+    /// Export the events of a query and time range to a file: NDJSON, CSV, Parquet, or an
+    /// evidence bundle that `verify --bundle` checks offline.
+    Export(cmd::export::ExportArgs),
+    /// The history of one object (its `target.id`): events oldest first with class and
+    /// description, and its last known state, also after deletion.
+    History(cmd::history::HistoryArgs),
     /// Follow a query live until interrupted.
     Tail(cmd::tail::TailArgs),
     /// Check a data directory end to end (`--data-dir`), or witness a running server's signed
     /// checkpoints and their consistency over time (`--url`). Exit status 1 when anything does
     /// not hold.
     Verify(cmd::verify::VerifyArgs),
+    /// Create, list, rotate and revoke API keys (admin key needed).
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
+    /// Register and list accounts (tenants).
+    #[command(subcommand)]
+    Accounts(cmd::accounts::AccountsCommand),
     /// Load generators that print throughput, latency, disk and memory figures.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -74,12 +86,16 @@ fn main() -> ExitCode {
         Command::Event(command) => cmd::event::run(command),
         Command::Send(args) => cmd::send::run(args),
         Command::Search(args) => cmd::search::run(args),
+        Command::History(args) => cmd::history::run(args),
         Command::Tail(args) => cmd::tail::run(args),
+        Command::Export(args) => cmd::export::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
         Command::Views(command) => cmd::views::run(command),
         Command::Alerts(command) => cmd::alerts::run(command),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Keys(command) => cmd::keys::run(command),
+        Command::Accounts(command) => cmd::accounts::run(command),
     };
     match result {
         Ok(code) => code,

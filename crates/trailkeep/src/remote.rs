@@ -33,6 +33,8 @@ pub struct RemoteArgs {
 #[derive(Debug, Clone)]
 pub struct Remote {
     agent: ureq::Agent,
+    /// For long downloads: no overall deadline, only one per read.
+    streaming: ureq::Agent,
     base: String,
     auth: String,
 }
@@ -103,11 +105,18 @@ impl Remote {
             .timeout_connect(Duration::from_secs(10))
             .timeout(Duration::from_secs(args.timeout.max(1)))
             .user_agent(concat!("trailkeep/", env!("CARGO_PKG_VERSION")));
+        let mut streaming = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(args.timeout.max(1)))
+            .user_agent(concat!("trailkeep/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &args.ca_cert {
-            builder = builder.tls_config(Arc::new(tls_config_with(path)?));
+            let tls = Arc::new(tls_config_with(path)?);
+            builder = builder.tls_config(tls.clone());
+            streaming = streaming.tls_config(tls);
         }
         Ok(Remote {
             agent: builder.build(),
+            streaming: streaming.build(),
             base,
             auth: format!("Bearer {key}"),
         })
@@ -153,6 +162,23 @@ impl Remote {
         response
             .into_json()
             .map_err(|e| RequestError::Transport(format!("reading the answer: {e}")))
+    }
+
+    /// `GET path?query` whose (possibly long) body is read as it arrives: no overall deadline,
+    /// `--timeout` applies to each read. A transfer the server cut short fails the read.
+    pub fn get_reader(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Box<dyn Read + Send>, RequestError> {
+        let mut req = self
+            .streaming
+            .get(&format!("{}{}", self.base, path))
+            .set("Authorization", &self.auth);
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        Ok(Box::new(Self::finish(req.call())?.into_reader()))
     }
 
     /// `GET path` answered with text (keys and checkpoints).

@@ -91,12 +91,18 @@ impl TestServer {
         }
     }
 
-    /// Every event stored in `account`'s log, in log order (read from the ledger itself).
+    /// Every event the services stored in `account`'s log, in log order (read from the ledger
+    /// itself), without the server's own records of the tests' searches (`trailkeep.*`).
     pub fn ledger_events(&self, account: &str) -> Vec<Value> {
         self.core
             .ledger
             .iter_account(account, 0)
             .map(|r| serde_json::from_slice(&r.expect("readable record").bytes).unwrap())
+            .filter(|e: &Value| {
+                !e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("trailkeep."))
+            })
             .collect()
     }
 

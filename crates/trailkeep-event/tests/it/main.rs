@@ -9,6 +9,7 @@ mod canonical;
 mod derive;
 mod input;
 mod k8s;
+mod objects;
 mod redaction;
 mod roundtrip;
 mod size;

@@ -35,7 +35,8 @@ pub enum Query {
     Or(Vec<Query>),
     /// The sub-query must not match (`NOT x`, `-x`).
     Not(Box<Query>),
-    /// A bare word or phrase: full-text search over `message`, `reason.reasonForFailure` and the
+    /// A bare word or phrase: full-text search over `message`, `reason.reasonForFailure`, the
+    /// derived `description` and the
     /// words of `action`.
     Text(Text),
     /// `field:value`, `field:[a TO b]`, `field>=v`, `field:*`.

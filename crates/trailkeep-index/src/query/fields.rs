@@ -2,7 +2,8 @@
 //! the index schema. Pure data, no tantivy.
 //!
 //! Names are the event's dotted paths (DESIGN §2), plus three item fields that are not part of the
-//! event: `account`, `index` and `receivedAt`. Any other dotted path is looked up in the catch-all
+//! event: `account`, `index` and `receivedAt`, and three fields derived for it (issue #11):
+//! `class`, `description` and `scope`. Any other dotted path is looked up in the catch-all
 //! JSON field.
 
 use std::fmt;
@@ -64,11 +65,18 @@ pub enum KnownField {
     Message,
     /// `reason.reasonForFailure`.
     ReasonForFailure,
+    /// The action class (`create`, `update`, `delete`, `read`, `info`), derived from the verb.
+    Class,
+    /// The human-readable description derived for the event (issue #11).
+    Description,
+    /// The event's object and every parent of it: `scope:<target.id>` finds the events of an
+    /// object and of everything under it.
+    Scope,
 }
 
 impl KnownField {
     /// Every known field.
-    pub const ALL: [KnownField; 16] = [
+    pub const ALL: [KnownField; 19] = [
         KnownField::Account,
         KnownField::Index,
         KnownField::EventTime,
@@ -85,6 +93,9 @@ impl KnownField {
         KnownField::DataEvent,
         KnownField::Message,
         KnownField::ReasonForFailure,
+        KnownField::Class,
+        KnownField::Description,
+        KnownField::Scope,
     ];
 
     /// The name used in queries (the event's dotted path).
@@ -106,6 +117,9 @@ impl KnownField {
             KnownField::DataEvent => "dataEvent",
             KnownField::Message => "message",
             KnownField::ReasonForFailure => "reason.reasonForFailure",
+            KnownField::Class => "class",
+            KnownField::Description => "description",
+            KnownField::Scope => "scope",
         }
     }
 
@@ -121,14 +135,19 @@ impl KnownField {
             KnownField::EventTime | KnownField::ReceivedAt => FieldKind::Date,
             KnownField::ReasonCode => FieldKind::Int,
             KnownField::DataEvent => FieldKind::Bool,
-            KnownField::Message | KnownField::ReasonForFailure => FieldKind::Text,
-            KnownField::Outcome | KnownField::Severity => FieldKind::LowerKeyword,
+            KnownField::Message | KnownField::ReasonForFailure | KnownField::Description => {
+                FieldKind::Text
+            }
+            KnownField::Outcome | KnownField::Severity | KnownField::Class => {
+                FieldKind::LowerKeyword
+            }
             KnownField::Id | KnownField::CorrelationId => FieldKind::HashedKeyword,
             KnownField::Account
             | KnownField::Action
             | KnownField::TargetId
             | KnownField::InitiatorId
-            | KnownField::LogSourceCrn => FieldKind::Keyword,
+            | KnownField::LogSourceCrn
+            | KnownField::Scope => FieldKind::Keyword,
         }
     }
 
@@ -140,6 +159,7 @@ impl KnownField {
                 | KnownField::Action
                 | KnownField::Outcome
                 | KnownField::Severity
+                | KnownField::Class
                 | KnownField::TargetId
                 | KnownField::InitiatorId
                 | KnownField::ReasonCode

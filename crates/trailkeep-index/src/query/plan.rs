@@ -24,7 +24,7 @@ pub enum Plan {
     Or(Vec<Plan>),
     /// Must not match.
     Not(Box<Plan>),
-    /// Full text over message, reason text and action words.
+    /// Full text over message, reason text, description and action words.
     FullText {
         /// Word, prefix or phrase.
         kind: TextKind,

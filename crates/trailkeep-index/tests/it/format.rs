@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use trailkeep_index::{EventIndex, FORMAT_VERSION, WriterOptions};
+use trailkeep_index::{DerivedFields, EventIndex, FORMAT_VERSION, WriterOptions};
 
 use crate::support::{T0, accounts, corpus, hits};
 
@@ -31,8 +31,19 @@ fn the_fixture_of_the_current_format_opens_and_answers() {
         let _ = std::fs::remove_dir_all(&dir);
         let index = EventIndex::open(&dir).unwrap();
         let mut w = index.writer(WriterOptions::default()).unwrap();
+        let scopes = [
+            "crn:v1:bluemix:public:codeengine:us-south:a/acc1:proj1:application:web".to_string(),
+            "crn:v1:bluemix:public:codeengine:us-south:a/acc1:proj1::".to_string(),
+        ];
+        let derived = DerivedFields {
+            class: "create",
+            description: "Created application 'web-app' in project 'proj1'",
+            scopes: &scopes,
+        };
         for (account, i, e) in corpus() {
-            w.add(account, i, T0, &e).unwrap();
+            // Since version 2 documents carry derived fields; the first one has them.
+            let d = (account == "acme" && i == 0).then_some(&derived);
+            w.add_derived(account, i, T0, &e, d).unwrap();
         }
         w.commit().unwrap();
         w.finish().unwrap();
@@ -72,4 +83,18 @@ fn the_fixture_of_the_current_format_opens_and_answers() {
         hits(&index, "eventTime>=2026-03-01T12:03:00Z", &both),
         ["beta/1", "acme/4", "acme/3"]
     );
+    assert_eq!(hits(&index, "class:create", &both), ["acme/0"]);
+    assert_eq!(
+        hits(&index, "description:\"application 'web-app'\"", &both),
+        ["acme/0"]
+    );
+    assert_eq!(
+        hits(
+            &index,
+            "scope:\"crn:v1:bluemix:public:codeengine:us-south:a/acc1:proj1::\"",
+            &both
+        ),
+        ["acme/0"]
+    );
+    assert_eq!(hits(&index, "\"web-app in project\"", &both), ["acme/0"]);
 }

@@ -171,16 +171,13 @@ fn an_index_of_another_format_is_refused_then_recreated_empty() {
     // Pretend a future build wrote it.
     let meta = dir.path().join("meta.json");
     let text = std::fs::read_to_string(&meta).unwrap();
-    assert!(text.contains("\\\"format\\\":1"), "{text}");
-    std::fs::write(
-        &meta,
-        text.replace("\\\"format\\\":1", "\\\"format\\\":999"),
-    )
-    .unwrap();
+    let current = format!("\\\"format\\\":{}", trailkeep_index::FORMAT_VERSION);
+    assert!(text.contains(&current), "{text}");
+    std::fs::write(&meta, text.replace(&current, "\\\"format\\\":999")).unwrap();
     match EventIndex::open(dir.path()) {
         Err(trailkeep_index::IndexError::UpgradeRequired {
             found: 999,
-            supported: 1,
+            supported: trailkeep_index::FORMAT_VERSION,
         }) => {}
         other => panic!("{other:?}"),
     }

@@ -755,6 +755,9 @@ mod tests {
             role: Role::Admin,
             accounts: AccountScope::All,
             default_account: "default".into(),
+            action_prefixes: Vec::new(),
+            limits: Default::default(),
+            client: None,
         };
         let report = core
             .ingest(

@@ -178,6 +178,7 @@ async fn create(
         c.rules.push(stored);
         Ok(())
     })?;
+    record_rule_change(&state, &caller, "create", &rule, 201).await?;
     Ok((StatusCode::CREATED, Json(rule.to_api())).into_response())
 }
 
@@ -242,6 +243,7 @@ async fn change(
         }
         Ok(())
     })?;
+    record_rule_change(&state, &caller, "update", &rule, 200).await?;
     Ok(Json(rule.to_api()).into_response())
 }
 
@@ -251,12 +253,34 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let alerts = alerts_of(&state)?;
-    manageable_rule(&alerts, &caller, &id)?;
+    let rule = manageable_rule(&alerts, &caller, &id)?;
     alerts.config.update(|c| {
         c.rules.retain(|r| r.id != id);
         Ok::<_, ApiError>(())
     })?;
+    record_rule_change(&state, &caller, "delete", &rule, 204).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Self-audit: a rule change is recorded in the rule's account before it is answered (channel
+/// secrets are masked, as in every answer).
+async fn record_rule_change(
+    state: &AppState,
+    caller: &Principal,
+    verb: &str,
+    rule: &Rule,
+    status: u16,
+) -> Result<(), ApiError> {
+    let record = crate::audit::AuditRecord::new(
+        &rule.account,
+        &format!("alert.{verb}"),
+        caller,
+        (rule.id.clone(), rule.name.clone(), "trailkeep/alert".into()),
+    )
+    .status(status)
+    .client(caller.client)
+    .request(rule.to_api());
+    state.core.record(vec![record]).await
 }
 
 async fn history(

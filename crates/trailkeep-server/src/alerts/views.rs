@@ -133,6 +133,7 @@ async fn create(
         c.views.push(stored);
         Ok::<_, ApiError>(())
     })?;
+    record_view_change(&state, &caller, "create", &view, 201).await?;
     Ok((StatusCode::CREATED, Json(view.to_api())).into_response())
 }
 
@@ -181,6 +182,7 @@ async fn change(
         }
         Ok(())
     })?;
+    record_view_change(&state, &caller, "update", &view, 200).await?;
     Ok(Json(view.to_api()).into_response())
 }
 
@@ -216,7 +218,28 @@ async fn remove(
         c.views.retain(|v| v.id != id);
         Ok(())
     })?;
+    record_view_change(&state, &caller, "delete", &view, 204).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Self-audit: a view change is recorded in the view's account before it is answered.
+async fn record_view_change(
+    state: &AppState,
+    caller: &Principal,
+    verb: &str,
+    view: &View,
+    status: u16,
+) -> Result<(), ApiError> {
+    let record = crate::audit::AuditRecord::new(
+        &view.account,
+        &format!("view.{verb}"),
+        caller,
+        (view.id.clone(), view.name.clone(), "trailkeep/view".into()),
+    )
+    .status(status)
+    .client(caller.client)
+    .request(view.to_api());
+    state.core.record(vec![record]).await
 }
 
 /// What a read request (search, aggregate, stream) becomes when it names a view: the view's

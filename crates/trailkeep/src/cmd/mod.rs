@@ -2,9 +2,13 @@
 //! 1 when the command found problems in its input (rejected events, integrity failures); errors
 //! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
 
+pub mod accounts;
 pub mod alerts;
 pub mod bench;
 pub mod event;
+pub mod export;
+pub mod history;
+pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod reindex;
@@ -13,6 +17,7 @@ pub mod send;
 pub mod serve;
 pub mod tail;
 pub mod verify;
+pub mod verify_bundle;
 pub mod views;
 pub mod witness;
 

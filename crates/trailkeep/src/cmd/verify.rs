@@ -12,7 +12,10 @@ use crate::remote::RemoteArgs;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Two modes:
+Three modes:
+  trailkeep verify --bundle FILE [--key-file PUBKEY | --verifier-key KEY]
+      checks an evidence bundle (`trailkeep export --format bundle`) offline: signatures,
+      inclusion proofs, order and count of events, and the signed trailer;
   trailkeep verify --data-dir DIR [--verifier-key KEY]
       reads every record, leaf, tree level and checkpoint signature of a data directory;
   trailkeep verify --url URL --key API_KEY --key-file PUBKEY [--state FILE]
@@ -24,6 +27,10 @@ pub struct VerifyArgs {
     /// ledger directory itself. Nothing is changed. Without it, the server at --url is checked.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// Evidence bundle to check offline (see docs/evidence-bundle.md).
+    #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
+    bundle: Option<PathBuf>,
 
     #[command(flatten)]
     remote: RemoteArgs,
@@ -62,6 +69,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, None) => None,
     };
+    if let Some(bundle) = &args.bundle {
+        return crate::cmd::verify_bundle::run(bundle, verifier_key.as_deref());
+    }
     let Some(data_dir) = &args.data_dir else {
         let verifier_key = verifier_key.context(
             "checking a server needs the verifier key you trust: --key-file PUBKEY or --verifier-key KEY \

@@ -1,8 +1,12 @@
 //! End-to-end tests of the `trailkeep` binary: each test runs the real executable.
 
+mod access;
 mod alerts;
+mod bundle;
 mod client;
 mod event_check;
+mod export;
+mod history;
 mod server;
 mod verifier;
 mod verify;

@@ -724,6 +724,7 @@ fn openapi_lists_every_route() {
         "/v1/ingest/openstack",
         "/v1/events/stream",
         "/v1/events/{id}",
+        "/v1/objects/{targetId}/timeline",
         "/v1/aggregate",
         "/v1/views",
         "/v1/views/{id}",
@@ -747,6 +748,7 @@ fn openapi_lists_every_route() {
     for p in paths.iter().filter(|p| !p.ends_with("/stream")) {
         let concrete = p
             .replace("{id}", "x")
+            .replace("{targetId}", "x")
             .replace("{account}", "acme")
             .replace("{path}", "0/000");
         let r = request(

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod corpus;
+pub mod export;
 pub mod ingest;
 pub mod query;
 mod server;
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     Ingest(Box<ingest::IngestArgs>),
     /// Query latency (p50/p99) of the five reference queries against a loaded server.
     Query(Box<query::QueryArgs>),
+    /// Export throughput (events/s) and server peak memory of each export format against a
+    /// loaded server.
+    Export(Box<export::ExportBenchArgs>),
     /// Ingest at a fixed rate without rules, then with N active alert rules: throughput drop,
     /// rule-evaluation cost per event, and ack → webhook latency of presence alerts.
     Alerts(Box<alerts::AlertsArgs>),
@@ -29,6 +33,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Corpus(args) => corpus::run(args),
         BenchCommand::Ingest(args) => ingest::run(*args),
         BenchCommand::Query(args) => query::run(*args),
+        BenchCommand::Export(args) => export::run(*args),
         BenchCommand::Alerts(args) => alerts::run(*args),
     }
 }

@@ -61,6 +61,13 @@ impl Target {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
+            // A benchmark measures the server's capacity, not the per-key limits it enforces.
+            .args([
+                "--key-ingest-rate",
+                "4000000000",
+                "--key-query-rate",
+                "4000000000",
+            ])
             .args(extra)
             .env("TRAILKEEP_ADMIN_KEY", &key)
             .env("TRAILKEEP_LOG", "warn,trailkeep_server::run=info")

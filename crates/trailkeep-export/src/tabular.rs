@@ -1,0 +1,297 @@
+//! NDJSON, CSV and Parquet writers, one item at a time.
+
+use std::io::Write;
+
+use crate::fields::{COLUMNS, Fields};
+use crate::{ExportError, ExportItem, Format};
+
+/// Encoded bytes a Parquet row group may buffer before it is written out.
+#[cfg(feature = "parquet")]
+pub const PARQUET_ROW_GROUP_BYTES: usize = 8 << 20;
+
+/// Writes items in a tabular format ([`Format::Ndjson`], [`Format::Csv`], [`Format::Parquet`]).
+pub struct TabularWriter<W: Write + Send> {
+    inner: Inner<W>,
+    rows: u64,
+}
+
+impl<W: Write + Send> std::fmt::Debug for TabularWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TabularWriter")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Inner<W: Write + Send> {
+    Ndjson(W),
+    Csv(Box<csv::Writer<W>>),
+    #[cfg(feature = "parquet")]
+    Parquet(Box<parquet_out::ParquetOut<W>>),
+}
+
+fn csv_error(e: csv::Error) -> ExportError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => ExportError::Io(io),
+        other => ExportError::Format(format!("csv: {other:?}")),
+    }
+}
+
+impl<W: Write + Send> TabularWriter<W> {
+    /// A writer of `format` into `out` (CSV writes its header row at once).
+    pub fn new(format: Format, out: W) -> Result<Self, ExportError> {
+        let inner = match format {
+            Format::Ndjson => Inner::Ndjson(out),
+            Format::Csv => {
+                let mut w = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(out);
+                w.write_record(COLUMNS).map_err(csv_error)?;
+                Inner::Csv(Box::new(w))
+            }
+            #[cfg(feature = "parquet")]
+            Format::Parquet => Inner::Parquet(Box::new(parquet_out::ParquetOut::new(out)?)),
+            #[cfg(not(feature = "parquet"))]
+            Format::Parquet => {
+                return Err(ExportError::Format(
+                    "this build has no Parquet writer".into(),
+                ));
+            }
+            Format::Bundle => {
+                return Err(ExportError::Format(
+                    "an evidence bundle is written by bundle::BundleWriter".into(),
+                ));
+            }
+        };
+        Ok(Self { inner, rows: 0 })
+    }
+
+    /// Appends one item.
+    pub fn write(&mut self, item: &ExportItem<'_>) -> Result<(), ExportError> {
+        match &mut self.inner {
+            Inner::Ndjson(w) => write_ndjson(w, item)?,
+            Inner::Csv(w) => {
+                let f = Fields::of(item)?;
+                let index = f.index.to_string();
+                let opt = |v: &Option<std::borrow::Cow<'_, str>>| -> String {
+                    v.as_deref().unwrap_or("").to_string()
+                };
+                let record: [String; 16] = [
+                    opt(&f.event_time),
+                    f.received_at.clone(),
+                    f.account.to_string(),
+                    index,
+                    opt(&f.id),
+                    opt(&f.action),
+                    opt(&f.outcome),
+                    opt(&f.severity),
+                    opt(&f.initiator_id),
+                    opt(&f.initiator_name),
+                    opt(&f.target_id),
+                    opt(&f.target_name),
+                    opt(&f.target_type_uri),
+                    opt(&f.correlation_id),
+                    opt(&f.message),
+                    f.event.to_string(),
+                ];
+                w.write_record(&record).map_err(csv_error)?;
+            }
+            #[cfg(feature = "parquet")]
+            Inner::Parquet(p) => p.write(&Fields::of(item)?)?,
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes what is buffered (Parquet: the last row group and the footer) and hands back the
+    /// destination.
+    pub fn finish(self) -> Result<W, ExportError> {
+        match self.inner {
+            Inner::Ndjson(mut w) => {
+                w.flush()?;
+                Ok(w)
+            }
+            Inner::Csv(w) => w
+                .into_inner()
+                .map_err(|e| ExportError::Io(std::io::Error::other(e.to_string()))),
+            #[cfg(feature = "parquet")]
+            Inner::Parquet(p) => p.finish(),
+        }
+    }
+}
+
+/// `{"account":…,"index":…,"receivedAt":…,"event":<stored bytes>}` and a newline: the API item
+/// with the event's bytes copied as they are stored.
+fn write_ndjson(w: &mut impl Write, item: &ExportItem<'_>) -> Result<(), ExportError> {
+    let received =
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(item.received_at_unix_nanos))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    w.write_all(b"{\"account\":")?;
+    serde_json::to_writer(&mut *w, item.account).map_err(std::io::Error::from)?;
+    write!(
+        w,
+        ",\"index\":{},\"receivedAt\":\"{}\",\"event\":",
+        item.index,
+        crate::format_time(received)
+    )?;
+    w.write_all(item.bytes)?;
+    w.write_all(b"}\n")?;
+    Ok(())
+}
+
+#[cfg(feature = "parquet")]
+mod parquet_out {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use arrow_array::builder::{
+        StringBuilder, TimestampMicrosecondBuilder, TimestampNanosecondBuilder, UInt64Builder,
+    };
+    use arrow_array::{ArrayRef, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+
+    use super::PARQUET_ROW_GROUP_BYTES;
+    use crate::ExportError;
+    use crate::fields::{COLUMNS, Fields};
+
+    /// Rows gathered into one Arrow batch before it is handed to the Parquet writer.
+    const BATCH_ROWS: usize = 1024;
+
+    fn schema() -> SchemaRef {
+        let utc = Some(Arc::from("UTC"));
+        let fields: Vec<Field> = COLUMNS
+            .iter()
+            .map(|&name| match name {
+                "eventTime" => Field::new(
+                    name,
+                    DataType::Timestamp(TimeUnit::Nanosecond, utc.clone()),
+                    true,
+                ),
+                "receivedAt" => Field::new(
+                    name,
+                    DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+                    false,
+                ),
+                "index" => Field::new(name, DataType::UInt64, false),
+                "account" | "event" => Field::new(name, DataType::Utf8, false),
+                _ => Field::new(name, DataType::Utf8, true),
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    pub(super) struct ParquetOut<W: Write + Send> {
+        writer: ArrowWriter<W>,
+        schema: SchemaRef,
+        event_time: TimestampNanosecondBuilder,
+        received_at: TimestampMicrosecondBuilder,
+        index: UInt64Builder,
+        /// account, id, action, outcome, severity, initiatorId, initiatorName, targetId,
+        /// targetName, targetTypeURI, correlationId, message, event.
+        text: Vec<StringBuilder>,
+        rows: usize,
+    }
+
+    fn parquet_error(e: parquet::errors::ParquetError) -> ExportError {
+        match e {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<std::io::Error>() {
+                    Ok(io) => ExportError::Io(*io),
+                    Err(other) => ExportError::Format(format!("parquet: {other}")),
+                }
+            }
+            other => ExportError::Format(format!("parquet: {other}")),
+        }
+    }
+
+    impl<W: Write + Send> ParquetOut<W> {
+        pub(super) fn new(out: W) -> Result<Self, ExportError> {
+            let schema = schema();
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_created_by(concat!("trailkeep ", env!("CARGO_PKG_VERSION")).to_string())
+                .build();
+            let writer =
+                ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(parquet_error)?;
+            Ok(Self {
+                writer,
+                schema,
+                event_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+                received_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+                index: UInt64Builder::new(),
+                text: (0..13).map(|_| StringBuilder::new()).collect(),
+                rows: 0,
+            })
+        }
+
+        pub(super) fn write(&mut self, f: &Fields<'_>) -> Result<(), ExportError> {
+            self.event_time.append_option(f.event_time_nanos);
+            self.received_at.append_value(f.received_at_micros);
+            self.index.append_value(f.index);
+            let values: [Option<&str>; 13] = [
+                Some(f.account),
+                f.id.as_deref(),
+                f.action.as_deref(),
+                f.outcome.as_deref(),
+                f.severity.as_deref(),
+                f.initiator_id.as_deref(),
+                f.initiator_name.as_deref(),
+                f.target_id.as_deref(),
+                f.target_name.as_deref(),
+                f.target_type_uri.as_deref(),
+                f.correlation_id.as_deref(),
+                f.message.as_deref(),
+                Some(f.event),
+            ];
+            for (b, v) in self.text.iter_mut().zip(values) {
+                b.append_option(v);
+            }
+            self.rows += 1;
+            if self.rows >= BATCH_ROWS {
+                self.flush_batch()?;
+            }
+            Ok(())
+        }
+
+        fn flush_batch(&mut self) -> Result<(), ExportError> {
+            if self.rows == 0 {
+                return Ok(());
+            }
+            let mut text = self
+                .text
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef);
+            let mut next = || text.next().expect("13 text columns");
+            let account = next();
+            let rest: Vec<ArrayRef> = (0..12).map(|_| next()).collect();
+            let mut columns: Vec<ArrayRef> = vec![
+                Arc::new(self.event_time.finish()),
+                Arc::new(self.received_at.finish()),
+                account,
+                Arc::new(self.index.finish()),
+            ];
+            columns.extend(rest);
+            let batch = RecordBatch::try_new(self.schema.clone(), columns)
+                .map_err(|e| ExportError::Format(format!("arrow: {e}")))?;
+            self.rows = 0;
+            self.writer.write(&batch).map_err(parquet_error)?;
+            if self.writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
+                self.writer.flush().map_err(parquet_error)?;
+            }
+            Ok(())
+        }
+
+        pub(super) fn finish(mut self) -> Result<W, ExportError> {
+            self.flush_batch()?;
+            self.writer.into_inner().map_err(parquet_error)
+        }
+    }
+}

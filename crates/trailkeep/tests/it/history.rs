@@ -1,0 +1,233 @@
+//! Object history end to end (issue #11): classes, descriptions and scopes searchable through the
+//! real server, `GET /v1/objects/{targetId}/timeline`, `trailkeep history`, and `reindex`
+//! rebuilding the same history.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::server::{ADMIN_KEY, Server, enc, get, post_json, wait_for};
+use crate::text;
+
+fn crn(rest: &str) -> String {
+    format!("crn:v1:bluemix:public:mlops:eu-de:a/acme:proj-1:{rest}")
+}
+
+fn ev(n: u32, action: &str, id: &str, name: &str, request: Value) -> Value {
+    json!({
+        "id": format!("h-{n}"),
+        "action": action,
+        "eventTime": format!("2026-11-21T10:{n:02}:00.000+0000"),
+        "outcome": "success",
+        "initiator": {"id": "IBMid-1", "name": "ada@acme.example"},
+        "target": {"id": id, "name": name},
+        "logSourceCRN": crn(":"),
+        "requestData": request,
+    })
+}
+
+fn sequence() -> Vec<Value> {
+    let project = crn(":");
+    let pipe = crn("pipeline:pipe-1");
+    let obj = crn("pipeline:pipe-1/objects/obj-1");
+    let env = crn("environment-variable:ev-1");
+    vec![
+        ev(0, "mlops.project.create", &project, "project-1", json!({})),
+        ev(
+            1,
+            "mlops.pipeline.create",
+            &pipe,
+            "pipeline-1",
+            json!({"inputType": "structured"}),
+        ),
+        ev(
+            2,
+            "mlops.pipeline-object.create",
+            &obj,
+            "deployment-1",
+            json!({"reference": "dep-1"}),
+        ),
+        ev(
+            3,
+            "mlops.pipeline-object.update",
+            &obj,
+            "deployment-object",
+            json!({"updateType": "name", "initialValue": "deployment-1", "newValue": "deployment-object"}),
+        ),
+        ev(
+            4,
+            "mlops.environment-variable.create",
+            &env,
+            "API_URL",
+            json!({"value": "https://one.example"}),
+        ),
+        ev(
+            5,
+            "mlops.environment-variable.update",
+            &env,
+            "API_URL",
+            json!({"value": "https://two.example"}),
+        ),
+        ev(6, "mlops.pipeline-object.delete", &obj, "", json!({})),
+        ev(
+            7,
+            "mlops.file.download",
+            &crn("bucket:b1/files/report.csv"),
+            "report.csv",
+            json!({}),
+        ),
+    ]
+}
+
+fn history_cli(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .arg("history")
+        .args(args)
+        .env("TRAILKEEP_URL", &server.url)
+        .env("TRAILKEEP_KEY", ADMIN_KEY)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn object_history_through_the_real_server_issue_11() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let r = post_json(&server, "/v1/events", &Value::Array(sequence()));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], 8);
+    let (all, _) = wait_for(&server, "account:acme", 8);
+    assert_eq!(all.len(), 8);
+
+    // Classes, descriptions and scopes are searchable; items carry what was derived.
+    let (updates, _) = wait_for(&server, "class:update", 2);
+    let descriptions: Vec<&str> = updates
+        .iter()
+        .map(|i| i["derived"]["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            "Updated environment variable 'API_URL' in project 'project-1': value changed",
+            "Updated pipeline object 'deployment-object' for pipeline 'pipeline-1': name changed from 'deployment-1' to 'deployment-object'",
+        ]
+    );
+    let (renames, _) = wait_for(&server, "description:\"name changed\"", 1);
+    assert_eq!(renames.len(), 1);
+    assert_eq!(wait_for(&server, "class:info", 1).0.len(), 1);
+    let (in_pipeline, _) = wait_for(&server, &format!("scope:\"{}\"", crn("pipeline:pipe-1")), 4);
+    assert_eq!(in_pipeline.len(), 4);
+    assert_eq!(
+        wait_for(&server, &format!("scope:\"{}\"", crn(":")), 8)
+            .0
+            .len(),
+        8
+    );
+    // Sensitive values appear in no description.
+    for item in &all {
+        let d = item["derived"].to_string();
+        assert!(
+            !d.contains("two.example") && !d.contains("one.example"),
+            "{d}"
+        );
+    }
+    // The object column of an event whose object is gone is empty.
+    let create = all.iter().find(|i| i["event"]["id"] == "h-2").unwrap();
+    assert_eq!(create["derived"]["object"]["name"], "");
+    assert_eq!(create["derived"]["object"]["deleted"], true);
+
+    // The timeline: oldest first, old → new values, last known name after deletion.
+    let obj = crn("pipeline:pipe-1/objects/obj-1");
+    let r = get(&server, &format!("/v1/objects/{}/timeline", enc(&obj)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = r.json();
+    assert_eq!(t["account"], "acme");
+    assert_eq!(t["object"]["deleted"], true);
+    assert_eq!(t["object"]["name"], "deployment-object");
+    assert_eq!(t["object"]["type"], "pipeline-object");
+    assert_eq!(t["object"]["parent"], crn("pipeline:pipe-1"));
+    let classes: Vec<&str> = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["derived"]["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["create", "update", "delete"]);
+    assert_eq!(
+        t["events"][1]["derived"]["changes"],
+        json!([{"attribute": "name", "old": "deployment-1", "new": "deployment-object"}])
+    );
+    let env = crn("environment-variable:ev-1");
+    let t = get(&server, &format!("/v1/objects/{}/timeline", enc(&env))).json();
+    assert_eq!(t["object"]["attributes"]["value"], "[sensitive]");
+    assert_eq!(
+        t["events"][1]["derived"]["changes"],
+        json!([{"attribute": "value", "sensitive": true}])
+    );
+    // Missing objects and accounts the key does not have answer 404.
+    let r = get(
+        &server,
+        &format!("/v1/objects/{}/timeline", enc(&crn("deployment:none"))),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = get(
+        &server,
+        &format!("/v1/objects/{}/timeline?account=other", enc(&obj)),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = get(
+        &server,
+        &format!("/v1/objects/{}/timeline?nope=1", enc(&obj)),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // The CLI: a table for people, JSON for programs.
+    let out = history_cli(&server, &[&obj]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.starts_with("pipeline-object 'deployment-object' (deleted) in account acme"),
+        "{table}"
+    );
+    assert!(
+        table.contains("name changed from 'deployment-1' to 'deployment-object'"),
+        "{table}"
+    );
+    let lines: Vec<&str> = table.lines().filter(|l| l.starts_with("2026-")).collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].contains("create") && lines[2].contains("delete"),
+        "{table}"
+    );
+    let out = history_cli(&server, &[&obj, "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json_answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json_answer["object"], t_object(&server, &obj));
+    let out = history_cli(&server, &[&crn("deployment:none")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no object with this id"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // reindex rebuilds the same history from the ledger.
+    let before = get(&server, &format!("/v1/objects/{}/timeline", enc(&obj))).json();
+    server.stop();
+    std::fs::remove_file(data.join("objects.redb")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args(["reindex", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let server = Server::start(&data, &[]);
+    let after = get(&server, &format!("/v1/objects/{}/timeline", enc(&obj))).json();
+    assert_eq!(after, before);
+    assert_eq!(wait_for(&server, "class:update", 2).0.len(), 2);
+}
+
+fn t_object(server: &Server, id: &str) -> Value {
+    get(server, &format!("/v1/objects/{}/timeline", enc(id))).json()["object"].clone()
+}
