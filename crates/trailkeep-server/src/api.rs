@@ -190,9 +190,15 @@ pub(crate) fn read_params(raw: Option<String>) -> Result<ReadParams, ApiError> {
     Ok(p)
 }
 
-/// `view=<id>`: the view's query (and `q`, if given), its account and its window as the default
-/// `from` replace the request's (issue #6). A view the caller may not read answers 404.
-fn apply_view(state: &AppState, caller: &Principal, p: &mut ReadParams) -> Result<(), ApiError> {
+/// `view=<id>`: the view's query (and `q`, if given), its account and (with `window_from`) its
+/// window as the default `from` replace the request's (issue #6). A view the caller may not read
+/// answers 404.
+fn apply_view(
+    state: &AppState,
+    caller: &Principal,
+    p: &mut ReadParams,
+    window_from: bool,
+) -> Result<(), ApiError> {
     let Some(id) = p.view.take() else {
         return Ok(());
     };
@@ -204,7 +210,7 @@ fn apply_view(state: &AppState, caller: &Principal, p: &mut ReadParams) -> Resul
     }
     p.q = scope.query;
     p.accounts = vec![scope.account];
-    if p.from.is_none() {
+    if window_from && p.from.is_none() {
         p.from = Some(crate::core::format_time(scope.from));
     }
     Ok(())
@@ -331,7 +337,7 @@ async fn search(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut p = read_params(raw)?;
-    apply_view(&state, &caller, &mut p)?;
+    apply_view(&state, &caller, &mut p, true)?;
     let core = core(&state).clone();
     let accounts = read_accounts(&core, &caller, &p.accounts)?;
     let plan = parse_plan(&p.q)?;
@@ -494,7 +500,7 @@ async fn aggregate(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut p = read_params(raw)?;
-    apply_view(&state, &caller, &mut p)?;
+    apply_view(&state, &caller, &mut p, true)?;
     let core = core(&state).clone();
     let accounts = read_accounts(&core, &caller, &p.accounts)?;
     let plan = parse_plan(&p.q)?;
@@ -592,7 +598,7 @@ async fn stream(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let mut p = read_params(raw)?;
-    apply_view(&state, &caller, &mut p)?;
+    apply_view(&state, &caller, &mut p, false)?;
     let core = core(&state).clone();
     read_accounts(&core, &caller, &p.accounts)?;
     let plan = Arc::new(parse_plan(&p.q)?);

@@ -53,6 +53,9 @@ enum Command {
     /// Load generators that print throughput, latency, disk and memory figures.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Alert rules on a server: create, list, get, history, test, mute, delete.
+    #[command(subcommand)]
+    Alerts(cmd::alerts::AlertsCommand),
     /// Saved queries (views) on a server: create, list, get, delete.
     #[command(subcommand)]
     Views(cmd::views::ViewsCommand),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
         Command::Views(command) => cmd::views::run(command),
+        Command::Alerts(command) => cmd::alerts::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Keys(command) => cmd::keys::run(command),
         Command::Accounts(command) => cmd::accounts::run(command),

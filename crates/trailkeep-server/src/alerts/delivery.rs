@@ -58,7 +58,7 @@ pub async fn run(alerts: Weak<Alerts>, stop: std::sync::Arc<tokio::sync::Notify>
                 (d, result)
             });
         }
-        let next = a.outbox.next_due();
+        let next = a.outbox.next_due(&in_flight);
         drop(a);
         let sleep = match next {
             Some(t) => Duration::from_nanos(u64::try_from(t - now_nanos()).unwrap_or(0))
@@ -69,7 +69,8 @@ pub async fn run(alerts: Weak<Alerts>, stop: std::sync::Arc<tokio::sync::Notify>
             Some(Ok((d, result))) = tasks.join_next(), if !tasks.is_empty() => {
                 in_flight.remove(&d.id);
                 if let Some(a) = alerts.upgrade() {
-                    record(&a, &d, result);
+                    // Outbox and history writes fsync: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || record(&a, &d, result)).await;
                 }
             }
             () = wake.notified() => {}

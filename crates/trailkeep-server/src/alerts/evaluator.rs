@@ -34,6 +34,11 @@ use crate::core::{Core, format_time};
 pub const STATE_VERSION: u32 = 1;
 /// How often windows slide (absence, re-notify, resolution).
 pub const TICK: Duration = Duration::from_millis(500);
+/// Most records waiting in the evaluator's channel; beyond it the pipeline stops queueing and the
+/// evaluator reads from the ledger instead.
+pub const MAX_QUEUED: u64 = 100_000;
+/// Most records read from the ledger in one tick while following it.
+const LEDGER_BATCH: usize = 20_000;
 /// How long an out-of-order record waits for the gap before it to be filled by the pipeline.
 pub const GAP_WAIT: Duration = Duration::from_secs(2);
 /// How often the state is written. Fires do not wait for it: they are in the outbox first, and a
@@ -49,19 +54,10 @@ pub struct Record {
     pub event: Arc<Value>,
 }
 
+/// What the evaluator thread receives.
+#[derive(Debug)]
 pub enum Msg {
     Records(Vec<Record>),
-    /// Reply once everything sent before is evaluated and the state written.
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Msg::Records(r) => write!(f, "Records({})", r.len()),
-            Msg::Flush(_) => f.write_str("Flush"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -238,12 +234,12 @@ impl Evaluator {
                 renotify: rule.renotify_duration().map(nanos),
             };
             let key = format!("{cond:?}|{}", view.query);
-            let tracked = self.file.rules.entry(rule.id.clone()).or_default();
-            if tracked.key != key {
-                *tracked = Tracked {
-                    key,
-                    state: RuleState::new(now),
-                };
+            let fresh = self.file.rules.get(&rule.id).is_none_or(|t| t.key != key);
+            if fresh {
+                let state = self.seed(&view, &plan, now);
+                self.file
+                    .rules
+                    .insert(rule.id.clone(), Tracked { key, state });
                 self.dirty = true;
             }
             live.insert(rule.id.clone());
@@ -261,6 +257,36 @@ impl Evaluator {
         self.file.rules.retain(|id, _| live.contains(id));
         self.dirty |= before != self.file.rules.len();
         self.by_account = by_account;
+    }
+
+    /// The state of a new rule: it watches from `now`, and knows the view's newest match of the
+    /// past 24 h from the search index (so an absence rule on a view that went quiet just before
+    /// the rule was created still fires).
+    fn seed(&self, view: &View, plan: &Plan, now: i64) -> RuleState {
+        let mut state = RuleState::new(now);
+        let Some(core) = self.core.upgrade() else {
+            return state;
+        };
+        let day = nanos(super::model::ACTIVE_WITHIN);
+        let from = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now - day)).ok();
+        let accounts = [view.account.clone()];
+        let newest = core.index.search(&trailkeep_index::SearchRequest {
+            plan,
+            accounts: &accounts,
+            from,
+            to: None,
+            limit: 1,
+            cursor: None,
+        });
+        if let Ok(page) = newest
+            && let Some(hit) = page.hits.first()
+            && let Ok(Some(record)) = core.ledger.read_record(&hit.account, hit.index)
+            && record.received_at_unix_nanos > now - day
+        {
+            state.last_match = Some(record.received_at_unix_nanos);
+            state.newest.push_back(hit.index);
+        }
+        state
     }
 
     /// Takes committed records (any order), evaluates what is next in each account's log.
@@ -350,6 +376,51 @@ impl Evaluator {
         self.flush_fires();
     }
 
+    /// Evaluates committed records the pipeline did not hand over (its queue was full, or a
+    /// request task ended between the ledger's acknowledgement and the hand-off), reading them from
+    /// the ledger. Called only when nothing is queued, so it does not race the channel; a record
+    /// that arrives later anyway is skipped by position.
+    fn follow_ledger(&mut self) {
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        let mut budget = LEDGER_BATCH;
+        for account in core.ledger.accounts() {
+            if budget == 0 {
+                break;
+            }
+            if self.reorder.contains_key(&account) {
+                continue;
+            }
+            let from = self.file.positions.get(&account).copied().unwrap_or(0);
+            if core
+                .ledger
+                .tree_head(&account)
+                .is_none_or(|h| h.size <= from)
+            {
+                continue;
+            }
+            for record in core.ledger.iter_account(&account, from).take(budget) {
+                let Ok(record) = record else { break };
+                budget -= 1;
+                let Ok(event) = serde_json::from_slice::<Value>(&record.bytes) else {
+                    // Not an event (cannot happen for records the pipeline wrote): skip it.
+                    self.file
+                        .positions
+                        .insert(account.clone(), record.index + 1);
+                    continue;
+                };
+                self.evaluate(&Record {
+                    account: account.clone(),
+                    index: record.index,
+                    received_at_nanos: record.received_at_unix_nanos,
+                    event: Arc::new(event),
+                });
+            }
+        }
+        self.flush_fires();
+    }
+
     /// One record, in log order: match it against its account's rules.
     fn evaluate(&mut self, record: &Record) {
         self.file
@@ -433,12 +504,15 @@ impl Evaluator {
                 continue;
             }
             for (i, c) in rules.iter().enumerate() {
-                if let Some(tracked) = self.file.rules.get_mut(&c.rule.id)
-                    && let Some(fire) = tracked.state.tick(&c.cond, now)
-                {
+                let Some(tracked) = self.file.rules.get_mut(&c.rule.id) else {
+                    continue;
+                };
+                let before = (tracked.state.buckets.len(), tracked.state.firing);
+                if let Some(fire) = tracked.state.tick(&c.cond, now) {
                     fires.push((account.clone(), i, fire, tracked.state.newest.clone()));
+                    self.dirty = true;
                 }
-                self.dirty = true;
+                self.dirty |= before != (tracked.state.buckets.len(), tracked.state.firing);
             }
         }
         for (account, i, fire, newest) in fires {
@@ -525,26 +599,22 @@ impl Evaluator {
     }
 
     /// The thread's loop: records as they come, a tick every [`TICK`].
-    pub fn run(mut self, rx: Receiver<Msg>, metrics: super::AlertMetrics) {
+    pub fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        metrics: super::AlertMetrics,
+        queued: Arc<std::sync::atomic::AtomicU64>,
+    ) {
         let mut last_tick = Instant::now();
+        let mut published = (self.records_seen, self.match_nanos);
         loop {
             let wait = TICK.saturating_sub(last_tick.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(Msg::Records(records)) => {
                     let n = records.len();
-                    let (seen, spent) = (self.records_seen, self.match_nanos);
                     self.receive(records);
                     metrics.lag.dec_by(n as i64);
-                    metrics.records.inc_by(self.records_seen - seen);
-                    metrics
-                        .match_seconds
-                        .inc_by((self.match_nanos - spent) as f64 / 1e9);
-                }
-                Ok(Msg::Flush(reply)) => {
-                    self.fill_gaps();
-                    self.tick(now_nanos());
-                    self.persist();
-                    let _ = reply.send(());
+                    queued.fetch_sub(n as u64, std::sync::atomic::Ordering::SeqCst);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -555,7 +625,18 @@ impl Evaluator {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.fill_gaps();
+                if queued.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    self.follow_ledger();
+                }
                 self.tick(now_nanos());
+            }
+            // Whatever path the records came by (hand-off, gap, ledger).
+            if self.records_seen != published.0 {
+                metrics.records.inc_by(self.records_seen - published.0);
+                metrics
+                    .match_seconds
+                    .inc_by((self.match_nanos - published.1) as f64 / 1e9);
+                published = (self.records_seen, self.match_nanos);
             }
         }
     }
@@ -583,4 +664,207 @@ pub fn payload(
         "window": rule.condition.window,
         "events": events,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::alerts::model::{Channel, Condition, ConditionType};
+    use crate::alerts::notify::{Sender, SmtpSettings};
+    use crate::alerts::outbox::{History, Outbox, RetryPolicy};
+    use crate::alerts::store::ConfigStore;
+    use crate::auth::{AccountScope, Principal, Role};
+    use crate::config::ServeOptions;
+    use crate::metrics::Metrics;
+
+    fn event(id: &str, outcome: &str) -> String {
+        serde_json::json!({
+            "id": id, "eventTime": "2026-11-20T10:00:00+00:00",
+            "action": "codeengine.application.create", "outcome": outcome,
+            "initiator": {"id": "u1"}, "target": {"id": "t1"},
+            "logSourceCRN": "crn:v1:bluemix:public:codeengine:us-south:a/acme:p1::",
+        })
+        .to_string()
+    }
+
+    /// Alerts without the evaluator thread, the delivery task or the hand-off from ingest: the
+    /// test drives an `Evaluator` by hand.
+    fn detached(dir: &std::path::Path, core: &Arc<Core>) -> Arc<Alerts> {
+        let adir = dir.join("alerts");
+        std::fs::create_dir_all(&adir).unwrap();
+        let alerts = Arc::new(Alerts {
+            config: ConfigStore::open(&adir).unwrap(),
+            outbox: Outbox::open(&adir).unwrap(),
+            history: History::open(&adir).unwrap(),
+            sender: Sender::new(SmtpSettings::default()),
+            retry: RetryPolicy::default(),
+            dir: adir,
+            evaluator: Mutex::new(None),
+            thread: Mutex::new(None),
+            metrics: core.metrics.alerts.clone(),
+            queued: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(tokio::sync::Notify::new()),
+        });
+        let view = View {
+            id: "view_1".into(),
+            name: "failures".into(),
+            account: "acme".into(),
+            query: "outcome:failure".into(),
+            window: "24h".into(),
+            owner: "k".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let rule = Rule {
+            id: "alert_1".into(),
+            name: "every failure".into(),
+            view_id: "view_1".into(),
+            account: "acme".into(),
+            condition: Condition {
+                kind: ConditionType::Presence,
+                threshold: 1,
+                window: None,
+            },
+            channels: vec![Channel::Slack {
+                url: "http://127.0.0.1:1/".into(),
+            }],
+            renotify: None,
+            muted_until: None,
+            owner: "k".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        alerts
+            .config
+            .update(|c| {
+                c.views.push(view);
+                c.rules.push(rule);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        alerts
+    }
+
+    async fn ingest(core: &Arc<Core>, lines: &[String]) {
+        let admin = Principal {
+            key_id: "admin".into(),
+            key_name: "admin".into(),
+            role: Role::Admin,
+            accounts: AccountScope::All,
+            default_account: "default".into(),
+            action_prefixes: Vec::new(),
+            limits: Default::default(),
+            client: None,
+        };
+        let report = core
+            .ingest(
+                &admin,
+                lines.join("\n").into_bytes(),
+                trailkeep_event::InputFormat::Ndjson,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.accepted, lines.len());
+    }
+
+    fn record(core: &Core, index: u64) -> Record {
+        let r = core.ledger.read_record("acme", index).unwrap().unwrap();
+        Record {
+            account: "acme".into(),
+            index,
+            received_at_nanos: r.received_at_unix_nanos,
+            event: Arc::new(serde_json::from_slice(&r.bytes).unwrap()),
+        }
+    }
+
+    fn notified(alerts: &Alerts) -> Vec<String> {
+        let mut ids: Vec<String> = alerts
+            .outbox
+            .pending()
+            .iter()
+            .map(|d| {
+                d.payload["events"][0]["event"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn every_committed_record_is_evaluated_once_in_order_whatever_reaches_the_evaluator() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServeOptions {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let core = Core::open(&config, Arc::new(Metrics::new())).unwrap();
+        let alerts = detached(dir.path(), &core);
+        let mut ev = Evaluator::open(&alerts, &core).unwrap();
+        ev.tick(now_nanos());
+
+        // Records the evaluator was never handed are read from the ledger.
+        ingest(
+            &core,
+            &[
+                event("e0", "failure"),
+                event("e1", "success"),
+                event("e2", "failure"),
+            ],
+        )
+        .await;
+        ev.follow_ledger();
+        assert_eq!(ev.file.positions["acme"], 3);
+        assert_eq!(notified(&alerts), ["e0", "e2"]);
+
+        // Handed over again: skipped by position, nothing queued twice.
+        ev.receive(vec![record(&core, 0), record(&core, 2)]);
+        assert_eq!(notified(&alerts).len(), 2);
+
+        // Out of order: a later record waits for the earlier one.
+        ingest(
+            &core,
+            &[
+                event("e3", "failure"),
+                event("e4", "failure"),
+                event("e5", "failure"),
+            ],
+        )
+        .await;
+        ev.receive(vec![record(&core, 5), record(&core, 4)]);
+        assert_eq!(ev.file.positions["acme"], 3, "index 3 is missing");
+        assert_eq!(notified(&alerts).len(), 2);
+        ev.receive(vec![record(&core, 3)]);
+        assert_eq!(ev.file.positions["acme"], 6);
+        assert_eq!(notified(&alerts), ["e0", "e2", "e3", "e4", "e5"]);
+
+        // A gap that the pipeline never fills is read from the ledger after GAP_WAIT.
+        ingest(&core, &[event("e6", "failure"), event("e7", "failure")]).await;
+        ev.receive(vec![record(&core, 7)]);
+        assert_eq!(ev.file.positions["acme"], 6);
+        ev.fill_gaps();
+        assert_eq!(ev.file.positions["acme"], 6, "not before GAP_WAIT");
+        ev.reorder.get_mut("acme").unwrap().0 = Instant::now() - GAP_WAIT;
+        ev.fill_gaps();
+        assert_eq!(ev.file.positions["acme"], 8);
+        assert_eq!(notified(&alerts).len(), 7);
+
+        // The state written with the positions is what a restart resumes from: replaying from an
+        // older position queues nothing twice.
+        ev.persist();
+        let mut replay = Evaluator::open(&alerts, &core).unwrap();
+        assert_eq!(replay.file.positions["acme"], 8);
+        replay.file.positions.insert("acme".into(), 0);
+        replay.catch_up().unwrap();
+        assert_eq!(replay.file.positions["acme"], 8);
+        assert_eq!(notified(&alerts).len(), 7);
+        core.close();
+    }
 }

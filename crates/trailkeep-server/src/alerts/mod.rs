@@ -22,7 +22,7 @@ pub mod store;
 pub mod views;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -105,6 +105,8 @@ pub struct Alerts {
     evaluator: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub metrics: AlertMetrics,
+    /// Records in the evaluator's channel.
+    queued: Arc<AtomicU64>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -133,6 +135,7 @@ impl Alerts {
             evaluator: Mutex::new(None),
             thread: Mutex::new(None),
             metrics: core.metrics.alerts.clone(),
+            queued: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(tokio::sync::Notify::new()),
         });
         let mut evaluator = Evaluator::open(&alerts, core)?;
@@ -140,10 +143,10 @@ impl Alerts {
             .catch_up()
             .map_err(|e| StoreError::Ledger(e.to_string()))?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let metrics = alerts.metrics.clone();
+        let (metrics, queued) = (alerts.metrics.clone(), alerts.queued.clone());
         let thread = std::thread::Builder::new()
             .name("trailkeep-alerts".into())
-            .spawn(move || evaluator.run(rx, metrics))
+            .spawn(move || evaluator.run(rx, metrics, queued))
             .map_err(|source| StoreError::Io {
                 path: alerts.dir.clone(),
                 source,
@@ -156,27 +159,23 @@ impl Alerts {
     }
 
     /// Hands committed records to the evaluator (called by the ingest pipeline).
+    ///
+    /// At most [`evaluator::MAX_QUEUED`] records wait in memory: beyond that a batch is not
+    /// queued, and the evaluator reads it from the ledger once it has caught up. A lagging
+    /// evaluator therefore costs no memory and never blocks ingest.
     pub fn observe(&self, records: Vec<Record>) {
-        if records.is_empty() {
+        let n = records.len() as u64;
+        if n == 0 {
             return;
         }
-        self.metrics.lag.inc_by(records.len() as i64);
+        let queued = self.queued.fetch_add(n, Ordering::SeqCst);
+        if queued + n > evaluator::MAX_QUEUED {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return;
+        }
+        self.metrics.lag.inc_by(n as i64);
         if let Some(tx) = self.evaluator.lock().expect("alerts lock").as_ref() {
             let _ = tx.send(Msg::Records(records));
-        }
-    }
-
-    /// Waits until everything handed over so far is evaluated and its notifications queued.
-    pub fn flush(&self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sent = self
-            .evaluator
-            .lock()
-            .expect("alerts lock")
-            .as_ref()
-            .is_some_and(|e| e.send(Msg::Flush(tx)).is_ok());
-        if sent {
-            let _ = rx.recv();
         }
     }
 
@@ -207,6 +206,25 @@ pub fn alerts_of(state: &AppState) -> Result<Arc<Alerts>, ApiError> {
         .get()
         .cloned()
         .ok_or_else(|| ApiError::unavailable("alerting is not running on this server"))
+}
+
+/// Largest management request body.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// A management request body: one JSON object of at most [`MAX_BODY`] bytes, or a 400/413 in
+/// the API's error shape.
+pub fn json_body(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::payload_too_large(format!(
+            "the body is {} bytes; the limit is {MAX_BODY}",
+            bytes.len()
+        )));
+    }
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
+    }
 }
 
 /// May the caller read objects (views, rules, history) of `account`?

@@ -279,10 +279,14 @@ impl Outbox {
             .collect()
     }
 
-    /// The earliest next attempt of any pending delivery.
-    pub fn next_due(&self) -> Option<i64> {
+    /// The earliest next attempt of a pending delivery that is not in flight.
+    pub fn next_due(&self, in_flight: &HashSet<String>) -> Option<i64> {
         let file = self.file.lock().expect("outbox lock");
-        file.deliveries.iter().map(|d| d.next_attempt_at).min()
+        file.deliveries
+            .iter()
+            .filter(|d| !in_flight.contains(&d.id))
+            .map(|d| d.next_attempt_at)
+            .min()
     }
 
     pub fn pending(&self) -> Vec<Delivery> {

@@ -18,7 +18,7 @@ use super::model::{
 use super::outbox::HistoryEntry;
 use super::store::new_id;
 use super::views::visible_view;
-use super::{Alerts, alerts_of, can_manage, can_see};
+use super::{Alerts, alerts_of, can_manage, can_see, json_body};
 use crate::app::{AppState, Caller};
 use crate::auth::Principal;
 use crate::core::format_time;
@@ -115,9 +115,10 @@ fn parse_mute(p: &mut Problems, body: &Value) -> Option<Option<String>> {
 async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Json(body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let alerts = alerts_of(&state)?;
+    let body = json_body(&body)?;
     let mut p = Problems::default();
     let name = p.text(&body, "name", "name", true);
     let view_id = p.text(&body, "viewId", "viewId", true);
@@ -185,9 +186,10 @@ async fn change(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let alerts = alerts_of(&state)?;
+    let body = json_body(&body)?;
     let mut rule = manageable_rule(&alerts, &caller, &id)?;
     let mut p = Problems::default();
     let Some(obj) = body.as_object() else {

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::model::{MAX_OBJECTS, Problems, View, check_view_window};
 use super::store::new_id;
-use super::{Alerts, alerts_of, can_manage, can_see};
+use super::{Alerts, alerts_of, can_manage, can_see, json_body};
 use crate::app::{AppState, Caller};
 use crate::auth::Principal;
 use crate::core::format_time;
@@ -77,9 +77,10 @@ fn check_query(p: &mut Problems, query: &str) {
 async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Json(body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let alerts = alerts_of(&state)?;
+    let body = json_body(&body)?;
     let mut p = Problems::default();
     let name = p.text(&body, "name", "name", true);
     let account = p.text(&body, "account", "account", false).or_else(|| {
@@ -140,9 +141,10 @@ async fn change(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-    Json(body): Json<Value>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let alerts = alerts_of(&state)?;
+    let body = json_body(&body)?;
     let mut view = visible_view(&alerts, &caller, &id)?;
     if !can_manage(&caller, &view.account) {
         return Err(ApiError::forbidden(

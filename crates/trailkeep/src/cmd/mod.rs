@@ -3,6 +3,7 @@
 //! that stop the command (unreadable file, bad flag) become exit code 2 in `main`.
 
 pub mod accounts;
+pub mod alerts;
 pub mod bench;
 pub mod event;
 pub mod export;

@@ -31,6 +31,10 @@ pub struct TailArgs {
     #[arg(long = "account", value_name = "ACCOUNT")]
     accounts: Vec<String>,
 
+    /// Follow a saved view: its query (and QUERY, if given, both must match) and its account.
+    #[arg(long, value_name = "VIEW_ID")]
+    view: Option<String>,
+
     /// Output format (`json` prints one item per line).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -52,6 +56,9 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
         }
         for a in &args.accounts {
             query.push(("account", a));
+        }
+        if let Some(v) = &args.view {
+            query.push(("view", v));
         }
         let lines = match remote.get_lines("/v1/events/stream", &query) {
             Ok(lines) => lines,

@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::server::{ADMIN_KEY, Server, event};
+use crate::server::{ADMIN_KEY, Server, event, request};
 use crate::views::{MANAGER_ACME, READER_ACME, READER_BETA, call, write_keys};
 
 pub const SECRET: &str = "webhook-secret-0123456789";
@@ -44,6 +44,8 @@ impl Received {
 pub struct Receiver {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Received>>>,
+    /// Requests still to be answered 500.
+    pub fail_first: Arc<AtomicUsize>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -75,6 +77,7 @@ impl Receiver {
         Receiver {
             url: format!("http://127.0.0.1:{port}"),
             requests,
+            fail_first: fail,
             stop,
         }
     }
@@ -500,6 +503,17 @@ fn presence_fires_signed_webhook_slack_and_pagerduty_with_history_test_send_and_
         None,
     );
     assert_eq!(status, 404);
+    let metrics = request("GET", &format!("{}/metrics", server.url), None, &[], None).text();
+    for line in [
+        "trailkeep_alert_notifications_total{result=\"fired\"} 1",
+        "trailkeep_alert_notifications_total{result=\"delivered\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        metrics.contains("trailkeep_alert_records_total"),
+        "{metrics}"
+    );
     server.stop();
     // The fire and two test sends; nothing after the rule was deleted.
     assert_eq!(rx.received("/hook").len(), 3);
@@ -625,16 +639,8 @@ fn absence_fires_when_an_active_view_goes_quiet() {
     write_keys(&data);
     let server = start(&data, &[]);
     let rx = Receiver::start(0);
-    let view = create_view(&server, "action:codeengine.application.create");
-    let rule = create_rule(
-        &server,
-        json!({
-            "name": "code engine stopped sending", "viewId": view,
-            "condition": {"type": "absence", "threshold": 1, "window": "30s"},
-            "channels": [{"type": "webhook", "url": format!("{}/quiet", rx.url), "secret": SECRET}],
-        }),
-    );
-    // Active (one event), then quiet for the whole 30 s window.
+    // The view was active (one event) before the rule existed: the rule learns it from the
+    // index, and fires once it has watched a whole quiet window.
     ingest_at(
         &server,
         &[recent(event(
@@ -644,6 +650,26 @@ fn absence_fires_when_an_active_view_goes_quiet() {
             "success",
             TARGET,
         ))],
+    );
+    crate::server::wait_for(&server, "id:c-1", 1);
+    let view = create_view(&server, "action:codeengine.application.create");
+    let rule = create_rule(
+        &server,
+        json!({
+            "name": "code engine stopped sending", "viewId": view,
+            "condition": {"type": "absence", "threshold": 1, "window": "30s"},
+            "channels": [{"type": "webhook", "url": format!("{}/quiet", rx.url), "secret": SECRET}],
+        }),
+    );
+    // A view that never had events does not fire.
+    let idle = create_view(&server, "action:codeengine.nothing.ever");
+    let idle_rule = create_rule(
+        &server,
+        json!({
+            "name": "never active", "viewId": idle,
+            "condition": {"type": "absence", "threshold": 1, "window": "30s"},
+            "channels": [{"type": "webhook", "url": format!("{}/idle", rx.url), "secret": SECRET}],
+        }),
     );
     let started = Instant::now();
     let got = loop {
@@ -659,8 +685,10 @@ fn absence_fires_when_an_active_view_goes_quiet() {
     assert_eq!(n["condition"]["type"], "absence");
     assert_eq!(n["count"], 0);
     assert_eq!(n["events"][0]["event"]["id"], "c-1", "the last event seen");
-    let h = history(&server, &rule);
+    let h = wait_history(&server, &rule, "delivered", 1);
     assert_eq!(kinds(&h), ["fired", "delivered"]);
+    assert!(rx.received("/idle").is_empty());
+    assert_eq!(history(&server, &idle_rule)["history"], json!([]));
 }
 
 #[test]
@@ -670,12 +698,8 @@ fn failed_deliveries_are_retried_with_backoff_then_delivered_or_given_up() {
     write_keys(&data);
     let server = start(&data, &["--alert-give-up-after", "2s"]);
     let flaky = Receiver::start(3);
-    // A port with nothing listening.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 (tcpmux): nothing listens there, and no test binds it.
+    let dead = 1;
     let view = create_view(&server, "severity:critical");
     let rule = create_rule(
         &server,
@@ -748,17 +772,15 @@ fn a_pending_delivery_survives_a_restart_and_a_crash_loses_no_notification() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     write_keys(&data);
-    // The receiver is down while the rule fires.
-    let reserved = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = reserved.local_addr().unwrap().port();
-    drop(reserved);
+    // The receiver fails every request while the rule fires.
+    let rx = Receiver::start(usize::MAX);
     let server = start(&data, &[]);
     let view = create_view(&server, "outcome:failure");
     let rule = create_rule(
         &server,
         json!({
             "name": "failures", "viewId": view, "condition": {"type": "presence", "threshold": 1},
-            "channels": [{"type": "webhook", "url": format!("http://127.0.0.1:{port}/late"), "secret": SECRET}],
+            "channels": [{"type": "webhook", "url": format!("{}/late", rx.url), "secret": SECRET}],
         }),
     );
     ingest_at(
@@ -777,8 +799,8 @@ fn a_pending_delivery_survives_a_restart_and_a_crash_loses_no_notification() {
     let id = pending[0]["notificationId"].as_str().unwrap().to_string();
     server.stop();
 
-    // The receiver comes up; the restarted server delivers the pending notification.
-    let rx = Receiver::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), 0);
+    // The receiver recovers; the restarted server delivers the pending notification.
+    rx.fail_first.store(0, Ordering::SeqCst);
     let server = start(&data, &[]);
     let got = rx.wait_for("/late", 1);
     assert_eq!(got.len(), 1);
@@ -1001,4 +1023,133 @@ fn email_goes_through_a_real_smtp_server_with_starttls() {
     server.stop();
     drop(smtp.stdin.take());
     let _ = smtp.wait();
+}
+
+#[test]
+fn the_alerts_cli_creates_lists_tests_mutes_shows_history_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_keys(&data);
+    let server = start(&data, &[]);
+    let rx = Receiver::start(0);
+    let view = create_view(&server, "outcome:failure");
+    let cli = |args: &[&str], stdin: &[u8]| {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--url", &server.url, "--key", MANAGER_ACME]);
+        let out = crate::trailkeep(&full, stdin);
+        (
+            out.status.code(),
+            crate::text(&out.stdout),
+            crate::text(&out.stderr),
+        )
+    };
+    let rule = json!({
+        "name": "cli rule", "viewId": view, "condition": {"type": "presence", "threshold": 1},
+        "channels": [{"type": "webhook", "url": format!("{}/cli", rx.url), "secret": SECRET}],
+    });
+    let (code, out, err) = cli(&["alerts", "create", "-"], rule.to_string().as_bytes());
+    assert_eq!(code, Some(0), "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, out, _) = cli(&["alerts", "list"], b"");
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&id) && out.contains("presence"), "{out}");
+    let (code, out, err) = cli(&["alerts", "test", &id], b"");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("channel 0 (webhook): sent"), "{out}");
+    assert_eq!(rx.wait_for("/cli", 1)[0].json()["kind"], "test");
+    let (code, _, err) = cli(&["alerts", "mute", &id, "--for", "1h"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("muted until"), "{err}");
+    ingest_at(
+        &server,
+        &[recent(event(
+            "acme",
+            "cli-1",
+            "codeengine.application.create",
+            "failure",
+            TARGET,
+        ))],
+    );
+    wait_history(&server, &id, "muted", 1);
+    let (code, out, _) = cli(&["alerts", "history", &id], b"");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("muted") && out.contains("test"), "{out}");
+    let (code, _, err) = cli(&["alerts", "mute", &id, "--off"], b"");
+    assert_eq!(code, Some(0));
+    assert!(err.contains("is not muted"), "{err}");
+    drop(rx);
+    // A channel that cannot be reached (nothing listens on port 1): the test reports it and
+    // exits 1.
+    let dead = 1;
+    let (status, _) = call(
+        &server,
+        MANAGER_ACME,
+        "PATCH",
+        &format!("/v1/alerts/{id}"),
+        Some(&json!({
+            "channels": [{"type": "webhook", "url": format!("http://127.0.0.1:{dead}/x"), "secret": SECRET}],
+        })),
+    );
+    assert_eq!(status, 200);
+    let (code, out, _) = cli(&["alerts", "test", &id], b"");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+    let (code, _, _) = cli(&["alerts", "delete", &id], b"");
+    assert_eq!(code, Some(0));
+    let (code, _, err) = cli(&["alerts", "get", &id], b"");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no alert rule with this id"), "{err}");
+}
+
+#[test]
+fn bench_alerts_runs_end_to_end_and_prints_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args([
+            "bench",
+            "alerts",
+            "--events",
+            "4000",
+            "--rate",
+            "2000",
+            "--rules",
+            "40",
+            "--connections",
+            "2",
+            "--batch",
+            "200",
+        ])
+        .current_dir(dir.path())
+        .env_remove("TRAILKEEP_KEY")
+        .output()
+        .unwrap();
+    let report = crate::text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        crate::text(&out.stderr)
+    );
+    for line in [
+        "without rules",
+        "with 40    rules",
+        "rule evaluation",
+        "µs per record",
+        "presence alerts",
+        "within 2 s",
+        "notifications",
+    ] {
+        assert!(report.contains(line), "{line:?} in {report}");
+    }
+    // Every probe of the rules run was notified.
+    let probes = report
+        .lines()
+        .find(|l| l.starts_with("presence alerts"))
+        .unwrap();
+    let words: Vec<&str> = probes.split_whitespace().collect();
+    assert_eq!(words[2], words[4], "{probes}");
+    assert_ne!(words[2], "0", "{probes}");
 }

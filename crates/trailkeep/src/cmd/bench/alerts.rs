@@ -130,11 +130,11 @@ pub fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let seconds = m("trailkeep_alert_match_seconds_total");
     if records > 0.0 {
         println!(
-            "rule evaluation     {:.0} records, {:.2} s matching in all: {:.1} µs per record, {:.0} ns per record per rule (one evaluator thread: {:.0} records/s at most)",
+            "rule evaluation     {:.0} records, {:.2} s matching in all: {:.1} µs per record against the ~{} rules of its account (one evaluator thread: {:.0} records/s at most)",
             records,
             seconds,
             seconds / records * 1e6,
-            seconds / records / args.rules.max(1) as f64 * 1e9,
+            args.rules / 50,
             records / seconds.max(1e-9)
         );
     }
