@@ -144,10 +144,14 @@ async fn export(
     .map_err(ApiError::internal)??;
 
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let runtime = tokio::runtime::Handle::current();
+    let stall_limit = state.config.client_timeout * STALL_TIMEOUTS;
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
+            runtime,
+            stall_limit,
         };
         if let Err(e) = job.run(first, out) {
             tracing::warn!(error = %e, "export stopped");
@@ -480,10 +484,17 @@ impl merkle::NodeSource for MemoSource<'_> {
     }
 }
 
-/// A `Write` that hands 64 KiB chunks to the response body, waiting while the client is slow.
+/// How many client timeouts an export waits for a client that reads nothing before giving up.
+const STALL_TIMEOUTS: u32 = 5;
+
+/// A `Write` that hands 64 KiB chunks to the response body, waiting while the client is slow —
+/// but not forever: a client that takes nothing for `stall_limit` is given up on, so a reader
+/// that stopped reading cannot hold a blocking thread and a ledger snapshot indefinitely.
 struct ChannelWriter {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+    stall_limit: std::time::Duration,
 }
 
 impl ChannelWriter {
@@ -492,9 +503,24 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-        })
+        // This runs on a blocking thread, where waiting on the runtime is allowed.
+        match self
+            .runtime
+            .block_on(self.tx.send_timeout(Ok(chunk), self.stall_limit))
+        {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} s",
+                    self.stall_limit.as_secs()
+                ),
+            )),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+        }
     }
 }
 

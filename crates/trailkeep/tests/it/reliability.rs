@@ -569,3 +569,62 @@ fn api_contract_fuzzing_finds_no_server_error_and_no_schema_mismatch() {
     );
     assert!(report.contains("passed"), "{report}");
 }
+
+#[test]
+fn an_export_to_a_client_that_stops_reading_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--client-timeout", "1"]);
+    // About 12 MB of export: more than the response channel and the socket buffers hold.
+    let padding = "p".repeat(2500);
+    for b in 0..10 {
+        let batch: Vec<Value> = (0..500)
+            .map(|i| {
+                let mut e = event(
+                    "acct-s",
+                    &format!("s-{b}-{i}"),
+                    "kms.secrets.wrap",
+                    "success",
+                    "t",
+                );
+                e["requestData"] = json!({ "padding": padding });
+                e
+            })
+            .collect();
+        let r = request(
+            "POST",
+            &format!("{}/v1/events", server.url),
+            Some(ADMIN_KEY),
+            &[("Content-Type", "application/json")],
+            Some(Value::Array(batch).to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    wait_for(&server, "account:acct-s", 1000);
+    // Ask for the export, then read nothing.
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /v1/export?format=ndjson&from=2000-01-01T00:00:00Z HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = server.stderr_lines.lock().unwrap().join("\n");
+        if log.contains("export stopped") {
+            assert!(log.contains("read nothing for 5 s"), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled export was never given up:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The server is unaffected.
+    assert_eq!(get(&server, "/v1/log").status, 200);
+    drop(stalled);
+}
