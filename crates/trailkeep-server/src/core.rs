@@ -557,7 +557,7 @@ impl Core {
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
         let derived = self
             .objects
-            .item_derived(account, index)
+            .item_derived(account, index, &event)
             .map_err(ApiError::internal)?;
         Ok(Some(Item {
             account: account.to_string(),

@@ -43,7 +43,8 @@ pub struct Timeline {
     /// The object's events, oldest first; each item's `derived` holds class, description and
     /// changes.
     pub events: Vec<Item>,
-    /// More than [`MAX_TIMELINE`] events: only the newest are listed.
+    /// More than [`MAX_TIMELINE`] events: only the newest are listed (and without `changes`,
+    /// which are recomputed from the object's whole history).
     pub truncated: bool,
 }
 
@@ -138,8 +139,21 @@ fn build(core: &Core, accounts: &[String], target_id: &str) -> Result<Timeline, 
     let account = account.to_string();
     indexes.sort_unstable();
     let mut events = Vec::with_capacity(indexes.len());
+    // The changes each event made, recomputed from the object's own events in log order (they
+    // depend on nothing else); the stored description and class are what was indexed.
+    let mut state: Option<ObjectState> = None;
+    let complete = page.next_cursor.is_none();
     for index in indexes {
-        if let Some(item) = core.item(&account, index)? {
+        if let Some(mut item) = core.item(&account, index)? {
+            let d = trailkeep_event::derive(&item.event, state.as_ref(), None);
+            if let Some(s) = d.state {
+                state = Some(s);
+            }
+            if let Some(derived) = item.derived.as_mut()
+                && complete
+            {
+                derived.changes = d.derived.changes;
+            }
             events.push(item);
         }
     }
@@ -371,10 +385,6 @@ mod tests {
             "Updated deployment 'deployment-2' in project 'project-1': memory changed from '256Mi' to '512Mi', name changed from 'deployment-1' to 'deployment-2'"
         );
         assert_eq!(
-            v["derived"]["changes"][0],
-            json!({"attribute": "memory", "old": "256Mi", "new": "512Mi"})
-        );
-        assert_eq!(
             v["derived"]["object"],
             json!({"id": dep, "name": "", "deleted": true})
         );
@@ -388,10 +398,18 @@ mod tests {
             .map(|i| i.derived.as_ref().unwrap().class.as_str())
             .collect();
         assert_eq!(classes, ["create", "update", "read", "delete"]);
+        assert_eq!(
+            serde_json::to_value(&t.events[1].derived.as_ref().unwrap().changes).unwrap(),
+            json!([
+                {"attribute": "memory", "old": "256Mi", "new": "512Mi"},
+                {"attribute": "name", "old": "deployment-1", "new": "deployment-2"}
+            ])
+        );
         assert!(t.object.deleted);
         assert_eq!(t.object.name.as_deref(), Some("deployment-2"));
         assert_eq!(t.object.attributes["memory"], json!("512Mi"));
         assert_eq!(t.object.parent.as_deref(), Some(crn("acme", ":").as_str()));
+        assert_eq!(t.object.name.as_deref(), Some("deployment-2"));
 
         let env = crn(
             "acme",

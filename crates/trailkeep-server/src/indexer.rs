@@ -160,27 +160,25 @@ fn run(
         let mut disconnected = false;
         match rx.recv_timeout(timeout) {
             Ok(Message::Jobs(jobs, room)) => {
-                for job in &jobs {
-                    if batch.is_none() {
-                        match objects.begin() {
-                            Ok(b) => batch = Some(b),
-                            Err(e) => tracing::error!(error = %e, "object store unavailable"),
-                        }
+                if batch.is_none() {
+                    match objects.begin() {
+                        Ok(b) => batch = Some(b),
+                        Err(e) => tracing::error!(error = %e, "object store unavailable"),
                     }
-                    let derived = batch.as_mut().and_then(|b| {
-                        b.apply(&job.account, job.index, &job.event)
-                            .map_err(|e| {
-                                tracing::error!(account = %job.account, index = job.index, error = %e, "deriving object state failed");
-                            })
-                            .ok()
-                    });
+                }
+                let derived = batch.as_mut().and_then(|b| {
+                    b.apply_all(jobs.iter().map(|j| (j.account.as_str(), j.index, &j.event)))
+                        .map_err(|e| tracing::error!(error = %e, "deriving object state failed"))
+                        .ok()
+                });
+                for (n, job) in jobs.iter().enumerate() {
                     if let Err(e) = add_with_derived(
                         &mut writer,
                         &job.account,
                         job.index,
                         job.received_at,
                         &job.event,
-                        derived.as_ref(),
+                        derived.as_ref().and_then(|d| d.get(n)),
                     ) {
                         tracing::error!(account = %job.account, index = job.index, error = %e, "indexing failed");
                     }

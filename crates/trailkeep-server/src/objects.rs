@@ -14,7 +14,7 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `objects` | (account, `target.id`) | JSON [`ObjectState`] |
-//! | `derived` | (account, log index) | JSON [`Derived`] (class, description, object, changes) |
+//! | `derived` | (account, log index) | JSON [`Derived`]: class and description (the object is the event's `target.id`; changes are recomputed for a timeline) |
 //! | `positions` | account | the highest log index derived |
 //! | `meta` | `"format"` | [`FORMAT_VERSION`] |
 //!
@@ -23,10 +23,11 @@
 //! store is never behind what the index has made searchable; the catch-up at start derives what
 //! the store lacks and reads back what the index lacks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde_json::Value;
 use trailkeep_event::object::{self, Change, Derived, ObjectState};
@@ -60,7 +61,7 @@ pub struct ItemDerived {
     pub class: String,
     /// The human-readable description.
     pub description: String,
-    /// The attributes changed, old → new (sensitive ones without values).
+    /// The attributes changed, old → new (sensitive ones without values): in timelines.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
     /// The object, as it stands now.
@@ -84,6 +85,24 @@ pub struct ObjectRef {
 /// The object store (see the module docs).
 pub struct ObjectStore {
     db: Database,
+    /// A 64-bit hash of every (account, object) in the store: a miss means "never seen", so a
+    /// new object costs no B-tree lookup. 8 bytes (plus the set's overhead) per object.
+    known: Mutex<HashSet<u64>>,
+    /// Recently used states (objects that get many events, and parents): bounded, cleared when
+    /// full.
+    cache: Mutex<HashMap<(String, String), ObjectState>>,
+}
+
+/// How many states the cache holds at most.
+const CACHE_STATES: usize = 100_000;
+
+fn key_hash(account: &str, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.bytes().chain([0]).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -116,7 +135,24 @@ impl ObjectStore {
             txn.open_table(POSITIONS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok((ObjectStore { db }, recreated))
+        let mut known = HashSet::new();
+        {
+            let txn = db.begin_read().map_err(db_err)?;
+            let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            for entry in objects.iter().map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let (account, id) = k.value();
+                known.insert(key_hash(account, id));
+            }
+        }
+        Ok((
+            ObjectStore {
+                db,
+                known: Mutex::new(known),
+                cache: Mutex::new(HashMap::new()),
+            },
+            recreated,
+        ))
     }
 
     /// Deletes the store at `path` (for `reindex`).
@@ -165,15 +201,20 @@ impl ObjectStore {
     pub fn object(&self, account: &str, id: &str) -> Result<Option<ObjectState>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(OBJECTS).map_err(db_err)?;
-        read_json(
+        let state: Option<ObjectState> = read_json(
             table
                 .get((account, id))
                 .map_err(db_err)?
                 .map(|g| g.value().to_vec()),
-        )
+        )?;
+        Ok(state.map(|mut s| {
+            s.id = id.to_string();
+            s
+        }))
     }
 
-    /// What was derived for the event at `(account, index)`.
+    /// What was derived for the event at `(account, index)` (without `object`: that is the
+    /// event's `target.id`).
     pub fn derived(&self, account: &str, index: u64) -> Result<Option<Derived>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(DERIVED).map_err(db_err)?;
@@ -185,11 +226,13 @@ impl ObjectStore {
         )
     }
 
-    /// The derived data returned with the item at `(account, index)`.
+    /// The derived data returned with the item at `(account, index)` (whose stored event is
+    /// `event`).
     pub fn item_derived(
         &self,
         account: &str,
         index: u64,
+        event: &Value,
     ) -> Result<Option<ItemDerived>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let derived = txn.open_table(DERIVED).map_err(db_err)?;
@@ -202,18 +245,18 @@ impl ObjectStore {
         else {
             return Ok(None);
         };
-        let object = match &d.object {
+        let object = match object::target_id(event) {
             Some(id) => {
                 let objects = txn.open_table(OBJECTS).map_err(db_err)?;
                 let state: Option<ObjectState> = read_json(
                     objects
-                        .get((account, id.as_str()))
+                        .get((account, id))
                         .map_err(db_err)?
                         .map(|g| g.value().to_vec()),
                 )?;
                 let deleted = state.as_ref().is_some_and(|s| s.deleted);
                 Some(ObjectRef {
-                    id: id.clone(),
+                    id: id.to_string(),
                     name: if deleted {
                         String::new()
                     } else {
@@ -232,10 +275,14 @@ impl ObjectStore {
         }))
     }
 
-    /// Starts a batch of derivations (one write transaction; only one at a time).
-    pub fn begin(&self) -> Result<Batch, StoreError> {
+    /// Starts a batch of derivations. Only one batch may be open at a time (the indexer's, or
+    /// the catch-up's, or `reindex`'s).
+    pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
         Ok(Batch {
-            txn: self.db.begin_write().map_err(db_err)?,
+            store: self,
+            objects: BTreeMap::new(),
+            derived: BTreeMap::new(),
+            positions: BTreeMap::new(),
         })
     }
 }
@@ -248,18 +295,26 @@ fn read_json<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-/// Derivations not yet committed; reads inside the batch see its own writes.
-pub struct Batch {
-    txn: WriteTransaction,
+/// Derivations not yet committed, kept in memory (bounded by the caller's commit interval) and
+/// written in key order at [`Batch::commit`]: sorted inserts cost redb far less than scattered
+/// ones. Reads see the batch's own writes first.
+pub struct Batch<'s> {
+    store: &'s ObjectStore,
+    objects: BTreeMap<(String, String), ObjectState>,
+    derived: BTreeMap<(String, u64), Vec<u8>>,
+    positions: BTreeMap<String, u64>,
 }
 
-impl std::fmt::Debug for Batch {
+impl std::fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").finish_non_exhaustive()
+        f.debug_struct("Batch")
+            .field("objects", &self.objects.len())
+            .field("derived", &self.derived.len())
+            .finish_non_exhaustive()
     }
 }
 
-impl Batch {
+impl Batch<'_> {
     /// Derives the event at `(account, index)` from the states so far and records the result
     /// and the object's new state. A position the store already derived is not derived again:
     /// its record is returned.
@@ -269,60 +324,155 @@ impl Batch {
         index: u64,
         event: &Value,
     ) -> Result<Derived, StoreError> {
-        let mut positions = self.txn.open_table(POSITIONS).map_err(db_err)?;
-        let mut derived = self.txn.open_table(DERIVED).map_err(db_err)?;
-        let done = positions.get(account).map_err(db_err)?.map(|g| g.value());
-        if done.is_some_and(|p| index <= p) {
-            let old: Option<Derived> = read_json(
-                derived
-                    .get((account, index))
-                    .map_err(db_err)?
-                    .map(|g| g.value().to_vec()),
-            )?;
-            if let Some(old) = old {
-                return Ok(old);
-            }
-        }
-        let mut objects = self.txn.open_table(OBJECTS).map_err(db_err)?;
-        let id = object::target_id(event);
-        let get = |objects: &redb::Table<(&str, &str), &[u8]>, id: &str| {
-            read_json::<ObjectState>(
-                objects
-                    .get((account, id))
-                    .map_err(db_err)?
-                    .map(|g| g.value().to_vec()),
-            )
-        };
-        let (prior, parent) = match id {
-            Some(id) => {
-                let prior = get(&objects, id)?;
-                let parent = match object::ancestors(id).first() {
-                    Some(p) => get(&objects, p)?,
-                    None => None,
-                };
-                (prior, parent)
-            }
-            None => (None, None),
-        };
-        let d = object::derive(event, prior.as_ref(), parent.as_ref());
-        if let (Some(id), Some(state)) = (id, &d.state) {
-            let bytes = serde_json::to_vec(state).map_err(db_err)?;
-            objects
-                .insert((account, id), bytes.as_slice())
-                .map_err(db_err)?;
-        }
-        let bytes = serde_json::to_vec(&d.derived).map_err(db_err)?;
-        derived
-            .insert((account, index), bytes.as_slice())
-            .map_err(db_err)?;
-        if done.is_none_or(|p| index > p) {
-            positions.insert(account, index).map_err(db_err)?;
-        }
-        Ok(d.derived)
+        let mut out = self.apply_all([(account, index, event)])?;
+        Ok(out.pop().expect("one result per record"))
     }
 
-    /// Makes the batch durable.
-    pub fn commit(self) -> Result<(), StoreError> {
-        self.txn.commit().map_err(db_err)
+    /// [`Batch::apply`] for several records in log order (one read transaction).
+    pub fn apply_all<'e>(
+        &mut self,
+        records: impl IntoIterator<Item = (&'e str, u64, &'e Value)>,
+    ) -> Result<Vec<Derived>, StoreError> {
+        let txn = self.store.db.begin_read().map_err(db_err)?;
+        let positions = txn.open_table(POSITIONS).map_err(db_err)?;
+        let derived = txn.open_table(DERIVED).map_err(db_err)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for (account, index, event) in records {
+            let done = match self.positions.get(account) {
+                Some(p) => Some(*p),
+                None => positions.get(account).map_err(db_err)?.map(|g| g.value()),
+            };
+            if done.is_some_and(|p| index <= p) {
+                let bytes = match self.derived.get(&(account.to_string(), index)) {
+                    Some(b) => Some(b.clone()),
+                    None => derived
+                        .get((account, index))
+                        .map_err(db_err)?
+                        .map(|g| g.value().to_vec()),
+                };
+                if let Some(mut old) = read_json::<Derived>(bytes)? {
+                    old.object = object::target_id(event).map(str::to_owned);
+                    out.push(old);
+                    continue;
+                }
+            }
+            let id = object::target_id(event);
+            let store = self.store;
+            let get = |mine: &BTreeMap<(String, String), ObjectState>,
+                       id: &str|
+             -> Result<Option<ObjectState>, StoreError> {
+                let key = (account.to_string(), id.to_string());
+                if let Some(s) = mine.get(&key) {
+                    return Ok(Some(s.clone()));
+                }
+                if let Some(s) = store.cache.lock().expect("cache lock").get(&key) {
+                    return Ok(Some(s.clone()));
+                }
+                if !store
+                    .known
+                    .lock()
+                    .expect("known lock")
+                    .contains(&key_hash(account, id))
+                {
+                    return Ok(None);
+                }
+                let state = read_json::<ObjectState>(
+                    objects
+                        .get((account, id))
+                        .map_err(db_err)?
+                        .map(|g| g.value().to_vec()),
+                )?
+                .map(|mut s| {
+                    s.id = id.to_string();
+                    s
+                });
+                if let Some(s) = &state {
+                    let mut cache = store.cache.lock().expect("cache lock");
+                    if cache.len() >= CACHE_STATES {
+                        cache.clear();
+                    }
+                    cache.insert(key, s.clone());
+                }
+                Ok(state)
+            };
+            let (prior, parent) = match id {
+                Some(id) => {
+                    let prior = get(&self.objects, id)?;
+                    let parent = match object::ancestors(id).first() {
+                        Some(p) => get(&self.objects, p)?,
+                        None => None,
+                    };
+                    (prior, parent)
+                }
+                None => (None, None),
+            };
+            let d = object::derive(event, prior.as_ref(), parent.as_ref());
+            if let (Some(id), Some(state)) = (id, d.state) {
+                self.objects
+                    .insert((account.to_string(), id.to_string()), state);
+            }
+            // Stored: class and description. The object is the event's target, and the changes
+            // are recomputed from the object's events when its timeline is read.
+            let mut record = d.derived;
+            let object = record.object.take();
+            let changes = std::mem::take(&mut record.changes);
+            let bytes = serde_json::to_vec(&record).map_err(db_err)?;
+            record.object = object;
+            record.changes = changes;
+            self.derived.insert((account.to_string(), index), bytes);
+            if done.is_none_or(|p| index > p) {
+                self.positions.insert(account.to_string(), index);
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Writes the batch in one transaction, in key order, and makes it durable.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        if self.derived.is_empty() && self.objects.is_empty() && self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.store.db.begin_write().map_err(db_err)?;
+        // No fsync: the store is derived, and one that lost its newest commits in a crash is
+        // caught up from the ledger at the next start (it may lag the index, never lead it
+        // incorrectly: what it re-derives is what the index already holds).
+        txn.set_durability(redb::Durability::Eventual);
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            for ((account, id), state) in &mut self.objects {
+                // The id is the key: not stored again in the value.
+                let kept = std::mem::take(&mut state.id);
+                let bytes = serde_json::to_vec(&*state).map_err(db_err)?;
+                state.id = kept;
+                objects
+                    .insert((account.as_str(), id.as_str()), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut derived = txn.open_table(DERIVED).map_err(db_err)?;
+            for ((account, index), bytes) in &self.derived {
+                derived
+                    .insert((account.as_str(), *index), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut positions = txn.open_table(POSITIONS).map_err(db_err)?;
+            for (account, index) in &self.positions {
+                positions.insert(account.as_str(), *index).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        let mut known = self.store.known.lock().expect("known lock");
+        let mut cache = self.store.cache.lock().expect("cache lock");
+        if cache.len() + self.objects.len() > CACHE_STATES {
+            cache.clear();
+        }
+        for ((account, id), state) in self.objects {
+            known.insert(key_hash(&account, &id));
+            if cache.len() < CACHE_STATES {
+                cache.insert((account, id), state);
+            }
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod corpus;
 pub mod ingest;
+pub mod objects;
 pub mod query;
 mod server;
 mod stats;
@@ -16,6 +17,9 @@ pub enum BenchCommand {
     /// Post a corpus over HTTP with N connections: throughput, acknowledgement latency,
     /// ingest-to-searchable latency, bytes on disk per event, server memory.
     Ingest(Box<ingest::IngestArgs>),
+    /// What deriving object history costs next to normalising and indexing, in-process on the
+    /// corpus (issue #11).
+    Objects(objects::ObjectsArgs),
     /// Query latency (p50/p99) of the five reference queries against a loaded server.
     Query(Box<query::QueryArgs>),
 }
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Corpus(args) => corpus::run(args),
         BenchCommand::Ingest(args) => ingest::run(*args),
         BenchCommand::Query(args) => query::run(*args),
+        BenchCommand::Objects(args) => objects::run(args),
     }
 }
