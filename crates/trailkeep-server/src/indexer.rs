@@ -149,8 +149,8 @@ fn run(
     let mut uncommitted = 0usize;
     let mut oldest: Option<Instant> = None;
     let mut flush_waiters: Vec<Sender<()>> = Vec::new();
-    // Derivations since the last commit: committed just before the index, so the object store
-    // is never behind what is searchable.
+    // Derivations since the last commit: committed just after the index, so the object store
+    // never leads it (after a crash it lags, and the catch-up derives again what it lacks).
     let mut batch: Option<Batch> = None;
     loop {
         let timeout = match oldest {
@@ -198,14 +198,21 @@ fn run(
         if uncommitted > 0
             && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
         {
-            if let Some(b) = batch.take()
-                && let Err(e) = b.commit()
-            {
-                tracing::error!(error = %e, "object store commit failed");
-            }
+            // The index first, then the object store: the store never leads the index.
             match writer.commit().and_then(|_| index.reload()) {
-                Ok(()) => {}
-                Err(e) => tracing::error!(error = %e, "index commit failed"),
+                Ok(()) => {
+                    if let Some(b) = batch.take()
+                        && let Err(e) = b.commit()
+                    {
+                        tracing::error!(error = %e, "object store commit failed");
+                    }
+                }
+                Err(e) => {
+                    // The store must not get ahead: its batch is dropped and derived again
+                    // from the ledger at the next start.
+                    batch = None;
+                    tracing::error!(error = %e, "index commit failed");
+                }
             }
             pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
             metrics

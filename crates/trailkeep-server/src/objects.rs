@@ -1,27 +1,27 @@
-//! The object store: the last known state of every object and what was derived for every event
-//! (issue #11), kept beside the search index.
+//! The object store: the last known state of every object (issue #11), kept beside the search
+//! index. What was derived for each event (class, description) lives in the index itself.
 //!
 //! **Architecture Invariant:** like the index, this is derived data. It is fed the committed
 //! records of each account in log order (by the indexer, by the catch-up at start, by `reindex`),
 //! records how far it got per account, and can be deleted at any time: it is rebuilt from the
-//! ledger. The ledger's bytes never change; class and description live here and in the index.
+//! ledger. The ledger's bytes never change.
 //!
 //! # Format (version [`FORMAT_VERSION`])
 //!
 //! One redb file, `objects.redb` in the data directory (a B-tree on disk with a bounded page
-//! cache, so millions of objects cost disk, not memory), with four tables:
+//! cache, so millions of objects cost disk, not memory), with three tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `objects` | (account, `target.id`) | JSON [`ObjectState`] |
-//! | `derived` | (account, log index) | JSON [`Derived`]: class and description (the object is the event's `target.id`; changes are recomputed for a timeline) |
+//! | `objects` | (account, `target.id`) | JSON [`ObjectState`] without its id |
 //! | `positions` | account | the highest log index derived |
 //! | `meta` | `"format"` | [`FORMAT_VERSION`] |
 //!
-//! A file of another version is deleted and rebuilt. Each commit writes states, derived records
-//! and positions in one transaction. The indexer commits this store *before* the index, so the
-//! store is never behind what the index has made searchable; the catch-up at start derives what
-//! the store lacks and reads back what the index lacks.
+//! A file of another version is deleted and rebuilt. A batch of derivations is kept in memory
+//! and written in key order in one transaction, without fsync. The index is committed *before*
+//! the store, so the store is never ahead of the index: after a crash it may lag, and the
+//! catch-up at start derives again (state only) what the index already holds. A store found
+//! ahead of the index (the index was deleted or rebuilt) is rebuilt from the ledger.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -33,12 +33,11 @@ use serde_json::Value;
 use trailkeep_event::object::{self, Change, Derived, ObjectState};
 
 const OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("objects");
-const DERIVED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("derived");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The version of the store's tables and values.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// The store's file in the data directory.
 pub const FILE_NAME: &str = "objects.redb";
 /// Page cache of the store.
@@ -61,7 +60,8 @@ pub struct ItemDerived {
     pub class: String,
     /// The human-readable description.
     pub description: String,
-    /// The attributes changed, old → new (sensitive ones without values): in timelines.
+    /// The attributes changed, old → new (sensitive ones without values): in timelines only,
+    /// recomputed from the object's events.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
     /// The object, as it stands now.
@@ -131,7 +131,6 @@ impl ObjectStore {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             meta.insert("format", FORMAT_VERSION).map_err(db_err)?;
             txn.open_table(OBJECTS).map_err(db_err)?;
-            txn.open_table(DERIVED).map_err(db_err)?;
             txn.open_table(POSITIONS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
@@ -213,65 +212,25 @@ impl ObjectStore {
         }))
     }
 
-    /// What was derived for the event at `(account, index)` (without `object`: that is the
-    /// event's `target.id`).
-    pub fn derived(&self, account: &str, index: u64) -> Result<Option<Derived>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(DERIVED).map_err(db_err)?;
-        read_json(
-            table
-                .get((account, index))
-                .map_err(db_err)?
-                .map(|g| g.value().to_vec()),
-        )
-    }
-
-    /// The derived data returned with the item at `(account, index)` (whose stored event is
-    /// `event`).
-    pub fn item_derived(
+    /// The object of a stored event as it stands now, for the item's `derived.object`.
+    pub fn object_ref(
         &self,
         account: &str,
-        index: u64,
         event: &Value,
-    ) -> Result<Option<ItemDerived>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let derived = txn.open_table(DERIVED).map_err(db_err)?;
-        let Some(d): Option<Derived> = read_json(
-            derived
-                .get((account, index))
-                .map_err(db_err)?
-                .map(|g| g.value().to_vec()),
-        )?
-        else {
+    ) -> Result<Option<ObjectRef>, StoreError> {
+        let Some(id) = object::target_id(event) else {
             return Ok(None);
         };
-        let object = match object::target_id(event) {
-            Some(id) => {
-                let objects = txn.open_table(OBJECTS).map_err(db_err)?;
-                let state: Option<ObjectState> = read_json(
-                    objects
-                        .get((account, id))
-                        .map_err(db_err)?
-                        .map(|g| g.value().to_vec()),
-                )?;
-                let deleted = state.as_ref().is_some_and(|s| s.deleted);
-                Some(ObjectRef {
-                    id: id.to_string(),
-                    name: if deleted {
-                        String::new()
-                    } else {
-                        state.and_then(|s| s.name).unwrap_or_default()
-                    },
-                    deleted,
-                })
-            }
-            None => None,
-        };
-        Ok(Some(ItemDerived {
-            class: d.class,
-            description: d.description,
-            changes: d.changes,
-            object,
+        let state = self.object(account, id)?;
+        let deleted = state.as_ref().is_some_and(|s| s.deleted);
+        Ok(Some(ObjectRef {
+            id: id.to_string(),
+            name: if deleted {
+                String::new()
+            } else {
+                state.and_then(|s| s.name).unwrap_or_default()
+            },
+            deleted,
         }))
     }
 
@@ -281,7 +240,6 @@ impl ObjectStore {
         Ok(Batch {
             store: self,
             objects: BTreeMap::new(),
-            derived: BTreeMap::new(),
             positions: BTreeMap::new(),
         })
     }
@@ -301,7 +259,6 @@ fn read_json<T: serde::de::DeserializeOwned>(
 pub struct Batch<'s> {
     store: &'s ObjectStore,
     objects: BTreeMap<(String, String), ObjectState>,
-    derived: BTreeMap<(String, u64), Vec<u8>>,
     positions: BTreeMap<String, u64>,
 }
 
@@ -309,15 +266,14 @@ impl std::fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("objects", &self.objects.len())
-            .field("derived", &self.derived.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Batch<'_> {
-    /// Derives the event at `(account, index)` from the states so far and records the result
-    /// and the object's new state. A position the store already derived is not derived again:
-    /// its record is returned.
+    /// Derives the event at `(account, index)` from the states so far and records the object's
+    /// new state. The caller feeds each account's records once, in log order, past
+    /// [`ObjectStore::positions`].
     pub fn apply(
         &mut self,
         account: &str,
@@ -334,29 +290,9 @@ impl Batch<'_> {
         records: impl IntoIterator<Item = (&'e str, u64, &'e Value)>,
     ) -> Result<Vec<Derived>, StoreError> {
         let txn = self.store.db.begin_read().map_err(db_err)?;
-        let positions = txn.open_table(POSITIONS).map_err(db_err)?;
-        let derived = txn.open_table(DERIVED).map_err(db_err)?;
         let objects = txn.open_table(OBJECTS).map_err(db_err)?;
         let mut out = Vec::new();
         for (account, index, event) in records {
-            let done = match self.positions.get(account) {
-                Some(p) => Some(*p),
-                None => positions.get(account).map_err(db_err)?.map(|g| g.value()),
-            };
-            if done.is_some_and(|p| index <= p) {
-                let bytes = match self.derived.get(&(account.to_string(), index)) {
-                    Some(b) => Some(b.clone()),
-                    None => derived
-                        .get((account, index))
-                        .map_err(db_err)?
-                        .map(|g| g.value().to_vec()),
-                };
-                if let Some(mut old) = read_json::<Derived>(bytes)? {
-                    old.object = object::target_id(event).map(str::to_owned);
-                    out.push(old);
-                    continue;
-                }
-            }
             let id = object::target_id(event);
             let store = self.store;
             let get = |mine: &BTreeMap<(String, String), ObjectState>,
@@ -412,17 +348,12 @@ impl Batch<'_> {
                 self.objects
                     .insert((account.to_string(), id.to_string()), state);
             }
-            // Stored: class and description. The object is the event's target, and the changes
-            // are recomputed from the object's events when its timeline is read.
-            let mut record = d.derived;
-            let object = record.object.take();
-            let changes = std::mem::take(&mut record.changes);
-            let bytes = serde_json::to_vec(&record).map_err(db_err)?;
-            record.object = object;
-            record.changes = changes;
-            self.derived.insert((account.to_string(), index), bytes);
-            if done.is_none_or(|p| index > p) {
-                self.positions.insert(account.to_string(), index);
+            let record = d.derived;
+            match self.positions.get_mut(account) {
+                Some(done) => *done = (*done).max(index),
+                None => {
+                    self.positions.insert(account.to_string(), index);
+                }
             }
             out.push(record);
         }
@@ -431,13 +362,12 @@ impl Batch<'_> {
 
     /// Writes the batch in one transaction, in key order, and makes it durable.
     pub fn commit(mut self) -> Result<(), StoreError> {
-        if self.derived.is_empty() && self.objects.is_empty() && self.positions.is_empty() {
+        if self.objects.is_empty() && self.positions.is_empty() {
             return Ok(());
         }
         let mut txn = self.store.db.begin_write().map_err(db_err)?;
-        // No fsync: the store is derived, and one that lost its newest commits in a crash is
-        // caught up from the ledger at the next start (it may lag the index, never lead it
-        // incorrectly: what it re-derives is what the index already holds).
+        // No fsync: the store is derived and committed after the index; one that lost its newest
+        // commits in a crash lags the index and is caught up from the ledger at the next start.
         txn.set_durability(redb::Durability::Eventual);
         {
             let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
@@ -448,12 +378,6 @@ impl Batch<'_> {
                 state.id = kept;
                 objects
                     .insert((account.as_str(), id.as_str()), bytes.as_slice())
-                    .map_err(db_err)?;
-            }
-            let mut derived = txn.open_table(DERIVED).map_err(db_err)?;
-            for ((account, index), bytes) in &self.derived {
-                derived
-                    .insert((account.as_str(), *index), bytes.as_slice())
                     .map_err(db_err)?;
             }
             let mut positions = txn.open_table(POSITIONS).map_err(db_err)?;
