@@ -157,6 +157,14 @@ fn action_info(event: &Value) -> Option<action::ActionInfo> {
     action::analyse(act, type_of("target"), type_of("observer"))
 }
 
+/// The object type an event names: its action's object type (`pipeline-object`), else `resource`.
+pub fn object_type_of(event: &Value) -> String {
+    action_info(event)
+        .map(|i| i.object_type)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "resource".to_owned())
+}
+
 /// The object an event acts on: `target.id` (or `targetId`), unless it is a CADF short form.
 pub fn target_id(event: &Value) -> Option<&str> {
     let id = event
@@ -638,15 +646,10 @@ pub fn derive(
                 }
                 state = Some(next);
             }
-            CrudClass::Read | CrudClass::Info => {
-                if prior.is_none() {
-                    state = Some(base());
-                }
-            }
+            // Reads and notices change nothing (an object seen only through them, or through
+            // failed events, has no state to keep).
+            CrudClass::Read | CrudClass::Info => {}
         }
-    } else if prior.is_none() {
-        // A failed create still tells the object's name and type.
-        state = Some(base());
     }
     for c in &mut changes {
         if c.sensitive || is_sensitive(&object_type, &c.attribute, [c.old.as_ref(), c.new.as_ref()])

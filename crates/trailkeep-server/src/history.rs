@@ -157,12 +157,26 @@ fn build(core: &Core, accounts: &[String], target_id: &str) -> Result<Timeline, 
             events.push(item);
         }
     }
-    let object = core
+    // The last known state: the store's; else (an object seen only through reads or failed
+    // events, which keep no state) what its events tell.
+    let object = match core
         .objects
         .object(&account, target_id)
         .map_err(ApiError::internal)?
-        .ok_or_else(not_found)?
-        .masked();
+    {
+        Some(s) => s,
+        None => {
+            let last = events.last().ok_or_else(not_found)?;
+            let name = last.event["target"]["name"].as_str().map(str::to_string);
+            ObjectState {
+                id: target_id.to_string(),
+                object_type: trailkeep_event::object::object_type_of(&last.event),
+                name,
+                ..ObjectState::default()
+            }
+        }
+    }
+    .masked();
     Ok(Timeline {
         account,
         object,

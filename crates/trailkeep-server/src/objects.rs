@@ -223,13 +223,20 @@ impl ObjectStore {
         };
         let state = self.object(account, id)?;
         let deleted = state.as_ref().is_some_and(|s| s.deleted);
+        // An object with no state (seen only through reads) goes by the event's name.
+        let name = match state {
+            _ if deleted => String::new(),
+            Some(s) => s.name.unwrap_or_default(),
+            None => event
+                .get("target")
+                .and_then(|t| t.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        };
         Ok(Some(ObjectRef {
             id: id.to_string(),
-            name: if deleted {
-                String::new()
-            } else {
-                state.and_then(|s| s.name).unwrap_or_default()
-            },
+            name,
             deleted,
         }))
     }
