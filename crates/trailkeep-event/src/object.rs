@@ -265,6 +265,11 @@ fn singular(collection: &str) -> String {
     }
 }
 
+/// The nearest parent of an object, if it has one.
+pub fn parent(id: &str) -> Option<String> {
+    parent_refs(id).into_iter().next().map(|p| p.id)
+}
+
 /// The parents of an object, nearest first (see the module docs).
 pub fn ancestors(id: &str) -> Vec<String> {
     parent_refs(id).into_iter().map(|p| p.id).collect()

@@ -90,7 +90,7 @@ pub struct ObjectStore {
     known: Mutex<HashSet<u64>>,
     /// Recently used states (objects that get many events, and parents): bounded, cleared when
     /// full.
-    cache: Mutex<HashMap<(String, String), ObjectState>>,
+    cache: Mutex<HashMap<u64, (String, ObjectState)>>,
 }
 
 /// How many states the cache holds at most.
@@ -246,7 +246,7 @@ impl ObjectStore {
     pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
         Ok(Batch {
             store: self,
-            objects: BTreeMap::new(),
+            objects: Dirty::default(),
             positions: BTreeMap::new(),
         })
     }
@@ -265,7 +265,7 @@ fn read_json<T: serde::de::DeserializeOwned>(
 /// ones. Reads see the batch's own writes first.
 pub struct Batch<'s> {
     store: &'s ObjectStore,
-    objects: BTreeMap<(String, String), ObjectState>,
+    objects: Dirty,
     positions: BTreeMap<String, u64>,
 }
 
@@ -298,26 +298,24 @@ impl Batch<'_> {
     ) -> Result<Vec<Derived>, StoreError> {
         let txn = self.store.db.begin_read().map_err(db_err)?;
         let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        // Only the batch's owner touches these two: locked once per call.
+        let mut cache = self.store.cache.lock().expect("cache lock");
+        let known = self.store.known.lock().expect("known lock");
         let mut out = Vec::new();
         for (account, index, event) in records {
             let id = object::target_id(event);
-            let store = self.store;
-            let get = |mine: &BTreeMap<(String, String), ObjectState>,
-                       id: &str|
-             -> Result<Option<ObjectState>, StoreError> {
-                let key = (account.to_string(), id.to_string());
-                if let Some(s) = mine.get(&key) {
+            let mut get = |mine: &Dirty, id: &str| -> Result<Option<ObjectState>, StoreError> {
+                let h = key_hash(account, id);
+                if let Some(s) = mine.get(h, account, id) {
                     return Ok(Some(s.clone()));
                 }
-                if let Some(s) = store.cache.lock().expect("cache lock").get(&key) {
-                    return Ok(Some(s.clone()));
-                }
-                if !store
-                    .known
-                    .lock()
-                    .expect("known lock")
-                    .contains(&key_hash(account, id))
+                if let Some((a, s)) = cache.get(&h)
+                    && a == account
+                    && s.id == id
                 {
+                    return Ok(Some(s.clone()));
+                }
+                if !known.contains(&h) {
                     return Ok(None);
                 }
                 let state = read_json::<ObjectState>(
@@ -331,19 +329,18 @@ impl Batch<'_> {
                     s
                 });
                 if let Some(s) = &state {
-                    let mut cache = store.cache.lock().expect("cache lock");
                     if cache.len() >= CACHE_STATES {
                         cache.clear();
                     }
-                    cache.insert(key, s.clone());
+                    cache.insert(h, (account.to_string(), s.clone()));
                 }
                 Ok(state)
             };
             let (prior, parent) = match id {
                 Some(id) => {
                     let prior = get(&self.objects, id)?;
-                    let parent = match object::ancestors(id).first() {
-                        Some(p) => get(&self.objects, p)?,
+                    let parent = match object::parent(id) {
+                        Some(p) => get(&self.objects, &p)?,
                         None => None,
                     };
                     (prior, parent)
@@ -353,7 +350,7 @@ impl Batch<'_> {
             let d = object::derive(event, prior.as_ref(), parent.as_ref());
             if let (Some(id), Some(state)) = (id, d.state) {
                 self.objects
-                    .insert((account.to_string(), id.to_string()), state);
+                    .insert(key_hash(account, id), account, id, state);
             }
             let record = d.derived;
             match self.positions.get_mut(account) {
@@ -378,13 +375,13 @@ impl Batch<'_> {
         txn.set_durability(redb::Durability::Eventual);
         {
             let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
-            for ((account, id), state) in &mut self.objects {
+            for ((account, id), state) in self.objects.sorted_mut() {
                 // The id is the key: not stored again in the value.
                 let kept = std::mem::take(&mut state.id);
                 let bytes = serde_json::to_vec(&*state).map_err(db_err)?;
                 state.id = kept;
                 objects
-                    .insert((account.as_str(), id.as_str()), bytes.as_slice())
+                    .insert((account, id), bytes.as_slice())
                     .map_err(db_err)?;
             }
             let mut positions = txn.open_table(POSITIONS).map_err(db_err)?;
@@ -398,12 +395,77 @@ impl Batch<'_> {
         if cache.len() + self.objects.len() > CACHE_STATES {
             cache.clear();
         }
-        for ((account, id), state) in self.objects {
-            known.insert(key_hash(&account, &id));
+        for (h, (account, _, state)) in self.objects.into_entries() {
+            known.insert(h);
             if cache.len() < CACHE_STATES {
-                cache.insert((account, id), state);
+                cache.insert(h, (account, state));
             }
         }
         Ok(())
+    }
+}
+
+/// The states a batch changed, found by the hash of (account, id) without allocating; keys that
+/// share a hash (unlikely at 64 bits) go to a second, exact map.
+#[derive(Default)]
+struct Dirty {
+    by_hash: HashMap<u64, (String, String, ObjectState)>,
+    collided: BTreeMap<(String, String), ObjectState>,
+}
+
+impl Dirty {
+    fn get(&self, h: u64, account: &str, id: &str) -> Option<&ObjectState> {
+        match self.by_hash.get(&h) {
+            Some((a, i, s)) if a == account && i == id => Some(s),
+            Some(_) => self.collided.get(&(account.to_string(), id.to_string())),
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, h: u64, account: &str, id: &str, state: ObjectState) {
+        match self.by_hash.get_mut(&h) {
+            Some((a, i, s)) if a == account && i == id => *s = state,
+            Some(_) => {
+                self.collided
+                    .insert((account.to_string(), id.to_string()), state);
+            }
+            None => {
+                self.by_hash
+                    .insert(h, (account.to_string(), id.to_string(), state));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_hash.is_empty() && self.collided.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.collided.len()
+    }
+
+    /// Every entry in key order (redb takes sorted inserts far more cheaply).
+    fn sorted_mut(&mut self) -> Vec<((&str, &str), &mut ObjectState)> {
+        let mut all: Vec<((&str, &str), &mut ObjectState)> = self
+            .by_hash
+            .values_mut()
+            .map(|(a, i, s)| ((a.as_str(), i.as_str()), s))
+            .chain(
+                self.collided
+                    .iter_mut()
+                    .map(|((a, i), s)| ((a.as_str(), i.as_str()), s)),
+            )
+            .collect();
+        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        all
+    }
+
+    /// Every entry with the hash of its key.
+    fn into_entries(self) -> impl Iterator<Item = (u64, (String, String, ObjectState))> {
+        self.by_hash.into_iter().chain(
+            self.collided
+                .into_iter()
+                .map(|((a, i), s)| (key_hash(&a, &i), (a, i, s))),
+        )
     }
 }
