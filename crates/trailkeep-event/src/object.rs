@@ -131,7 +131,7 @@ pub struct Derived {
     pub changes: Vec<Change>,
 }
 
-/// The result of [`derive`]: the derived fields and the object's new state.
+/// The result of [`derive()`]: the derived fields and the object's new state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Derivation {
     /// What is stored and indexed with the event.
