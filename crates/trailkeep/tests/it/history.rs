@@ -241,3 +241,33 @@ fn object_history_through_the_real_server_issue_11() {
 fn t_object(server: &Server, id: &str) -> Value {
     get(server, &format!("/v1/objects/{}/timeline", enc(id))).json()["object"].clone()
 }
+
+#[test]
+fn bench_objects_prints_its_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args([
+            "bench",
+            "objects",
+            "--events",
+            "400",
+            "--ingest-rate",
+            "5000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "events:      400",
+        "normalise:",
+        "index:",
+        "derive:",
+        "derive cost:",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+    assert!(
+        stdout.contains("% of one core at 5000 events/s"),
+        "{stdout}"
+    );
+}
