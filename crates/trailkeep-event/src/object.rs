@@ -48,13 +48,16 @@ const META_KEYS: &[&str] = &[
     "initialValue",
     "newValue",
     "update",
+    // The HTTP request's headers, as some emitters record them: about the request, not the object.
+    "headers",
 ];
 
 /// The last known state of one object (one `target.id` of one account).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectState {
-    /// The `target.id`.
+    /// The `target.id` (left out when empty: a store keyed by id need not repeat it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// The object type, from the action (`pipeline-object`).
     #[serde(rename = "type")]
@@ -62,11 +65,11 @@ pub struct ObjectState {
     /// The last known name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The nearest parent's id ([`ancestors`]).
+    /// The nearest parent's id ([`ancestors`]); filled in by [`ObjectState::masked`], not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    /// The last known attribute values (sensitive ones as stored in the ledger; see
-    /// [`ObjectState::masked`]).
+    /// The last known attribute values: as sent when short, a digest when sensitive or longer
+    /// than [`MAX_KEPT_BYTES`] (enough to tell a later change; see [`ObjectState::masked`]).
     #[serde(default)]
     pub attributes: Map<String, Value>,
     /// Whether the last create/delete was a delete (a tombstone).
@@ -75,12 +78,20 @@ pub struct ObjectState {
 }
 
 impl ObjectState {
-    /// The state with every sensitive attribute value replaced by [`SENSITIVE_VALUE`].
+    /// The state as shown: sensitive attribute values as [`SENSITIVE_VALUE`], values too long
+    /// to keep (over [`MAX_KEPT_BYTES`]) as [`LONG_VALUE`].
+    /// The parent is filled in from the id.
     pub fn masked(&self) -> ObjectState {
         let mut out = self.clone();
+        out.parent = ancestors(&self.id).into_iter().next();
         for (k, v) in &mut out.attributes {
-            if is_sensitive(&self.object_type, k, [Some(&*v)]) {
+            let digest = v.as_str().filter(|s| s.starts_with('\u{1}'));
+            if digest.is_some_and(|s| s.starts_with(SENSITIVE_PREFIX))
+                || is_sensitive(&self.object_type, k, [Some(&*v)])
+            {
                 *v = Value::String(SENSITIVE_VALUE.to_owned());
+            } else if digest.is_some_and(|s| s.starts_with(LONG_PREFIX)) {
+                *v = Value::String(LONG_VALUE.to_owned());
             }
         }
         out
@@ -144,6 +155,14 @@ fn action_info(event: &Value) -> Option<action::ActionInfo> {
             .and_then(Value::as_str)
     };
     action::analyse(act, type_of("target"), type_of("observer"))
+}
+
+/// The object type an event names: its action's object type (`pipeline-object`), else `resource`.
+pub fn object_type_of(event: &Value) -> String {
+    action_info(event)
+        .map(|i| i.object_type)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "resource".to_owned())
 }
 
 /// The object an event acts on: `target.id` (or `targetId`), unless it is a CADF short form.
@@ -246,6 +265,11 @@ fn singular(collection: &str) -> String {
     }
 }
 
+/// The nearest parent of an object, if it has one.
+pub fn parent(id: &str) -> Option<String> {
+    parent_refs(id).into_iter().next().map(|p| p.id)
+}
+
 /// The parents of an object, nearest first (see the module docs).
 pub fn ancestors(id: &str) -> Vec<String> {
     parent_refs(id).into_iter().map(|p| p.id).collect()
@@ -279,17 +303,20 @@ pub fn is_sensitive<'v>(
     if redacted {
         return true;
     }
-    let key: String = attribute
-        .rsplit('.')
-        .next()
-        .unwrap_or(attribute)
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    let ty = object_type.to_ascii_lowercase();
+    // The last path segment, lower-cased, without `_` and `-` (on the stack for short keys).
+    let last = attribute.rsplit('.').next().unwrap_or(attribute);
+    let mut buf = [0u8; 48];
+    let mut n = 0;
+    for b in last.bytes().filter(|b| *b != b'_' && *b != b'-') {
+        if n == buf.len() {
+            break;
+        }
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let key = std::str::from_utf8(&buf[..n]).unwrap_or("");
     if matches!(
-        key.as_str(),
+        key,
         "labels" | "label" | "description" | "credentials" | "credential"
     ) || [
         "token",
@@ -304,42 +331,57 @@ pub fn is_sensitive<'v>(
     {
         return true;
     }
-    if (ty.contains("variable") || ty.contains("env")) && key == "value" {
+    let ty = object_type.as_bytes();
+    let has = |word: &str| {
+        ty.windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if key == "value" && (has("variable") || has("env")) {
         return true;
     }
-    ty.contains("schedule") && matches!(key.as_str(), "requestdata" | "data" | "input" | "payload")
+    matches!(key, "requestdata" | "data" | "input" | "payload") && has("schedule")
 }
 
 /// A change as read from the event, before the state fills in the old value.
-struct Raw {
+struct Raw<'e> {
     attribute: String,
-    old: Option<Value>,
-    new: Option<Value>,
+    old: Option<&'e Value>,
+    new: Option<&'e Value>,
 }
 
-fn raw_changes(request: Option<&Map<String, Value>>) -> Vec<Raw> {
+fn raw_changes(request: Option<&Map<String, Value>>) -> Vec<Raw<'_>> {
     let Some(req) = request else {
         return Vec::new();
     };
-    let explicit = |item: &Map<String, Value>, out: &mut Vec<Raw>| {
-        let old = item.get("initialValue").filter(|v| !v.is_null()).cloned();
-        let new = item.get("newValue").cloned();
-        match (item.get("updateType").and_then(Value::as_str), &old, &new) {
+    fn explicit<'e>(item: &'e Map<String, Value>, out: &mut Vec<Raw<'e>>) {
+        let old = item.get("initialValue").filter(|v| !v.is_null());
+        let new = item.get("newValue");
+        match (item.get("updateType").and_then(Value::as_str), old, new) {
             (Some(t), _, _) => out.push(Raw {
                 attribute: t.to_owned(),
                 old,
                 new,
             }),
             // Whole objects without a name: one change per key.
-            (None, o, Some(Value::Object(n))) if o.as_ref().is_none_or(Value::is_object) => {
-                let empty = Map::new();
-                let o = o.as_ref().and_then(Value::as_object).unwrap_or(&empty);
-                for key in o.keys().chain(n.keys().filter(|k| !o.contains_key(*k))) {
-                    out.push(Raw {
-                        attribute: key.clone(),
-                        old: o.get(key).cloned(),
-                        new: n.get(key).cloned(),
-                    });
+            (None, o, Some(Value::Object(n))) if o.is_none_or(Value::is_object) => {
+                let o = o.and_then(Value::as_object);
+                if let Some(o) = o {
+                    for (key, v) in o {
+                        out.push(Raw {
+                            attribute: key.clone(),
+                            old: Some(v),
+                            new: n.get(key),
+                        });
+                    }
+                }
+                for (key, v) in n {
+                    if o.is_none_or(|o| !o.contains_key(key)) {
+                        out.push(Raw {
+                            attribute: key.clone(),
+                            old: None,
+                            new: Some(v),
+                        });
+                    }
                 }
             }
             (None, _, _) => out.push(Raw {
@@ -348,7 +390,7 @@ fn raw_changes(request: Option<&Map<String, Value>>) -> Vec<Raw> {
                 new,
             }),
         }
-    };
+    }
     let mut out = Vec::new();
     if let Some(Value::Array(items)) = req.get("update") {
         for item in items.iter().filter_map(Value::as_object) {
@@ -362,12 +404,118 @@ fn raw_changes(request: Option<&Map<String, Value>>) -> Vec<Raw> {
                 out.push(Raw {
                     attribute: k.clone(),
                     old: None,
-                    new: Some(v.clone()),
+                    new: Some(v),
                 });
             }
         }
     }
     out
+}
+
+/// Attribute values up to this many bytes of JSON are kept in the state as they are; longer ones
+/// (and sensitive ones) as a digest, which still tells whether a later value differs.
+pub const MAX_KEPT_BYTES: usize = 128;
+/// Values in changes are cut to this many characters.
+const PREVIEW_CHARS: usize = 80;
+/// How the digest of a long value starts.
+const LONG_PREFIX: &str = "\u{1}sha256:";
+/// How the digest of a sensitive value starts.
+const SENSITIVE_PREFIX: &str = "\u{1}sensitive:";
+/// What a long value is shown as in a state.
+pub const LONG_VALUE: &str = "[long value]";
+
+/// Whether a value's JSON is longer than `limit` bytes (stops counting early).
+fn longer_than(v: &Value, limit: usize) -> bool {
+    fn size(v: &Value, budget: &mut isize) {
+        if *budget < 0 {
+            return;
+        }
+        match v {
+            Value::String(s) => *budget -= s.len() as isize + 2,
+            Value::Array(items) => {
+                *budget -= 2;
+                for i in items {
+                    size(i, budget);
+                }
+            }
+            Value::Object(map) => {
+                *budget -= 2;
+                for (k, i) in map {
+                    *budget -= k.len() as isize + 4;
+                    size(i, budget);
+                }
+            }
+            _ => *budget -= 8,
+        }
+    }
+    let mut budget = limit as isize;
+    size(v, &mut budget);
+    budget < 0
+}
+
+/// The form a value is kept in the state: as is, or a digest when long or sensitive.
+fn kept(v: &Value, sensitive: bool) -> Value {
+    if !sensitive && !longer_than(v, MAX_KEPT_BYTES) {
+        return v.clone();
+    }
+    let prefix = if sensitive {
+        SENSITIVE_PREFIX
+    } else {
+        LONG_PREFIX
+    };
+    Value::String(format!("{prefix}{:016x}", fnv(v, 0xcbf2_9ce4_8422_2325)))
+}
+
+/// FNV-1a (64 bits) over a value's structure: stable across builds, no allocation. Enough to
+/// tell whether a long value changed; sensitive values are also stored only this way.
+fn fnv(v: &Value, mut h: u64) -> u64 {
+    fn bytes(mut h: u64, b: &[u8]) -> u64 {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+    match v {
+        Value::Null => bytes(h, b"n"),
+        Value::Bool(b) => bytes(h, if *b { b"t" } else { b"f" }),
+        Value::Number(n) => bytes(bytes(h, b"#"), n.to_string().as_bytes()),
+        Value::String(s) => bytes(bytes(h, b"\""), s.as_bytes()),
+        Value::Array(items) => {
+            h = bytes(h, b"[");
+            for i in items {
+                h = fnv(i, h);
+            }
+            bytes(h, b"]")
+        }
+        Value::Object(map) => {
+            h = bytes(h, b"{");
+            for (k, i) in map {
+                h = bytes(bytes(h, k.as_bytes()), b":");
+                h = fnv(i, h);
+            }
+            bytes(h, b"}")
+        }
+    }
+}
+
+fn is_digest(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.starts_with(LONG_PREFIX) || s.starts_with(SENSITIVE_PREFIX))
+}
+
+/// A value as shown in a change: as is, or its first characters when long.
+fn preview(v: &Value) -> Value {
+    if !longer_than(v, MAX_KEPT_BYTES) {
+        return v.clone();
+    }
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut cut: String = text.chars().take(PREVIEW_CHARS).collect();
+    cut.push('…');
+    Value::String(cut)
 }
 
 /// Derive the class, changes, description and new state of `event`, given the last known state
@@ -419,7 +567,8 @@ pub fn derive(
         id: id.to_owned(),
         object_type: object_type.clone(),
         name: target_name.map(str::to_owned),
-        parent: parent_ref.map(|p| p.id.clone()),
+        // Not stored: it follows from the id (see `masked`).
+        parent: None,
         attributes: Map::new(),
         deleted: false,
     };
@@ -437,34 +586,42 @@ pub fn derive(
                 }
                 next.object_type = object_type.clone();
                 for raw in raw_changes(request) {
-                    let old = if fresh {
+                    let sensitive = is_sensitive(&object_type, &raw.attribute, [raw.old, raw.new]);
+                    let new_kept = raw.new.map(|v| kept(v, sensitive));
+                    let old_kept = if fresh {
                         None
                     } else {
-                        raw.old.or_else(|| known_value(prior, &raw.attribute))
+                        raw.old
+                            .map(|v| kept(v, sensitive))
+                            .or_else(|| known_value(prior, &raw.attribute))
                     };
-                    if old.is_some() && old == raw.new {
+                    if old_kept.is_some() && old_kept == new_kept {
                         continue;
                     }
                     if raw.attribute == "name" {
-                        if let Some(Value::String(n)) = &raw.new {
+                        if let Some(Value::String(n)) = raw.new {
                             next.name = Some(n.clone());
                         }
                     } else {
-                        match &raw.new {
+                        match new_kept {
                             Some(v) => {
-                                next.attributes.insert(raw.attribute.clone(), v.clone());
+                                next.attributes.insert(raw.attribute.clone(), v);
                             }
                             None => {
                                 next.attributes.remove(&raw.attribute);
                             }
                         }
                     }
-                    changes.push(Change {
-                        attribute: raw.attribute,
-                        old,
-                        new: raw.new,
-                        sensitive: false,
-                    });
+                    // A create's initial attributes are in its requestData; only changes to a
+                    // known object are listed.
+                    if !fresh {
+                        changes.push(Change {
+                            attribute: raw.attribute,
+                            old: old_kept.filter(|v| !is_digest(v)),
+                            new: raw.new.map(preview),
+                            sensitive,
+                        });
+                    }
                 }
                 if let Some(n) = target_name {
                     let before = if fresh {
@@ -494,18 +651,14 @@ pub fn derive(
                 }
                 state = Some(next);
             }
-            CrudClass::Read | CrudClass::Info => {
-                if prior.is_none() {
-                    state = Some(base());
-                }
-            }
+            // Reads and notices change nothing (an object seen only through them, or through
+            // failed events, has no state to keep).
+            CrudClass::Read | CrudClass::Info => {}
         }
-    } else if prior.is_none() {
-        // A failed create still tells the object's name and type.
-        state = Some(base());
     }
     for c in &mut changes {
-        if is_sensitive(&object_type, &c.attribute, [c.old.as_ref(), c.new.as_ref()]) {
+        if c.sensitive || is_sensitive(&object_type, &c.attribute, [c.old.as_ref(), c.new.as_ref()])
+        {
             c.sensitive = true;
             c.old = None;
             c.new = None;

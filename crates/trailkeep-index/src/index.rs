@@ -133,6 +133,42 @@ impl EventIndex {
         self.reader.searcher().segment_readers().len()
     }
 
+    /// The class and description derived for the event at `(account, index)` (issue #11), as
+    /// stored with its document; `None` when it is not indexed or was added without them.
+    pub fn derived(&self, account: &str, index: u64) -> Result<Option<(String, String)>> {
+        use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+        use tantivy::schema::{IndexRecordOption, Term, Value as _};
+        let query = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.account, account),
+                    IndexRecordOption::Basic,
+                )) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(self.fields.idx, index),
+                    IndexRecordOption::Basic,
+                )),
+            ),
+        ]);
+        let searcher = self.reader.searcher();
+        let found = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+        let Some(address) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        let doc: tantivy::TantivyDocument = searcher.doc(address)?;
+        let text = |f| doc.get_first(f).and_then(|v| v.as_str().map(str::to_owned));
+        Ok(
+            match (text(self.fields.class), text(self.fields.description)) {
+                (Some(class), Some(description)) => Some((class, description)),
+                _ => None,
+            },
+        )
+    }
+
     /// Bytes the index's live files take on disk (or in memory).
     pub fn size_bytes(&self) -> Result<u64> {
         let searcher = self.reader.searcher();

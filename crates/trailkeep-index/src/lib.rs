@@ -14,7 +14,8 @@
 //! # Index format (version [`FORMAT_VERSION`])
 //!
 //! A tantivy 0.27 index (sstable term dictionary, the `quickwit` feature) in one directory. What
-//! each field holds is listed in `schema.rs`; in short: no stored documents, fast columns for
+//! each field holds is listed in `schema.rs`; in short: no stored documents (only the derived
+//! `class` and `description` are stored), fast columns for
 //! `account`, `idx`, `eventTime` (µs), `receivedAt` (s), `action`, `outcome`, `severity`,
 //! `target.id`, `initiator.id`, `reasonCode`, `dataEvent`; `id` and `correlationId` as the FNV-1a
 //! 64-bit hash ([`hash64`]) of the value; every other leaf of the event in one JSON field by dotted

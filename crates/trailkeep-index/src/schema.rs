@@ -1,8 +1,9 @@
 //! The index schema and how a stored event becomes an index document.
 //!
 //! The index stores **no document bodies**: the ledger holds them. Every field is indexed
-//! (inverted) and/or a fast column, nothing is `STORED`. A hit is read back from the fast
-//! columns `account` and `idx` only.
+//! (inverted) and/or a fast column; only the derived `class` and `description` are also
+//! `STORED` (they are derived from the account's history, so the index is where they live). A
+//! hit is read back from the fast columns `account` and `idx` only.
 //!
 //! | field | from | indexed as |
 //! |---|---|---|
@@ -17,8 +18,8 @@
 //! | `dataEvent` | `dataEvent` | bool term + fast |
 //! | `message`, `reasonForFailure` | event | words with positions |
 //! | `actionWords` | `action` split into words | words |
-//! | `class` | derived: the action class | raw term + fast |
-//! | `description` | derived: the human-readable description | words with positions |
+//! | `class` | derived: the action class | raw term + fast + stored |
+//! | `description` | derived: the human-readable description | words with positions + stored |
 //! | `scope` | derived: the object and each parent id | raw terms |
 //! | `attrs` | every other leaf of the event, by dotted path | raw terms (JSON field); strings over [`MAX_PLAIN_VALUE_BYTES`] as a hash token |
 //!
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tantivy::schema::{
     DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
-    NumericOptions, OwnedValue, STRING, Schema, TextFieldIndexing, TextOptions,
+    NumericOptions, OwnedValue, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
@@ -186,8 +187,9 @@ impl Fields {
                 )
                 .set_expand_dots_enabled(),
         );
-        let class = b.add_text_field("class", STRING | FAST);
-        let description = b.add_text_field("description", words(true));
+        // Class and description are also stored: items are returned with them (issue #11).
+        let class = b.add_text_field("class", STRING | FAST | STORED);
+        let description = b.add_text_field("description", words(true).set_stored());
         let scope = b.add_text_field("scope", STRING);
         Fields {
             schema: b.build(),

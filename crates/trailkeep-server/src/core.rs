@@ -147,21 +147,32 @@ impl Core {
         }
         let index = Arc::new(index);
         let mut writer = index.writer(WriterOptions::default())?;
-        let (objects, objects_recreated) =
-            ObjectStore::open(&data.join(crate::objects::FILE_NAME))?;
+        let store_path = data.join(crate::objects::FILE_NAME);
+        let (mut objects, objects_recreated) = ObjectStore::open(&store_path)?;
         if objects_recreated {
             tracing::warn!("the object store had another format; rebuilding it from the ledger");
         }
+        let committed = index.committed_positions()?;
+        let mut derived_upto = objects.positions()?;
+        // The store is committed after the index, so it is never ahead of it — unless the index
+        // was deleted or rebuilt: then the store is rebuilt too, in step with it.
+        if derived_upto
+            .iter()
+            .any(|(a, p)| committed.get(a).is_none_or(|c| p > c))
+        {
+            tracing::warn!("the object store is ahead of the search index; rebuilding it");
+            drop(objects);
+            ObjectStore::remove(&store_path)?;
+            objects = ObjectStore::open(&store_path)?.0;
+            derived_upto = Default::default();
+        }
         let objects = Arc::new(objects);
 
-        // Catch up: derive object state for every ledger record past the object store's
-        // position, and index every record past the index's last commit (the store is committed
-        // first, so what the index lacks the store has, or derives now in log order).
-        let committed = index.committed_positions()?;
-        let derived_upto = objects.positions()?;
+        // Catch up: derive object state for every ledger record past the store's position, and
+        // index every record past the index's last commit with what was derived for it (the
+        // store is never ahead of the index, so every record to index is derived here).
         let mut caught_up = 0u64;
         let mut derived_now = 0u64;
-        let mut applied = 0u64;
         let mut seen = HashMap::new();
         let mut batch = objects.begin()?;
         for account in ledger.accounts() {
@@ -176,19 +187,11 @@ impl Core {
                         Slot::Committed(record.index),
                     );
                 }
-                let derived = if record.index >= next_underived || record.index >= next_unindexed {
-                    derived_now += u64::from(record.index >= next_underived);
-                    let d = batch.apply(&account, record.index, &event)?;
-                    applied += 1;
-                    if applied.is_multiple_of(50_000) {
-                        // Bounded transactions; the store may run ahead of the index.
-                        batch.commit()?;
-                        batch = objects.begin()?;
-                    }
-                    Some(d)
-                } else {
-                    None
-                };
+                if record.index < next_underived {
+                    continue;
+                }
+                let derived = batch.apply(&account, record.index, &event)?;
+                derived_now += 1;
                 if record.index >= next_unindexed {
                     add_with_derived(
                         &mut writer,
@@ -196,11 +199,22 @@ impl Core {
                         record.index,
                         received_at_of(&record),
                         &event,
-                        derived.as_ref(),
+                        Some(&derived),
                     )?;
                     caught_up += 1;
                 }
+                if derived_now.is_multiple_of(50_000) {
+                    // Bounded batches; the index first, so the store never leads it.
+                    writer.commit()?;
+                    batch.commit()?;
+                    batch = objects.begin()?;
+                }
             }
+        }
+        if caught_up > 0 {
+            writer.commit()?;
+            index.reload()?;
+            tracing::info!(events = caught_up, "search index caught up with the ledger");
         }
         batch.commit()?;
         if derived_now > 0 {
@@ -208,11 +222,6 @@ impl Core {
                 events = derived_now,
                 "object store caught up with the ledger"
             );
-        }
-        if caught_up > 0 {
-            writer.commit()?;
-            index.reload()?;
-            tracing::info!(events = caught_up, "search index caught up with the ledger");
         }
         let indexer = Indexer::start(index.clone(), writer, objects.clone(), metrics.clone());
         let redaction_secret = load_or_create_secret(&data.join("redaction.key"))?;
@@ -686,10 +695,22 @@ impl Core {
             return Ok(None);
         };
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
-        let derived = self
-            .objects
-            .item_derived(account, index)
-            .map_err(ApiError::internal)?;
+        let derived = match self
+            .index
+            .derived(account, index)
+            .map_err(ApiError::internal)?
+        {
+            Some((class, description)) => Some(ItemDerived {
+                class,
+                description,
+                changes: Vec::new(),
+                object: self
+                    .objects
+                    .object_ref(account, &event)
+                    .map_err(ApiError::internal)?,
+            }),
+            None => None,
+        };
         Ok(Some(Item {
             account: account.to_string(),
             index,
@@ -734,8 +755,8 @@ pub fn reindex(
     let (index, _) = EventIndex::open_or_recreate(&index_dir)?;
     let mut writer = index.writer(WriterOptions::default())?;
     writer.delete_all()?;
-    // The index is emptied before the object store, and the store is committed before the index:
-    // an interrupted rebuild never leaves the index ahead of the store.
+    // The index is emptied before the object store, and each commit writes the index before the
+    // store: an interrupted rebuild never leaves the store ahead of the index.
     writer.commit()?;
     let store_path = data_dir.join(crate::objects::FILE_NAME);
     ObjectStore::remove(&store_path)?;
@@ -759,17 +780,18 @@ pub fn reindex(
             )?;
             done += 1;
             if done.is_multiple_of(50_000) {
+                // The index first, so the store never leads it.
+                writer.commit()?;
                 batch.commit()?;
                 batch = objects.begin()?;
-                writer.commit()?;
             }
             if done.is_multiple_of(1_000) {
                 progress(done, total);
             }
         }
     }
-    batch.commit()?;
     writer.commit()?;
+    batch.commit()?;
     writer.finish()?;
     progress(done, total);
     ledger.close()?;

@@ -150,8 +150,8 @@ fn run(
     let mut uncommitted = 0usize;
     let mut oldest: Option<Instant> = None;
     let mut flush_waiters: Vec<Sender<()>> = Vec::new();
-    // Derivations since the last commit: committed just before the index, so the object store
-    // is never behind what is searchable.
+    // Derivations since the last commit: committed just after the index, so the object store
+    // never leads it (after a crash it lags, and the catch-up derives again what it lacks).
     let mut batch: Option<Batch> = None;
     loop {
         let timeout = match oldest {
@@ -161,27 +161,28 @@ fn run(
         let mut disconnected = false;
         match rx.recv_timeout(timeout) {
             Ok(Message::Jobs(jobs, room)) => {
-                for job in &jobs {
-                    if batch.is_none() {
-                        match objects.begin() {
-                            Ok(b) => batch = Some(b),
-                            Err(e) => tracing::error!(error = %e, "object store unavailable"),
-                        }
+                if batch.is_none() {
+                    match objects.begin() {
+                        Ok(b) => batch = Some(b),
+                        Err(e) => tracing::error!(error = %e, "object store unavailable"),
                     }
-                    let derived = batch.as_mut().and_then(|b| {
-                        b.apply(&job.account, job.index, &job.event)
-                            .map_err(|e| {
-                                tracing::error!(account = %job.account, index = job.index, error = %e, "deriving object state failed");
-                            })
-                            .ok()
-                    });
+                }
+                let derived = batch.as_mut().and_then(|b| {
+                    b.apply_all(
+                        jobs.iter()
+                            .map(|j| (j.account.as_str(), j.index, j.event.as_ref())),
+                    )
+                    .map_err(|e| tracing::error!(error = %e, "deriving object state failed"))
+                    .ok()
+                });
+                for (n, job) in jobs.iter().enumerate() {
                     if let Err(e) = add_with_derived(
                         &mut writer,
                         &job.account,
                         job.index,
                         job.received_at,
                         &job.event,
-                        derived.as_ref(),
+                        derived.as_ref().and_then(|d| d.get(n)),
                     ) {
                         tracing::error!(account = %job.account, index = job.index, error = %e, "indexing failed");
                     }
@@ -201,14 +202,21 @@ fn run(
         if uncommitted > 0
             && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
         {
-            if let Some(b) = batch.take()
-                && let Err(e) = b.commit()
-            {
-                tracing::error!(error = %e, "object store commit failed");
-            }
+            // The index first, then the object store: the store never leads the index.
             match writer.commit().and_then(|_| index.reload()) {
-                Ok(()) => {}
-                Err(e) => tracing::error!(error = %e, "index commit failed"),
+                Ok(()) => {
+                    if let Some(b) = batch.take()
+                        && let Err(e) = b.commit()
+                    {
+                        tracing::error!(error = %e, "object store commit failed");
+                    }
+                }
+                Err(e) => {
+                    // The store must not get ahead: its batch is dropped and derived again
+                    // from the ledger at the next start.
+                    batch = None;
+                    tracing::error!(error = %e, "index commit failed");
+                }
             }
             pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
             metrics

@@ -1,43 +1,43 @@
-//! The object store: the last known state of every object and what was derived for every event
-//! (issue #11), kept beside the search index.
+//! The object store: the last known state of every object (issue #11), kept beside the search
+//! index. What was derived for each event (class, description) lives in the index itself.
 //!
 //! **Architecture Invariant:** like the index, this is derived data. It is fed the committed
 //! records of each account in log order (by the indexer, by the catch-up at start, by `reindex`),
 //! records how far it got per account, and can be deleted at any time: it is rebuilt from the
-//! ledger. The ledger's bytes never change; class and description live here and in the index.
+//! ledger. The ledger's bytes never change.
 //!
 //! # Format (version [`FORMAT_VERSION`])
 //!
 //! One redb file, `objects.redb` in the data directory (a B-tree on disk with a bounded page
-//! cache, so millions of objects cost disk, not memory), with four tables:
+//! cache, so millions of objects cost disk, not memory), with three tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `objects` | (account, `target.id`) | JSON [`ObjectState`] |
-//! | `derived` | (account, log index) | JSON [`Derived`] (class, description, object, changes) |
+//! | `objects` | (account, `target.id`) | JSON [`ObjectState`] without its id |
 //! | `positions` | account | the highest log index derived |
 //! | `meta` | `"format"` | [`FORMAT_VERSION`] |
 //!
-//! A file of another version is deleted and rebuilt. Each commit writes states, derived records
-//! and positions in one transaction. The indexer commits this store *before* the index, so the
-//! store is never behind what the index has made searchable; the catch-up at start derives what
-//! the store lacks and reads back what the index lacks.
+//! A file of another version is deleted and rebuilt. A batch of derivations is kept in memory
+//! and written in key order in one transaction, without fsync. The index is committed *before*
+//! the store, so the store is never ahead of the index: after a crash it may lag, and the
+//! catch-up at start derives again (state only) what the index already holds. A store found
+//! ahead of the index (the index was deleted or rebuilt) is rebuilt from the ledger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde_json::Value;
 use trailkeep_event::object::{self, Change, Derived, ObjectState};
 
 const OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("objects");
-const DERIVED: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("derived");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The version of the store's tables and values.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// The store's file in the data directory.
 pub const FILE_NAME: &str = "objects.redb";
 /// Page cache of the store.
@@ -60,7 +60,8 @@ pub struct ItemDerived {
     pub class: String,
     /// The human-readable description.
     pub description: String,
-    /// The attributes changed, old → new (sensitive ones without values).
+    /// The attributes changed, old → new (sensitive ones without values): in timelines only,
+    /// recomputed from the object's events.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
     /// The object, as it stands now.
@@ -84,6 +85,24 @@ pub struct ObjectRef {
 /// The object store (see the module docs).
 pub struct ObjectStore {
     db: Database,
+    /// A 64-bit hash of every (account, object) in the store: a miss means "never seen", so a
+    /// new object costs no B-tree lookup. 8 bytes (plus the set's overhead) per object.
+    known: Mutex<HashSet<u64>>,
+    /// Recently used states (objects that get many events, and parents): bounded, cleared when
+    /// full.
+    cache: Mutex<HashMap<u64, (String, ObjectState)>>,
+}
+
+/// How many states the cache holds at most.
+const CACHE_STATES: usize = 100_000;
+
+fn key_hash(account: &str, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.bytes().chain([0]).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -112,11 +131,27 @@ impl ObjectStore {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             meta.insert("format", FORMAT_VERSION).map_err(db_err)?;
             txn.open_table(OBJECTS).map_err(db_err)?;
-            txn.open_table(DERIVED).map_err(db_err)?;
             txn.open_table(POSITIONS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok((ObjectStore { db }, recreated))
+        let mut known = HashSet::new();
+        {
+            let txn = db.begin_read().map_err(db_err)?;
+            let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            for entry in objects.iter().map_err(db_err)? {
+                let (k, _) = entry.map_err(db_err)?;
+                let (account, id) = k.value();
+                known.insert(key_hash(account, id));
+            }
+        }
+        Ok((
+            ObjectStore {
+                db,
+                known: Mutex::new(known),
+                cache: Mutex::new(HashMap::new()),
+            },
+            recreated,
+        ))
     }
 
     /// Deletes the store at `path` (for `reindex`).
@@ -165,77 +200,54 @@ impl ObjectStore {
     pub fn object(&self, account: &str, id: &str) -> Result<Option<ObjectState>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(OBJECTS).map_err(db_err)?;
-        read_json(
+        let state: Option<ObjectState> = read_json(
             table
                 .get((account, id))
                 .map_err(db_err)?
                 .map(|g| g.value().to_vec()),
-        )
-    }
-
-    /// What was derived for the event at `(account, index)`.
-    pub fn derived(&self, account: &str, index: u64) -> Result<Option<Derived>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(DERIVED).map_err(db_err)?;
-        read_json(
-            table
-                .get((account, index))
-                .map_err(db_err)?
-                .map(|g| g.value().to_vec()),
-        )
-    }
-
-    /// The derived data returned with the item at `(account, index)`.
-    pub fn item_derived(
-        &self,
-        account: &str,
-        index: u64,
-    ) -> Result<Option<ItemDerived>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let derived = txn.open_table(DERIVED).map_err(db_err)?;
-        let Some(d): Option<Derived> = read_json(
-            derived
-                .get((account, index))
-                .map_err(db_err)?
-                .map(|g| g.value().to_vec()),
-        )?
-        else {
-            return Ok(None);
-        };
-        let object = match &d.object {
-            Some(id) => {
-                let objects = txn.open_table(OBJECTS).map_err(db_err)?;
-                let state: Option<ObjectState> = read_json(
-                    objects
-                        .get((account, id.as_str()))
-                        .map_err(db_err)?
-                        .map(|g| g.value().to_vec()),
-                )?;
-                let deleted = state.as_ref().is_some_and(|s| s.deleted);
-                Some(ObjectRef {
-                    id: id.clone(),
-                    name: if deleted {
-                        String::new()
-                    } else {
-                        state.and_then(|s| s.name).unwrap_or_default()
-                    },
-                    deleted,
-                })
-            }
-            None => None,
-        };
-        Ok(Some(ItemDerived {
-            class: d.class,
-            description: d.description,
-            changes: d.changes,
-            object,
+        )?;
+        Ok(state.map(|mut s| {
+            s.id = id.to_string();
+            s
         }))
     }
 
-    /// Starts a batch of derivations (one write transaction; only one at a time).
-    pub fn begin(&self) -> Result<Batch, StoreError> {
+    /// The object of a stored event as it stands now, for the item's `derived.object`.
+    pub fn object_ref(
+        &self,
+        account: &str,
+        event: &Value,
+    ) -> Result<Option<ObjectRef>, StoreError> {
+        let Some(id) = object::target_id(event) else {
+            return Ok(None);
+        };
+        let state = self.object(account, id)?;
+        let deleted = state.as_ref().is_some_and(|s| s.deleted);
+        // An object with no state (seen only through reads) goes by the event's name.
+        let name = match state {
+            _ if deleted => String::new(),
+            Some(s) => s.name.unwrap_or_default(),
+            None => event
+                .get("target")
+                .and_then(|t| t.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        };
+        Ok(Some(ObjectRef {
+            id: id.to_string(),
+            name,
+            deleted,
+        }))
+    }
+
+    /// Starts a batch of derivations. Only one batch may be open at a time (the indexer's, or
+    /// the catch-up's, or `reindex`'s).
+    pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
         Ok(Batch {
-            txn: self.db.begin_write().map_err(db_err)?,
+            store: self,
+            objects: Dirty::default(),
+            positions: BTreeMap::new(),
         })
     }
 }
@@ -248,81 +260,212 @@ fn read_json<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-/// Derivations not yet committed; reads inside the batch see its own writes.
-pub struct Batch {
-    txn: WriteTransaction,
+/// Derivations not yet committed, kept in memory (bounded by the caller's commit interval) and
+/// written in key order at [`Batch::commit`]: sorted inserts cost redb far less than scattered
+/// ones. Reads see the batch's own writes first.
+pub struct Batch<'s> {
+    store: &'s ObjectStore,
+    objects: Dirty,
+    positions: BTreeMap<String, u64>,
 }
 
-impl std::fmt::Debug for Batch {
+impl std::fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").finish_non_exhaustive()
+        f.debug_struct("Batch")
+            .field("objects", &self.objects.len())
+            .finish_non_exhaustive()
     }
 }
 
-impl Batch {
-    /// Derives the event at `(account, index)` from the states so far and records the result
-    /// and the object's new state. A position the store already derived is not derived again:
-    /// its record is returned.
+impl Batch<'_> {
+    /// Derives the event at `(account, index)` from the states so far and records the object's
+    /// new state. The caller feeds each account's records once, in log order, past
+    /// [`ObjectStore::positions`].
     pub fn apply(
         &mut self,
         account: &str,
         index: u64,
         event: &Value,
     ) -> Result<Derived, StoreError> {
-        let mut positions = self.txn.open_table(POSITIONS).map_err(db_err)?;
-        let mut derived = self.txn.open_table(DERIVED).map_err(db_err)?;
-        let done = positions.get(account).map_err(db_err)?.map(|g| g.value());
-        if done.is_some_and(|p| index <= p) {
-            let old: Option<Derived> = read_json(
-                derived
-                    .get((account, index))
-                    .map_err(db_err)?
-                    .map(|g| g.value().to_vec()),
-            )?;
-            if let Some(old) = old {
-                return Ok(old);
-            }
-        }
-        let mut objects = self.txn.open_table(OBJECTS).map_err(db_err)?;
-        let id = object::target_id(event);
-        let get = |objects: &redb::Table<(&str, &str), &[u8]>, id: &str| {
-            read_json::<ObjectState>(
-                objects
-                    .get((account, id))
-                    .map_err(db_err)?
-                    .map(|g| g.value().to_vec()),
-            )
-        };
-        let (prior, parent) = match id {
-            Some(id) => {
-                let prior = get(&objects, id)?;
-                let parent = match object::ancestors(id).first() {
-                    Some(p) => get(&objects, p)?,
-                    None => None,
-                };
-                (prior, parent)
-            }
-            None => (None, None),
-        };
-        let d = object::derive(event, prior.as_ref(), parent.as_ref());
-        if let (Some(id), Some(state)) = (id, &d.state) {
-            let bytes = serde_json::to_vec(state).map_err(db_err)?;
-            objects
-                .insert((account, id), bytes.as_slice())
-                .map_err(db_err)?;
-        }
-        let bytes = serde_json::to_vec(&d.derived).map_err(db_err)?;
-        derived
-            .insert((account, index), bytes.as_slice())
-            .map_err(db_err)?;
-        if done.is_none_or(|p| index > p) {
-            positions.insert(account, index).map_err(db_err)?;
-        }
-        Ok(d.derived)
+        let mut out = self.apply_all([(account, index, event)])?;
+        Ok(out.pop().expect("one result per record"))
     }
 
-    /// Makes the batch durable.
-    pub fn commit(self) -> Result<(), StoreError> {
-        self.txn.commit().map_err(db_err)
+    /// [`Batch::apply`] for several records in log order (one read transaction).
+    pub fn apply_all<'e>(
+        &mut self,
+        records: impl IntoIterator<Item = (&'e str, u64, &'e Value)>,
+    ) -> Result<Vec<Derived>, StoreError> {
+        let txn = self.store.db.begin_read().map_err(db_err)?;
+        let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        // Only the batch's owner touches these two: locked once per call.
+        let mut cache = self.store.cache.lock().expect("cache lock");
+        let known = self.store.known.lock().expect("known lock");
+        let mut out = Vec::new();
+        for (account, index, event) in records {
+            let id = object::target_id(event);
+            let mut get = |mine: &Dirty, id: &str| -> Result<Option<ObjectState>, StoreError> {
+                let h = key_hash(account, id);
+                if let Some(s) = mine.get(h, account, id) {
+                    return Ok(Some(s.clone()));
+                }
+                if let Some((a, s)) = cache.get(&h)
+                    && a == account
+                    && s.id == id
+                {
+                    return Ok(Some(s.clone()));
+                }
+                if !known.contains(&h) {
+                    return Ok(None);
+                }
+                let state = read_json::<ObjectState>(
+                    objects
+                        .get((account, id))
+                        .map_err(db_err)?
+                        .map(|g| g.value().to_vec()),
+                )?
+                .map(|mut s| {
+                    s.id = id.to_string();
+                    s
+                });
+                if let Some(s) = &state {
+                    if cache.len() >= CACHE_STATES {
+                        cache.clear();
+                    }
+                    cache.insert(h, (account.to_string(), s.clone()));
+                }
+                Ok(state)
+            };
+            let (prior, parent) = match id {
+                Some(id) => {
+                    let prior = get(&self.objects, id)?;
+                    let parent = match object::parent(id) {
+                        Some(p) => get(&self.objects, &p)?,
+                        None => None,
+                    };
+                    (prior, parent)
+                }
+                None => (None, None),
+            };
+            let d = object::derive(event, prior.as_ref(), parent.as_ref());
+            if let (Some(id), Some(state)) = (id, d.state) {
+                self.objects
+                    .insert(key_hash(account, id), account, id, state);
+            }
+            let record = d.derived;
+            match self.positions.get_mut(account) {
+                Some(done) => *done = (*done).max(index),
+                None => {
+                    self.positions.insert(account.to_string(), index);
+                }
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Writes the batch in one transaction, in key order, and makes it durable.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        if self.objects.is_empty() && self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.store.db.begin_write().map_err(db_err)?;
+        // No fsync: the store is derived and committed after the index; one that lost its newest
+        // commits in a crash lags the index and is caught up from the ledger at the next start.
+        txn.set_durability(redb::Durability::Eventual);
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
+            for ((account, id), state) in self.objects.sorted_mut() {
+                // The id is the key: not stored again in the value.
+                let kept = std::mem::take(&mut state.id);
+                let bytes = serde_json::to_vec(&*state).map_err(db_err)?;
+                state.id = kept;
+                objects
+                    .insert((account, id), bytes.as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut positions = txn.open_table(POSITIONS).map_err(db_err)?;
+            for (account, index) in &self.positions {
+                positions.insert(account.as_str(), *index).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        let mut known = self.store.known.lock().expect("known lock");
+        let mut cache = self.store.cache.lock().expect("cache lock");
+        if cache.len() + self.objects.len() > CACHE_STATES {
+            cache.clear();
+        }
+        for (h, (account, _, state)) in self.objects.into_entries() {
+            known.insert(h);
+            if cache.len() < CACHE_STATES {
+                cache.insert(h, (account, state));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The states a batch changed, found by the hash of (account, id) without allocating; keys that
+/// share a hash (unlikely at 64 bits) go to a second, exact map.
+#[derive(Default)]
+struct Dirty {
+    by_hash: HashMap<u64, (String, String, ObjectState)>,
+    collided: BTreeMap<(String, String), ObjectState>,
+}
+
+impl Dirty {
+    fn get(&self, h: u64, account: &str, id: &str) -> Option<&ObjectState> {
+        match self.by_hash.get(&h) {
+            Some((a, i, s)) if a == account && i == id => Some(s),
+            Some(_) => self.collided.get(&(account.to_string(), id.to_string())),
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, h: u64, account: &str, id: &str, state: ObjectState) {
+        match self.by_hash.get_mut(&h) {
+            Some((a, i, s)) if a == account && i == id => *s = state,
+            Some(_) => {
+                self.collided
+                    .insert((account.to_string(), id.to_string()), state);
+            }
+            None => {
+                self.by_hash
+                    .insert(h, (account.to_string(), id.to_string(), state));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_hash.is_empty() && self.collided.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.collided.len()
+    }
+
+    /// Every entry in key order (redb takes sorted inserts far more cheaply).
+    fn sorted_mut(&mut self) -> Vec<((&str, &str), &mut ObjectState)> {
+        let mut all: Vec<((&str, &str), &mut ObjectState)> = self
+            .by_hash
+            .values_mut()
+            .map(|(a, i, s)| ((a.as_str(), i.as_str()), s))
+            .chain(
+                self.collided
+                    .iter_mut()
+                    .map(|((a, i), s)| ((a.as_str(), i.as_str()), s)),
+            )
+            .collect();
+        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        all
+    }
+
+    /// Every entry with the hash of its key.
+    fn into_entries(self) -> impl Iterator<Item = (u64, (String, String, ObjectState))> {
+        self.by_hash.into_iter().chain(
+            self.collided
+                .into_iter()
+                .map(|((a, i), s)| (key_hash(&a, &i), (a, i, s))),
+        )
     }
 }

@@ -136,7 +136,8 @@ fn project_application_deployment_version_lifecycle() {
         d.description,
         "Created application 'web' in project 'project-1'"
     );
-    assert_eq!(d.changes.len(), 2);
+    // A create's initial attributes are its requestData; changes list what later events change.
+    assert!(d.changes.is_empty());
     assert_eq!(o.state(&app).attributes["port"], json!(8080));
 
     // Only the new value is sent: the old one comes from the last known state.
@@ -198,7 +199,7 @@ fn project_application_deployment_version_lifecycle() {
         "Updated deployment 'deployment-1' in project 'project-1': memory changed from '256Mi' to '512Mi', replicas changed to '3'"
     );
     assert_eq!(o.state(&dep).attributes["replicas"], json!(3));
-    assert_eq!(o.state(&dep).parent.as_deref(), Some(PROJECT));
+    assert_eq!(o.state(&dep).masked().parent.as_deref(), Some(PROJECT));
     // Reads are described, change nothing.
     let d = o.apply(&ev(
         "mlops.deployment.get",
@@ -284,7 +285,13 @@ fn sensitive_values_are_never_shown() {
     assert!(d.changes[0].sensitive && d.changes[0].old.is_none() && d.changes[0].new.is_none());
     let text = serde_json::to_string(&d).unwrap();
     assert!(!text.contains("postgres"), "{text}");
-    // The state keeps the value for the next diff; the masked view hides it.
+    // The state keeps only a digest of the value, enough for the next diff; the masked view
+    // says it is sensitive.
+    assert!(
+        !serde_json::to_string(o.state(&env))
+            .unwrap()
+            .contains("postgres")
+    );
     assert_eq!(
         o.state(&env).masked().attributes["value"],
         json!(trailkeep_event::object::SENSITIVE_VALUE)
@@ -430,6 +437,48 @@ fn deleted_objects_keep_their_history_and_last_name() {
     let s = o.state(&dep);
     assert!(!s.deleted);
     assert!(!s.attributes.contains_key("memory"));
+}
+
+#[test]
+fn long_values_are_kept_as_digests_and_shown_cut() {
+    let mut o = Objects::default();
+    let app = crn("application:app-1");
+    let long1 = "a".repeat(300);
+    let long2 = format!("{}b", "a".repeat(299));
+    o.apply(&ev(
+        "mlops.application.create",
+        &app,
+        "web",
+        json!({"notes": long1}),
+    ));
+    assert_eq!(
+        o.state(&app).masked().attributes["notes"],
+        json!(trailkeep_event::object::LONG_VALUE)
+    );
+    // The same long value again is no change; another one is, shown cut.
+    let d = o.apply(&ev(
+        "mlops.application.update",
+        &app,
+        "web",
+        json!({"notes": long1}),
+    ));
+    assert!(d.changes.is_empty(), "{d:?}");
+    let d = o.apply(&ev(
+        "mlops.application.update",
+        &app,
+        "web",
+        json!({"notes": long2}),
+    ));
+    assert_eq!(d.changes.len(), 1);
+    assert_eq!(d.changes[0].old, None);
+    let shown = d.changes[0].new.as_ref().unwrap().as_str().unwrap();
+    assert_eq!(shown.chars().count(), 81);
+    assert!(shown.ends_with('…'));
+    assert!(
+        d.description.contains("notes changed to 'aaaa"),
+        "{}",
+        d.description
+    );
 }
 
 #[test]

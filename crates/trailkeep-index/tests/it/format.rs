@@ -85,6 +85,15 @@ fn the_fixture_of_the_current_format_opens_and_answers() {
     );
     assert_eq!(hits(&index, "class:create", &both), ["acme/0"]);
     assert_eq!(
+        index.derived("acme", 0).unwrap(),
+        Some((
+            "create".to_string(),
+            "Created application 'web-app' in project 'proj1'".to_string()
+        ))
+    );
+    assert_eq!(index.derived("acme", 1).unwrap(), None);
+    assert_eq!(index.derived("beta", 0).unwrap(), None);
+    assert_eq!(
         hits(&index, "description:\"application 'web-app'\"", &both),
         ["acme/0"]
     );

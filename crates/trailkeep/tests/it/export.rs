@@ -427,7 +427,10 @@ fn export_pages_through_more_events_than_one_index_page_without_gaps_or_repeats(
     assert_eq!(seen.len(), total);
 
     // A bundle of the same: 4,000 events per log, so proofs span several tiles and tile levels.
-    let r = get(&server, "/v1/export?format=bundle");
+    let r = get(
+        &server,
+        &format!("/v1/export?format=bundle&q={}", enc(SERVICES)),
+    );
     assert_eq!(r.status, 200);
     let bundle = dir.path().join("bulk.tkbundle");
     std::fs::write(&bundle, &r.body).unwrap();

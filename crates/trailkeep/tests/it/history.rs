@@ -165,6 +165,16 @@ fn object_history_through_the_real_server_issue_11() {
         t["events"][1]["derived"]["changes"],
         json!([{"attribute": "value", "sensitive": true}])
     );
+    // An object seen only through an info event keeps no state; its timeline still answers.
+    let file = crn("bucket:b1/files/report.csv");
+    let t = get(&server, &format!("/v1/objects/{}/timeline", enc(&file))).json();
+    assert_eq!(t["object"]["name"], "report.csv");
+    assert_eq!(t["object"]["type"], "file");
+    assert_eq!(t["object"]["parent"], crn("bucket:b1"));
+    assert_eq!(
+        t["events"][0]["derived"]["description"],
+        "Downloaded file 'report.csv' for bucket 'b1'"
+    );
     // Missing objects and accounts the key does not have answer 404.
     let r = get(
         &server,
@@ -230,4 +240,34 @@ fn object_history_through_the_real_server_issue_11() {
 
 fn t_object(server: &Server, id: &str) -> Value {
     get(server, &format!("/v1/objects/{}/timeline", enc(id))).json()["object"].clone()
+}
+
+#[test]
+fn bench_objects_prints_its_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args([
+            "bench",
+            "objects",
+            "--events",
+            "400",
+            "--ingest-rate",
+            "5000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "events:      400",
+        "normalise:",
+        "index:",
+        "derive:",
+        "derive cost:",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+    assert!(
+        stdout.contains("% of one core at 5000 events/s"),
+        "{stdout}"
+    );
 }

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod corpus;
 pub mod export;
 pub mod ingest;
+pub mod objects;
 pub mod query;
 mod server;
 mod stats;
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     /// Post a corpus over HTTP with N connections: throughput, acknowledgement latency,
     /// ingest-to-searchable latency, bytes on disk per event, server memory.
     Ingest(Box<ingest::IngestArgs>),
+    /// What deriving object history costs next to normalising and indexing, in-process on the
+    /// corpus (issue #11).
+    Objects(objects::ObjectsArgs),
     /// Query latency (p50/p99) of the five reference queries against a loaded server.
     Query(Box<query::QueryArgs>),
     /// Export throughput (events/s) and server peak memory of each export format against a
@@ -35,5 +39,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Query(args) => query::run(*args),
         BenchCommand::Export(args) => export::run(*args),
         BenchCommand::Alerts(args) => alerts::run(*args),
+        BenchCommand::Objects(args) => objects::run(args),
     }
 }
