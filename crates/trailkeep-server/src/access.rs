@@ -124,24 +124,20 @@ async fn create_account(
             ),
             other => ApiError::internal(other),
         })?;
-    state
-        .core
-        .record(vec![
-            AuditRecord::new(
-                &account.id,
-                "account.create",
-                &caller,
-                (
-                    format!("crn:v1:trailkeep:public:trailkeep::a/{}:::", account.id),
-                    account.name.clone(),
-                    "trailkeep/account".to_string(),
-                ),
-            )
-            .status(201)
-            .client(caller.client)
-            .request(json!({"id": account.id, "name": account.name})),
-        ])
-        .await?;
+    crate::audit::record_change(
+        &state.core,
+        &caller,
+        &account.id,
+        "account.create",
+        (
+            format!("crn:v1:trailkeep:public:trailkeep::a/{}:::", account.id),
+            account.name.clone(),
+            "trailkeep/account".to_string(),
+        ),
+        201,
+        json!({"id": account.id, "name": account.name}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(account_json(&state, &account.id))).into_response())
 }
 

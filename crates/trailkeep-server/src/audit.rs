@@ -170,6 +170,24 @@ fn reason_type(status: u16) -> &'static str {
     }
 }
 
+/// Records one change `caller` made through the API in `account`'s log, durably: call it before
+/// answering the change.
+pub async fn record_change(
+    core: &std::sync::Arc<crate::core::Core>,
+    caller: &Principal,
+    account: &str,
+    action: &str,
+    target: (String, String, String),
+    status: u16,
+    request: Value,
+) -> Result<(), crate::error::ApiError> {
+    let record = AuditRecord::new(account, action, caller, target)
+        .status(status)
+        .client(caller.client)
+        .request(request);
+    core.record(vec![record]).await
+}
+
 /// The target of reads of an account's events.
 pub fn events_target(account: &str) -> (String, String, String) {
     (

@@ -271,16 +271,16 @@ async fn record_rule_change(
     rule: &Rule,
     status: u16,
 ) -> Result<(), ApiError> {
-    let record = crate::audit::AuditRecord::new(
+    crate::audit::record_change(
+        &state.core,
+        caller,
         &rule.account,
         &format!("alert.{verb}"),
-        caller,
         (rule.id.clone(), rule.name.clone(), "trailkeep/alert".into()),
+        status,
+        rule.to_api(),
     )
-    .status(status)
-    .client(caller.client)
-    .request(rule.to_api());
-    state.core.record(vec![record]).await
+    .await
 }
 
 async fn history(

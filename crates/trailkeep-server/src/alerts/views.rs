@@ -230,16 +230,16 @@ async fn record_view_change(
     view: &View,
     status: u16,
 ) -> Result<(), ApiError> {
-    let record = crate::audit::AuditRecord::new(
+    crate::audit::record_change(
+        &state.core,
+        caller,
         &view.account,
         &format!("view.{verb}"),
-        caller,
         (view.id.clone(), view.name.clone(), "trailkeep/view".into()),
+        status,
+        view.to_api(),
     )
-    .status(status)
-    .client(caller.client)
-    .request(view.to_api());
-    state.core.record(vec![record]).await
+    .await
 }
 
 /// What a read request (search, aggregate, stream) becomes when it names a view: the view's
