@@ -756,28 +756,43 @@ fn words(object_type: &str) -> String {
 fn past(verb: &str) -> String {
     let v = verb.to_ascii_lowercase();
     let head = v.split(['/', '.']).next().unwrap_or("");
-    let word = match head {
-        "" => "Acted on".to_owned(),
-        "read" | "get" | "head" | "inspect" => "Read".to_owned(),
-        "list" => "Listed".to_owned(),
-        "set" | "reset" | "put" => head.to_owned(),
-        "stop" => "Stopped".to_owned(),
-        "created" | "updated" | "deleted" | "enabled" | "disabled" => head.to_owned(),
-        "upload" | "download" | "login" | "send" | "build" | "pull" | "push" | "search" => {
-            match head {
-                "send" => "Sent".to_owned(),
-                "build" => "Built".to_owned(),
-                "login" => "Logged in to".to_owned(),
-                h => format!("{h}ed"),
-            }
-        }
-        h if h.ends_with('e') => format!("{h}d"),
-        h if h.ends_with('y') && h.len() > 1 => format!("{}ied", &h[..h.len() - 1]),
-        h => format!("{h}ed"),
-    };
+    let word = past_lower(head);
     let mut chars = word.chars();
     match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),
         None => word,
+    }
+}
+
+fn past_lower(verb: &str) -> String {
+    if let Some((first, rest)) = verb.split_once('-') {
+        return match rest {
+            // power-on → powered on; ack-delete → acknowledged delete; soft-reboot → soft-rebooted
+            "on" | "off" => format!("{} {rest}", past_lower(first)),
+            _ if first == "ack" => format!("acknowledged {rest}"),
+            _ => format!("{first}-{}", past_lower(rest)),
+        };
+    }
+    match verb {
+        "" => "acted on".to_owned(),
+        "read" | "get" | "head" | "inspect" => "read".to_owned(),
+        "set" | "reset" | "put" | "split" => verb.to_owned(),
+        "created" | "updated" | "deleted" | "enabled" | "disabled" => verb.to_owned(),
+        "send" => "sent".to_owned(),
+        "build" => "built".to_owned(),
+        "run" => "ran".to_owned(),
+        "login" => "logged in to".to_owned(),
+        "stop" | "wrap" | "unwrap" | "rewrap" | "scan" => {
+            format!("{verb}{}ed", &verb[verb.len() - 1..])
+        }
+        "commit" => "committed".to_owned(),
+        v if v.ends_with('e') => format!("{v}d"),
+        v if v.len() > 1
+            && v.ends_with('y')
+            && !matches!(v.as_bytes()[v.len() - 2], b'a' | b'e' | b'i' | b'o' | b'u') =>
+        {
+            format!("{}ied", &v[..v.len() - 1])
+        }
+        v => format!("{v}ed"),
     }
 }

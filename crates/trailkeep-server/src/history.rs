@@ -504,6 +504,29 @@ mod tests {
         let core = open(dir.path());
         assert_eq!(search(&core, "description:\"memory changed\"", "acme"), [4]);
         assert_eq!(snapshot(&core, "acme"), before);
+        // After a restart the old value comes from the store on disk.
+        let dep = crn("acme", "deployment:dep-1");
+        ingest(
+            &core,
+            &[ev(
+                "acme",
+                8,
+                "mlops.deployment.update",
+                &dep,
+                "deployment-2",
+                json!({"memory": "1Gi"}),
+            )],
+        )
+        .await;
+        assert_eq!(
+            core.item("acme", 8)
+                .unwrap()
+                .unwrap()
+                .derived
+                .unwrap()
+                .description,
+            "Updated deployment 'deployment-2' in project 'project-1': memory changed from '512Mi' to '1Gi'"
+        );
         core.close();
     }
 }

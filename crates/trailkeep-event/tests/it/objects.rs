@@ -482,6 +482,25 @@ fn long_values_are_kept_as_digests_and_shown_cut() {
 }
 
 #[test]
+fn verbs_read_as_sentences() {
+    for (action, start) in [
+        ("mlops.deployment.deploy", "Deployed deployment 'd'"),
+        ("mlops.key.copy", "Copied key 'd'"),
+        ("mlops.instance.power-on", "Powered on instance 'd'"),
+        ("mlops.instance.soft-reboot", "Soft-rebooted instance 'd'"),
+        ("mlops.key.ack-delete", "Acknowledged delete key 'd'"),
+        ("mlops.job.stop", "Stopped job 'd'"),
+        ("mlops.job.commit", "Committed job 'd'"),
+        ("mlops.secret.rotate", "Rotated secret 'd'"),
+        ("mlops.deployment.list", "Listed deployment 'd'"),
+    ] {
+        let e = ev(action, &crn("thing:d"), "d", Value::Null);
+        let d = derive(&e, None, None).derived.description;
+        assert!(d.starts_with(start), "{action}: {d}");
+    }
+}
+
+#[test]
 fn other_actions_are_info_with_a_sentence() {
     let mut o = Objects::default();
     let file = crn("bucket:b1/files/report.csv");

@@ -102,6 +102,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     )));
 
     let started = Instant::now();
+    let cpu_before = target.cpu();
     let sent_events = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let peak_rss = Arc::new(AtomicU64::new(0));
@@ -169,6 +170,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     // Wait for the index to hold everything acknowledged.
     let caught_up = wait_for_index(&remote, sent.accepted);
     let memory = target.memory();
+    let cpu_used = target
+        .cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let data_dir = target.data_dir.clone();
 
     let total = sent.accepted + sent.rejected;
@@ -205,6 +210,14 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             ms(d)
         ),
         None => println!("index caught up     NOT within 10 minutes"),
+    }
+    if let Some(cpu) = cpu_used {
+        println!(
+            "server CPU          {:.0} µs/event ({:.1} s user + system for {} events, until indexed)",
+            cpu.as_secs_f64() * 1e6 / sent.accepted.max(1) as f64,
+            cpu.as_secs_f64(),
+            sent.accepted
+        );
     }
     if let Some((peak, _)) = memory {
         println!(

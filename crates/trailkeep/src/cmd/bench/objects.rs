@@ -31,6 +31,10 @@ pub struct ObjectsArgs {
     /// express the derive cost against as well.
     #[arg(long, value_name = "EVENTS_PER_SEC")]
     pub ingest_rate: Option<f64>,
+    /// The server's CPU per ingested event in µs (the `server CPU` line of `trailkeep bench
+    /// ingest`, which includes the derivation) to express the derive cost as a share of it.
+    #[arg(long, value_name = "MICROS")]
+    pub ingest_cpu: Option<f64>,
 }
 
 const COMMIT_EVERY: u64 = 20_000;
@@ -212,6 +216,12 @@ pub fn run(args: ObjectsArgs) -> anyhow::Result<ExitCode> {
         "derive cost: {:.1} % of normalise + index (in-process ingest work)",
         share * 100.0
     );
+    if let Some(cpu) = args.ingest_cpu {
+        println!(
+            "derive cost: {:.1} % of the server's {cpu:.0} µs CPU per ingested event",
+            us(t.derive) / cpu * 100.0
+        );
+    }
     if let Some(rate) = args.ingest_rate {
         println!(
             "derive cost: {:.1} % of one core at {rate:.0} events/s (end-to-end ingest rate)",

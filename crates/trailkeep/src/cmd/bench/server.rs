@@ -120,6 +120,11 @@ impl Target {
         self.pid().and_then(process_memory)
     }
 
+    /// CPU time (user + system, all threads, also those that ended) the server used so far.
+    pub fn cpu(&self) -> Option<Duration> {
+        self.pid().and_then(process_cpu)
+    }
+
     /// Stops a started server gracefully (index committed, checkpoints signed).
     pub fn stop(mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -141,6 +146,19 @@ impl Drop for Target {
             let _ = child.wait();
         }
     }
+}
+
+/// User + system CPU time of a process from `/proc/<pid>/stat` (in USER_HZ ticks, 100 per
+/// second on Linux), Linux only.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after `) state`.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Peak (`VmHWM`) and current (`VmRSS`) resident memory of a process, in bytes (Linux only).
