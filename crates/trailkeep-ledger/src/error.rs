@@ -40,6 +40,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is the storage running out of space (`ENOSPC`, or a quota). The ledger stays
+    /// open after such a failure, having cut off whatever it had partly written, so the same
+    /// append can succeed once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Error::Io(e) if is_storage_full(e))
+    }
+
     /// Shorthand for [`Error::Corrupted`].
     pub fn corrupted(position: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Corrupted {
@@ -47,6 +54,14 @@ impl Error {
             reason: reason.into(),
         }
     }
+}
+
+/// Whether an I/O error means that the storage ran out of space.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// The ledger's result type.

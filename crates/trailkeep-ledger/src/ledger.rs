@@ -1369,11 +1369,12 @@ impl Writer {
             }
             if !appends.is_empty() {
                 match self.write_group(appends) {
-                    Ok(p) => {
+                    Ok(Some(p)) => {
                         if ptx.send(p).is_err() {
                             break 'outer;
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => {
                         set_failed(&self.shared, &e);
                         break 'outer;
@@ -1389,9 +1390,9 @@ impl Writer {
                     }
                     Command::Rotate(reply) => {
                         let r = self.rotate(&ptx);
-                        let failed = r.is_err();
+                        let fatal = matches!(&r, Err(e) if !e.is_storage_full());
                         let _ = reply.send(r);
-                        if failed {
+                        if fatal {
                             break 'outer;
                         }
                     }
@@ -1407,8 +1408,11 @@ impl Writer {
                 self.last_sign = Instant::now();
                 let _ = ptx.send(Pending::Sign(None));
             }
+            // On a full disk the segment just grows past its target; rotation is tried again
+            // after the next group.
             if self.active_len >= self.shared.config.segment_target_bytes
                 && let Err(e) = self.rotate(&ptx)
+                && !e.is_storage_full()
             {
                 set_failed(&self.shared, &e);
                 break 'outer;
@@ -1440,7 +1444,9 @@ impl Writer {
         }
     }
 
-    fn write_group(&mut self, appends: Vec<Batch>) -> Result<Pending> {
+    /// Writes one group. `Ok(None)` when the disk was full: the group's appends have been answered
+    /// with the error and the segment cut back to where the group began, so the ledger goes on.
+    fn write_group(&mut self, appends: Vec<Batch>) -> Result<Option<Pending>> {
         self.buf.clear();
         let start_len = self.active_len;
         let mut offsets = Vec::new();
@@ -1469,23 +1475,35 @@ impl Writer {
             results.push(res);
         }
         if let Err(e) = self.shared.storage.append(&self.active, &self.buf) {
-            // The file's state is unknown: stop taking writes; the next open recovers.
+            // Out of space: cut off the part of the group that did reach the file (positions
+            // and indexes were not taken yet), and keep taking writes. Anything else leaves the
+            // file's state unknown: stop taking writes; the next open recovers.
+            let recovered = crate::error::is_storage_full(&e)
+                && self
+                    .shared
+                    .storage
+                    .truncate(&self.active, start_len)
+                    .is_ok();
             for (_, reply) in appends {
                 reply(Err(io_copy(&e)));
             }
-            return Err(Error::Io(e));
+            return if recovered {
+                Ok(None)
+            } else {
+                Err(Error::Io(e))
+            };
         }
         self.active_len += self.buf.len() as u64;
         self.next_index.extend(next_index);
         self.next_position = pos;
-        Ok(Pending::Group {
+        Ok(Some(Pending::Group {
             segment: self.active.clone(),
             offsets,
             new_len: self.active_len,
             next_position: pos,
             appends,
             results,
-        })
+        }))
     }
 
     fn rotate(&mut self, ptx: &mpsc::SyncSender<Pending>) -> Result<()> {
@@ -1558,7 +1576,9 @@ impl Syncer {
                         match other {
                             Pending::Rotate { old, first, reply } => {
                                 let r = self.rotate(old, first);
-                                if let Err(e) = &r {
+                                if let Err(e) = &r
+                                    && !e.is_storage_full()
+                                {
                                     set_failed(&self.shared, e);
                                 }
                                 let _ = reply.send(r);
@@ -1569,8 +1589,12 @@ impl Syncer {
                                     Some(reply) => {
                                         let _ = reply.send(r);
                                     }
+                                    // A full disk only delays the checkpoint: signing is
+                                    // retried at the next interval.
                                     None => {
-                                        if let Err(e) = r {
+                                        if let Err(e) = r
+                                            && !e.is_storage_full()
+                                        {
                                             set_failed(&self.shared, &e);
                                         }
                                     }
@@ -1687,8 +1711,14 @@ impl Syncer {
         storage.sync(&old)?;
         self.unsynced = false;
         let name = segment::plain_name(first);
-        storage.append(&name, &segment::encode_header(SegmentKind::Plain, first))?;
-        storage.sync(&name)?;
+        let created = storage
+            .append(&name, &segment::encode_header(SegmentKind::Plain, first))
+            .and_then(|()| storage.sync(&name));
+        if let Err(e) = created {
+            // Writing goes on in `old`; a half-written next segment must not be found at open.
+            let _ = storage.delete(&name);
+            return Err(e.into());
+        }
         let new_segment = Segment {
             name: name.clone(),
             first,
@@ -1760,9 +1790,20 @@ impl Syncer {
                 Some((name, n)) if n < history::NOTES_PER_CHUNK => (name, n),
                 _ => (history::chunk_name(&account, cp.size), 0),
             };
-            storage.append(&chunk_name, &history::encode(&note))?;
-            storage.sync(&chunk_name)?;
-            storage.put(&checkpoint_name(&account), note.as_bytes())?;
+            let chunk_len = storage.size(&chunk_name)?;
+            let written = storage
+                .append(&chunk_name, &history::encode(&note))
+                .and_then(|()| storage.sync(&chunk_name))
+                .and_then(|()| storage.put(&checkpoint_name(&account), note.as_bytes()));
+            if let Err(e) = written {
+                // Take the note back out so that a retry (after space is freed) does not record
+                // it twice; the tree's hashes are rewritten from the same place by a retry.
+                let _ = match chunk_len {
+                    Some(len) => storage.truncate(&chunk_name, len),
+                    None => storage.delete(&chunk_name),
+                };
+                return Err(e.into());
+            }
             let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
             if let Some(a) = state.accounts.get_mut(&account) {
                 a.tree.mark_persisted(&batch);

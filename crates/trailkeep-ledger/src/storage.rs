@@ -245,12 +245,15 @@ impl Storage for LocalDir {
             .and_then(|n| n.to_str())
             .unwrap_or("object");
         let tmp = parent.join(format!(".tmp-{file_name}-{}", std::process::id()));
-        {
-            let mut f = File::create(&tmp)?;
+        let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(bytes)?;
-            f.sync_all()?;
+            f.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+            // Do not leave a partial copy taking space (on a full disk it is all there is).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, &path)?;
         Self::sync_dir(&parent)
     }
 

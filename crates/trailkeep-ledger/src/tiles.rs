@@ -156,14 +156,20 @@ pub fn level_file(prefix: &str, level: u8) -> String {
 #[derive(Debug)]
 pub struct Unpersisted {
     storage: Arc<dyn Storage>,
-    /// (hash file, entries, bytes)
-    levels: Vec<(String, usize, Vec<u8>)>,
+    /// (hash file, entries, bytes, byte length of the file's persisted part)
+    levels: Vec<(String, usize, Vec<u8>, u64)>,
 }
 
 impl Unpersisted {
     /// Append the entries to their hash files and make them durable.
+    ///
+    /// Safe to retry after a failure (a full disk): whatever an earlier attempt left past the
+    /// persisted part is cut off first, so no entry is ever written twice.
     pub fn write(&self) -> Result<()> {
-        for (name, _, bytes) in &self.levels {
+        for (name, _, bytes, persisted_len) in &self.levels {
+            if self.storage.size(name)?.unwrap_or(0) > *persisted_len {
+                self.storage.truncate(name, *persisted_len)?;
+            }
             self.storage.append(name, bytes)?;
             self.storage.sync(name)?;
         }
@@ -296,6 +302,7 @@ impl TileLog {
                         level_file(&self.prefix, l),
                         entries.len(),
                         hashes_to_bytes(entries),
+                        self.persisted[l as usize] * 32,
                     )
                 })
                 .collect(),
@@ -304,7 +311,7 @@ impl TileLog {
 
     /// Record that `batch` (taken by [`TileLog::unpersisted`], no push since) was written.
     pub fn mark_persisted(&mut self, batch: &Unpersisted) {
-        for (name, n, _) in &batch.levels {
+        for (name, n, _, _) in &batch.levels {
             let level = (0..TILE_LEVELS)
                 .find(|l| level_file(&self.prefix, *l) == *name)
                 .expect("a level of this tree") as usize;

@@ -137,6 +137,9 @@ impl AuditRecord {
             reason["reasonForFailure"] = json!(why);
         }
         json!({
+            // Each record is its own occurrence: two alike in the same instant (a flood of bad
+            // keys) must not be taken for one retried event, as an id derived from content would.
+            "id": uuid::Uuid::new_v4().to_string(),
             "eventTime": format_time(now),
             "action": format!("trailkeep.{}", self.action),
             "outcome": if self.success { "success" } else { "failure" },

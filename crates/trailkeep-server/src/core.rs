@@ -153,10 +153,10 @@ impl Core {
             tracing::warn!("the object store had another format; rebuilding it from the ledger");
         }
         let committed = index.committed_positions()?;
-        let mut derived_upto = objects.positions()?;
         // The store is committed after the index, so it is never ahead of it — unless the index
         // was deleted or rebuilt: then the store is rebuilt too, in step with it.
-        if derived_upto
+        if objects
+            .positions()?
             .iter()
             .any(|(a, p)| committed.get(a).is_none_or(|c| p > c))
         {
@@ -164,66 +164,43 @@ impl Core {
             drop(objects);
             ObjectStore::remove(&store_path)?;
             objects = ObjectStore::open(&store_path)?.0;
-            derived_upto = Default::default();
         }
         let objects = Arc::new(objects);
 
-        // Catch up: derive object state for every ledger record past the store's position, and
-        // index every record past the index's last commit with what was derived for it (the
-        // store is never ahead of the index, so every record to index is derived here).
-        let mut caught_up = 0u64;
-        let mut derived_now = 0u64;
         let mut seen = HashMap::new();
-        let mut batch = objects.begin()?;
-        for account in ledger.accounts() {
-            let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
-            let next_underived = derived_upto.get(&account).map_or(0, |i| i + 1);
-            for record in ledger.iter_account(&account, 0) {
-                let record = record?;
-                let event = stored_event(&record)?;
+        let caught = catch_up(
+            &ledger,
+            &index,
+            &mut writer,
+            &objects,
+            Some(&mut |account: &str, index: u64, event: &Value| {
                 if let Some(id) = event.get("id").and_then(Value::as_str) {
                     seen.insert(
-                        (account.clone(), id.to_string()),
-                        Slot::Committed(record.index),
+                        (account.to_string(), id.to_string()),
+                        Slot::Committed(index),
                     );
                 }
-                if record.index < next_underived {
-                    continue;
-                }
-                let derived = batch.apply(&account, record.index, &event)?;
-                derived_now += 1;
-                if record.index >= next_unindexed {
-                    add_with_derived(
-                        &mut writer,
-                        &account,
-                        record.index,
-                        received_at_of(&record),
-                        &event,
-                        Some(&derived),
-                    )?;
-                    caught_up += 1;
-                }
-                if derived_now.is_multiple_of(50_000) {
-                    // Bounded batches; the index first, so the store never leads it.
-                    writer.commit()?;
-                    batch.commit()?;
-                    batch = objects.begin()?;
-                }
-            }
-        }
-        if caught_up > 0 {
-            writer.commit()?;
-            index.reload()?;
-            tracing::info!(events = caught_up, "search index caught up with the ledger");
-        }
-        batch.commit()?;
-        if derived_now > 0 {
+            }),
+        )?;
+        if caught.indexed > 0 {
             tracing::info!(
-                events = derived_now,
+                events = caught.indexed,
+                "search index caught up with the ledger"
+            );
+        }
+        if caught.derived > 0 {
+            tracing::info!(
+                events = caught.derived,
                 "object store caught up with the ledger"
             );
         }
-        let indexer = Indexer::start(index.clone(), writer, objects.clone(), metrics.clone());
+        let indexer = Indexer::start(
+            ledger.clone(),
+            index.clone(),
+            writer,
+            objects.clone(),
+            metrics.clone(),
+        );
         let redaction_secret = load_or_create_secret(&data.join("redaction.key"))?;
         let policy = Policy {
             max_event_bytes: config.max_event_bytes,
@@ -542,13 +519,12 @@ impl Core {
                 let _ = sender.send(Some(None));
                 drop(permits);
                 return Err(match e {
-                    trailkeep_ledger::Error::Io(io) if io.raw_os_error() == Some(28) => {
-                        ApiError::new(
-                            axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                            "insufficient_storage",
-                            "the ledger's disk is full; nothing from this request was stored",
-                        )
-                    }
+                    e if e.is_storage_full() => ApiError::new(
+                        axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                        "insufficient_storage",
+                        "the data directory's disk is full: nothing from this request was stored; \
+                         retry once space is freed (the server goes on by itself)",
+                    ),
                     other => ApiError::unavailable(format!(
                         "the ledger could not store the events: {other}"
                     )),
@@ -814,6 +790,76 @@ fn rejection_reason(errors: &[trailkeep_event::FieldError]) -> &'static str {
         Some(e) if e.reason.contains("too large") || e.reason.contains("limit") => "too_large",
         _ => "invalid_field",
     }
+}
+
+/// What [`catch_up`] did.
+#[derive(Debug, Default)]
+pub struct CaughtUp {
+    /// Records added to the search index.
+    pub indexed: u64,
+    /// Records whose object state was derived.
+    pub derived: u64,
+}
+
+/// Shown each ledger record (account, index, stored event) by [`catch_up`].
+pub type RecordVisitor<'a> = dyn FnMut(&str, u64, &Value) + 'a;
+
+/// Brings the search index and the object store up to the end of the ledger: derives object state
+/// for every record past the store's last commit, and indexes every record past the index's last
+/// commit (`writer` must hold nothing uncommitted) with what was derived for it. The store is
+/// never ahead of the index, so every record to index is derived here. Commits every 50,000
+/// records, the index before the store. With `visit`, every record of the ledger is read and
+/// shown to it (the server's start loads the ids for idempotent retries this way).
+pub fn catch_up(
+    ledger: &Ledger,
+    index: &EventIndex,
+    writer: &mut trailkeep_index::Writer,
+    objects: &ObjectStore,
+    mut visit: Option<&mut RecordVisitor<'_>>,
+) -> Result<CaughtUp, OpenError> {
+    let committed = writer.positions().clone();
+    let derived_upto = objects.positions()?;
+    let mut done = CaughtUp::default();
+    let mut batch = objects.begin()?;
+    for account in ledger.accounts() {
+        let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
+        let next_underived = derived_upto.get(&account).map_or(0, |i| i + 1);
+        let from = if visit.is_some() { 0 } else { next_underived };
+        for record in ledger.iter_account(&account, from) {
+            let record = record?;
+            let event = stored_event(&record)?;
+            if let Some(visit) = visit.as_mut() {
+                visit(&account, record.index, &event);
+            }
+            if record.index < next_underived {
+                continue;
+            }
+            let derived = batch.apply(&account, record.index, &event)?;
+            done.derived += 1;
+            if record.index >= next_unindexed {
+                add_with_derived(
+                    writer,
+                    &account,
+                    record.index,
+                    received_at_of(&record),
+                    &event,
+                    Some(&derived),
+                )?;
+                done.indexed += 1;
+            }
+            if done.derived.is_multiple_of(50_000) {
+                writer.commit()?;
+                batch.commit()?;
+                batch = objects.begin()?;
+            }
+        }
+    }
+    if done.indexed > 0 {
+        writer.commit()?;
+        index.reload()?;
+    }
+    batch.commit()?;
+    Ok(done)
 }
 
 /// The stored event of a ledger record (always canonical JSON; anything else is corruption).

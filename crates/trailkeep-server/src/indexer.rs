@@ -7,6 +7,10 @@
 //!
 //! Commits happen at most [`COMMIT_INTERVAL`] after the first uncommitted add, which keeps an
 //! acknowledged event searchable within a second.
+//!
+//! A failed commit (a full disk) drops what was added since the last commit; the indexer then
+//! ignores the records it is sent and, every [`RESYNC_INTERVAL`], tries to catch up from the
+//! ledger again, as at start. So the index heals by itself once space is freed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -19,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use trailkeep_event::object::{self, Derived};
 use trailkeep_index::{Added, DerivedFields, EventIndex, Writer};
+use trailkeep_ledger::Ledger;
 
 use crate::metrics::Metrics;
 use crate::objects::{Batch, ObjectStore};
@@ -27,6 +32,8 @@ use crate::objects::{Batch, ObjectStore};
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// Commit early when this many documents are waiting.
 const COMMIT_BATCH: usize = 20_000;
+/// How often a failed index commit is retried by catching up from the ledger.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One committed record to index.
 #[derive(Debug)]
@@ -56,8 +63,10 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Starts the thread with `writer` and `objects` (both already caught up by the caller).
+    /// Starts the thread with `writer` and `objects` (both already caught up by the caller);
+    /// `ledger` is read only to recover from a failed commit.
     pub fn start(
+        ledger: Ledger,
         index: Arc<EventIndex>,
         writer: Writer,
         objects: Arc<ObjectStore>,
@@ -69,7 +78,7 @@ impl Indexer {
             let pending = pending.clone();
             std::thread::Builder::new()
                 .name("trailkeep-indexer".into())
-                .spawn(move || run(index, writer, objects, rx, pending, metrics))
+                .spawn(move || run(ledger, index, writer, objects, rx, pending, metrics))
                 .expect("spawn the indexer thread")
         };
         Indexer {
@@ -140,6 +149,7 @@ pub fn add_with_derived(
 }
 
 fn run(
+    ledger: Ledger,
     index: Arc<EventIndex>,
     mut writer: Writer,
     objects: Arc<ObjectStore>,
@@ -153,41 +163,71 @@ fn run(
     // Derivations since the last commit: committed just after the index, so the object store
     // never leads it (after a crash it lags, and the catch-up derives again what it lacks).
     let mut batch: Option<Batch> = None;
+    // Set when a commit failed: until a catch-up from the ledger succeeds, records sent here are
+    // not added (the catch-up reads them from the ledger, in order).
+    let mut resync_due: Option<Instant> = None;
+    // Where the last such catch-up ended, per account.
+    let mut caught_up_to: Option<trailkeep_index::Positions> = None;
     loop {
-        let timeout = match oldest {
-            Some(t) => COMMIT_INTERVAL.saturating_sub(t.elapsed()),
-            None => Duration::from_secs(3600),
+        let timeout = match (oldest, resync_due) {
+            (_, Some(due)) => due.saturating_duration_since(Instant::now()),
+            (Some(t), None) => COMMIT_INTERVAL.saturating_sub(t.elapsed()),
+            (None, None) => Duration::from_secs(3600),
         };
         let mut disconnected = false;
         match rx.recv_timeout(timeout) {
-            Ok(Message::Jobs(jobs, room)) => {
-                if batch.is_none() {
+            Ok(Message::Jobs(jobs, room)) if resync_due.is_some() => {
+                uncommitted += jobs.len();
+                drop(room);
+            }
+            Ok(Message::Jobs(mut jobs, room)) => {
+                // Records sent while a catch-up was due are in the index already. (Jobs arrive
+                // out of log order — each request sends its own after its append — so only
+                // the catch-up's end positions tell what is in.)
+                let sent = jobs.len();
+                if let Some(caught_up) = &caught_up_to {
+                    jobs.retain(|j| caught_up.get(&j.account).is_none_or(|&end| j.index > end));
+                }
+                uncommitted += sent;
+                if batch.is_none() && !jobs.is_empty() {
                     match objects.begin() {
                         Ok(b) => batch = Some(b),
-                        Err(e) => tracing::error!(error = %e, "object store unavailable"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "object store unavailable; catching up from the ledger when it can");
+                            resync_due = Some(Instant::now() + RESYNC_INTERVAL);
+                        }
                     }
                 }
-                let derived = batch.as_mut().and_then(|b| {
+                let derived = match batch.as_mut().map(|b| {
                     b.apply_all(
                         jobs.iter()
                             .map(|j| (j.account.as_str(), j.index, j.event.as_ref())),
                     )
-                    .map_err(|e| tracing::error!(error = %e, "deriving object state failed"))
-                    .ok()
-                });
-                for (n, job) in jobs.iter().enumerate() {
-                    if let Err(e) = add_with_derived(
-                        &mut writer,
-                        &job.account,
-                        job.index,
-                        job.received_at,
-                        &job.event,
-                        derived.as_ref().and_then(|d| d.get(n)),
-                    ) {
-                        tracing::error!(account = %job.account, index = job.index, error = %e, "indexing failed");
+                }) {
+                    Some(Ok(derived)) => Some(derived),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "deriving object state failed; catching up from the ledger when it can");
+                        resync_due = Some(Instant::now() + RESYNC_INTERVAL);
+                        None
+                    }
+                    None => None,
+                };
+                // Without derivations the documents would lack their class and description:
+                // the catch-up adds them whole instead.
+                if let Some(derived) = derived {
+                    for (job, derived) in jobs.iter().zip(&derived) {
+                        if let Err(e) = add_with_derived(
+                            &mut writer,
+                            &job.account,
+                            job.index,
+                            job.received_at,
+                            &job.event,
+                            Some(derived),
+                        ) {
+                            tracing::error!(account = %job.account, index = job.index, error = %e, "indexing failed");
+                        }
                     }
                 }
-                uncommitted += jobs.len();
                 drop(jobs);
                 drop(room);
                 oldest.get_or_insert_with(Instant::now);
@@ -198,33 +238,54 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => disconnected = true,
         }
-        let due = oldest.is_some_and(|t| t.elapsed() >= COMMIT_INTERVAL);
-        if uncommitted > 0
-            && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
-        {
-            // The index first, then the object store: the store never leads the index.
-            match writer.commit().and_then(|_| index.reload()) {
-                Ok(()) => {
-                    if let Some(b) = batch.take()
-                        && let Err(e) = b.commit()
-                    {
-                        tracing::error!(error = %e, "object store commit failed");
+        if let Some(due) = resync_due {
+            if Instant::now() >= due || disconnected {
+                match resync(&ledger, &index, &mut writer, &objects) {
+                    Ok(n) => {
+                        tracing::info!(events = n, "search index caught up with the ledger again");
+                        caught_up_to = Some(writer.positions().clone());
+                        resync_due = None;
+                        pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
+                        uncommitted = 0;
+                        oldest = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "search index still cannot catch up with the ledger");
+                        resync_due = Some(Instant::now() + RESYNC_INTERVAL);
                     }
                 }
-                Err(e) => {
-                    // The store must not get ahead: its batch is dropped and derived again
-                    // from the ledger at the next start.
-                    batch = None;
-                    tracing::error!(error = %e, "index commit failed");
-                }
             }
-            pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
-            metrics
-                .index_lag
-                .set(pending.load(Ordering::Relaxed) as i64);
-            uncommitted = 0;
-            oldest = None;
+        } else {
+            let due = oldest.is_some_and(|t| t.elapsed() >= COMMIT_INTERVAL);
+            if uncommitted > 0
+                && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
+            {
+                // The index first, then the object store: the store never leads the index.
+                let committed = writer.commit().and_then(|_| index.reload());
+                // The store must not get ahead: when the index commit failed, the store's batch
+                // is dropped and derived again by the catch-up.
+                let stored = committed.is_ok().then(|| batch.take().map(Batch::commit));
+                batch = None;
+                match (committed, stored) {
+                    (Ok(()), None | Some(None) | Some(Some(Ok(())))) => {
+                        pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
+                        uncommitted = 0;
+                    }
+                    (Err(e), _) => {
+                        tracing::error!(error = %e, "index commit failed; catching up from the ledger when it can");
+                        resync_due = Some(Instant::now() + RESYNC_INTERVAL);
+                    }
+                    (Ok(()), Some(Some(Err(e)))) => {
+                        tracing::error!(error = %e, "object store commit failed; catching up from the ledger when it can");
+                        resync_due = Some(Instant::now() + RESYNC_INTERVAL);
+                    }
+                }
+                oldest = None;
+            }
         }
+        metrics
+            .index_lag
+            .set(pending.load(Ordering::Relaxed) as i64);
         for waiter in flush_waiters.drain(..) {
             let _ = waiter.send(());
         }
@@ -235,4 +296,16 @@ fn run(
             return;
         }
     }
+}
+
+/// Drops what the writer holds uncommitted and catches the index and the object store up from
+/// the ledger (see [`crate::core::catch_up`]). Returns the records indexed.
+fn resync(
+    ledger: &Ledger,
+    index: &EventIndex,
+    writer: &mut Writer,
+    objects: &ObjectStore,
+) -> Result<u64, crate::core::OpenError> {
+    writer.rollback()?;
+    Ok(crate::core::catch_up(ledger, index, writer, objects, None)?.indexed)
 }

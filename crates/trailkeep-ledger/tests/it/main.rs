@@ -5,6 +5,7 @@
 
 mod basics;
 mod crash;
+mod disk_full;
 mod fixture;
 mod kill;
 mod model;

@@ -717,3 +717,70 @@ fn rate_limits_hold_per_key_without_starving_other_keys() {
         "{accepted} events in {elapsed:.1} s"
     );
 }
+
+/// A flood of bad keys is answered and counted, but only a bounded number of failures is written
+/// to the system account's log (20 per second, with a two-second burst), so an attacker cannot
+/// flood the ledger.
+#[test]
+fn a_flood_of_bad_keys_is_counted_but_recorded_at_a_bounded_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    const PER_THREAD: usize = 400;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let url = server.url.clone();
+            std::thread::spawn(move || {
+                for n in 0..PER_THREAD {
+                    let r = request(
+                        "GET",
+                        &format!("{url}/v1/events"),
+                        Some(&format!("tk_bad_{t}_{n}")),
+                        &[],
+                        None,
+                    );
+                    assert_eq!(r.status, 401, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let metric = |name: &str| -> u64 {
+        let text = request("GET", &format!("{}/metrics", server.url), None, &[], None).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let total = metric("trailkeep_auth_failures_total");
+    let unrecorded = metric("trailkeep_auth_failures_unrecorded_total");
+    assert_eq!(total, 4 * PER_THREAD as u64);
+    let recorded = total - unrecorded;
+    let bound = (20.0 * (elapsed + 2.0)).ceil() as u64 + 1;
+    assert!(
+        (1..=bound).contains(&recorded),
+        "{recorded} of {total} failures recorded in {elapsed:.1} s (at most {bound} allowed)"
+    );
+    // What was recorded is in the system account's log, and nothing more.
+    let (found, _) = wait_for(
+        &server,
+        "account:trailkeep AND action:trailkeep.apikey.authenticate",
+        recorded as usize,
+    );
+    let logs = get(&server, "/v1/log").json();
+    assert_eq!(
+        found.len() as u64,
+        recorded,
+        "{logs} {:?}",
+        server.stderr_lines.lock().unwrap()
+    );
+    println!(
+        "auth flood: {total} bad-key requests in {elapsed:.1} s, {recorded} recorded, \
+         {unrecorded} only counted"
+    );
+}

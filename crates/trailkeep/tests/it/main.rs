@@ -4,6 +4,7 @@ mod access;
 mod alerts;
 mod bundle;
 mod client;
+mod disk_full;
 mod event_check;
 mod export;
 mod history;
