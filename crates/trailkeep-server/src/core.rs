@@ -491,10 +491,20 @@ impl Core {
                 .iter_mut()
                 .map(|(_, a, _, b, _)| (a.clone(), std::mem::take(b)))
                 .collect();
+            let events: Vec<(String, Arc<Value>)> = batch
+                .iter_mut()
+                .map(|(_, a, _, _, e)| (a.clone(), Arc::new(e.take())))
+                .collect();
             let (tx, rx) = tokio::sync::oneshot::channel();
             let started = std::time::Instant::now();
+            let core = self.clone();
             self.ledger
                 .append_with_time(records, received_at, move |r| {
+                    // Called by the ledger in log order: the indexer and the alert evaluator get
+                    // each account's records in order, whatever order the requests resume in.
+                    if let Ok(done) = &r {
+                        core.hand_off(events, done, received_at, permits);
+                    }
                     let _ = tx.send(r);
                 });
             let result = rx.await.unwrap_or_else(|_| {
@@ -517,7 +527,6 @@ impl Core {
                 }
                 drop(seen);
                 let _ = sender.send(Some(None));
-                drop(permits);
                 return Err(match e {
                     e if e.is_storage_full() => ApiError::new(
                         axum::http::StatusCode::INSUFFICIENT_STORAGE,
@@ -533,47 +542,20 @@ impl Core {
         };
 
         let batch_slots: Vec<usize> = batch.iter().map(|entry| entry.0).collect();
-        let mut jobs = Vec::with_capacity(batch.len());
-        // The alert evaluator sees every committed record, like the indexer (issue #6).
-        let alerts = self.alerts.get();
-        let watched = alerts.is_some();
-        let mut records = Vec::new();
-        let received_nanos = i64::try_from(received_at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
         {
             let mut seen = self.seen.lock().expect("seen lock");
-            for ((slot, account, id, _, event), done) in batch.into_iter().zip(&appended) {
+            for ((slot, account, id, _, _), done) in batch.into_iter().zip(&appended) {
                 seen.insert((account.clone(), id.clone()), Slot::Committed(done.index));
                 results[slot] = Some(ItemOutcome::Accepted {
-                    account: account.clone(),
+                    account,
                     index: done.index,
                     id,
                     duplicate: false,
                 });
-                let event = Arc::new(event);
-                if watched {
-                    records.push(crate::alerts::evaluator::Record {
-                        account: account.clone(),
-                        index: done.index,
-                        received_at_nanos: received_nanos,
-                        event: event.clone(),
-                    });
-                }
-                jobs.push(IndexJob {
-                    account,
-                    index: done.index,
-                    received_at,
-                    event,
-                });
             }
-        }
-        if let Some(alerts) = alerts {
-            alerts.observe(records);
         }
         // Wake requests that were waiting on one of these ids (they read `seen` for the index).
         let _ = sender.send(Some(Some(0)));
-        // The queue room travels with the records to the indexer: a lagging index fills the
-        // queue and turns into 429s instead of unbounded memory.
-        self.indexer.send(jobs, permits);
         self.metrics.index_lag.set(self.indexer.lag() as i64);
         self.metrics
             .ingest_queue_depth
@@ -650,6 +632,48 @@ impl Core {
             results,
             forbidden: 0,
         })
+    }
+
+    /// Hands committed records to the indexer and the alert evaluator. The queue room travels
+    /// with the records to the indexer: a lagging index fills the queue and turns into 429s
+    /// instead of unbounded memory.
+    fn hand_off(
+        &self,
+        events: Vec<(String, Arc<Value>)>,
+        appended: &[trailkeep_ledger::Appended],
+        received_at: OffsetDateTime,
+        room: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        // The alert evaluator sees every committed record, like the indexer (issue #6).
+        if let Some(alerts) = self.alerts.get() {
+            let received_at_nanos =
+                i64::try_from(received_at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+            alerts.observe(
+                events
+                    .iter()
+                    .zip(appended)
+                    .map(
+                        |((account, event), done)| crate::alerts::evaluator::Record {
+                            account: account.clone(),
+                            index: done.index,
+                            received_at_nanos,
+                            event: event.clone(),
+                        },
+                    )
+                    .collect(),
+            );
+        }
+        let jobs = events
+            .into_iter()
+            .zip(appended)
+            .map(|((account, event), done)| IndexJob {
+                account,
+                index: done.index,
+                received_at,
+                event,
+            })
+            .collect();
+        self.indexer.send(jobs, room);
     }
 
     fn count_rejected(&self, reason: &str) {

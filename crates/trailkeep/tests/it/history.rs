@@ -271,3 +271,75 @@ fn bench_objects_prints_its_figures() {
         "{stdout}"
     );
 }
+
+/// Updates of one object sent by many clients at once: each one's old value is the new value of
+/// the update before it in the log, so derivation follows log order whatever order the requests
+/// finish in.
+#[test]
+fn concurrent_updates_of_one_object_derive_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let app = crn("application:app-race");
+    let update = move |id: String, replicas: u64| {
+        json!({
+            "id": id,
+            "action": "mlops.application.update",
+            "eventTime": "2026-11-21T11:00:00.000+0000",
+            "outcome": "success",
+            "initiator": {"id": "IBMid-1", "name": "ada@acme.example"},
+            "target": {"id": crn("application:app-race"), "name": "app-race"},
+            "logSourceCRN": crn(":"),
+            "requestData": {"replicas": replicas},
+        })
+    };
+    let mut create = update("race-create".into(), 0);
+    create["action"] = json!("mlops.application.create");
+    assert_eq!(post_json(&server, "/v1/events", &create).status, 200);
+    const THREADS: u64 = 6;
+    const EACH: u64 = 25;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let url = server.url.clone();
+            std::thread::spawn(move || {
+                for n in 0..EACH {
+                    let replicas = 1 + t * EACH + n;
+                    let r = crate::server::request(
+                        "POST",
+                        &format!("{url}/v1/events"),
+                        Some(crate::server::ADMIN_KEY),
+                        &[("Content-Type", "application/json")],
+                        Some(
+                            update(format!("race-{replicas}"), replicas)
+                                .to_string()
+                                .as_bytes(),
+                        ),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let total = 1 + (THREADS * EACH) as usize;
+    wait_for(&server, "action:mlops.application.*", total);
+    let t = get(&server, &format!("/v1/objects/{}/timeline", enc(&app))).json();
+    let events = t["events"].as_array().unwrap();
+    assert_eq!(events.len(), total, "{t}");
+    let mut previous = 0;
+    let mut last_index = None;
+    for item in &events[1..] {
+        let index = item["index"].as_u64().unwrap_or_else(|| panic!("{item}"));
+        assert!(last_index < Some(index), "timeline not in log order");
+        last_index = Some(index);
+        let now = item["event"]["requestData"]["replicas"].as_u64().unwrap();
+        assert_eq!(
+            item["derived"]["changes"],
+            json!([{"attribute": "replicas", "old": previous, "new": now}]),
+            "update at index {index}"
+        );
+        previous = now;
+    }
+    assert_eq!(t["object"]["attributes"]["replicas"], json!(previous));
+}
