@@ -162,6 +162,17 @@ pub struct ServeOptions {
     #[arg(long, env = "TRAILKEEP_ALERT_RETRY_MAX", value_name = "DURATION")]
     pub alert_retry_max: Option<String>,
 
+    /// Networks webhook, Slack and PagerDuty notifications may reach although they are refused by
+    /// default (loopback, link-local such as cloud metadata services): comma-separated CIDRs or
+    /// addresses, e.g. `127.0.0.1/32` for a receiver on this host.
+    #[arg(long, env = "TRAILKEEP_NOTIFY_ALLOW_NETWORKS", value_name = "CIDRS")]
+    pub notify_allow_networks: Option<String>,
+
+    /// Also refuse notifications to private networks (RFC 1918, IPv6 unique local, 100.64/10),
+    /// for servers whose managers must not reach the internal network [default: false].
+    #[arg(long, env = "TRAILKEEP_NOTIFY_BLOCK_PRIVATE_NETWORKS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub notify_block_private_networks: Option<bool>,
+
     /// A notification still undelivered this long after it fired is marked failed [default: 24h].
     #[arg(long, env = "TRAILKEEP_ALERT_GIVE_UP_AFTER", value_name = "DURATION")]
     pub alert_give_up_after: Option<String>,
@@ -266,7 +277,9 @@ impl ServeOptions {
             smtp_ca_cert,
             alert_retry_initial,
             alert_retry_max,
-            alert_give_up_after
+            alert_give_up_after,
+            notify_allow_networks,
+            notify_block_private_networks
         );
         Ok(self)
     }
@@ -311,6 +324,13 @@ impl ServeOptions {
                 username: self.smtp_username,
                 password: self.smtp_password,
                 ca_cert: self.smtp_ca_cert,
+            },
+            network: crate::alerts::notify::NetworkPolicy {
+                allowed: crate::alerts::notify::NetworkPolicy::parse_allowed(
+                    self.notify_allow_networks.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| ConfigError::Invalid(format!("notify_allow_networks: {e}")))?,
+                block_private: self.notify_block_private_networks.unwrap_or(false),
             },
             retry,
         };

@@ -699,7 +699,7 @@ mod tests {
             config: ConfigStore::open(&adir).unwrap(),
             outbox: Outbox::open(&adir).unwrap(),
             history: History::open(&adir).unwrap(),
-            sender: Sender::new(SmtpSettings::default()),
+            sender: Sender::new(SmtpSettings::default(), Default::default()),
             retry: RetryPolicy::default(),
             dir: adir,
             evaluator: Mutex::new(None),

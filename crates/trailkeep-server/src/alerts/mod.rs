@@ -14,6 +14,7 @@
 pub mod delivery;
 pub mod evaluator;
 pub mod model;
+pub mod network;
 pub mod notify;
 pub mod outbox;
 pub mod rule_state;
@@ -90,6 +91,8 @@ impl AlertMetrics {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertOptions {
     pub smtp: SmtpSettings,
+    /// Where webhook, Slack and PagerDuty notifications may go.
+    pub network: notify::NetworkPolicy,
     pub retry: RetryPolicy,
 }
 
@@ -129,7 +132,7 @@ impl Alerts {
             config: ConfigStore::open(&dir)?,
             outbox: Outbox::open(&dir)?,
             history: History::open(&dir)?,
-            sender: Sender::new(options.smtp.clone()),
+            sender: Sender::new(options.smtp.clone(), options.network.clone()),
             retry: options.retry,
             dir,
             evaluator: Mutex::new(None),

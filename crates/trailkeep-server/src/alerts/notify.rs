@@ -25,6 +25,8 @@ use sha2::Sha256;
 
 use super::model::Channel;
 
+pub use super::network::NetworkPolicy;
+
 /// Server-wide SMTP settings for email channels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SmtpSettings {
@@ -43,6 +45,7 @@ pub struct SmtpSettings {
 pub struct Sender {
     http: reqwest::Client,
     smtp: SmtpSettings,
+    network: NetworkPolicy,
 }
 
 /// The webhook signature header value of `body` sent at `timestamp` (unix seconds).
@@ -76,20 +79,31 @@ pub fn summary(payload: &Value) -> String {
 }
 
 impl Sender {
-    pub fn new(smtp: SmtpSettings) -> Sender {
+    pub fn new(smtp: SmtpSettings, network: NetworkPolicy) -> Sender {
         let http = reqwest::Client::builder()
+            .dns_resolver(super::network::resolver(&network))
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("trailkeep/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds");
-        Sender { http, smtp }
+        Sender {
+            http,
+            smtp,
+            network,
+        }
     }
 
     /// Sends `payload` through `channel`; `Err` holds a reason fit for the alert history.
     pub async fn send(&self, channel: &Channel, payload: &Value) -> Result<(), String> {
         let id = payload["id"].as_str().unwrap_or_default().to_string();
+        if let Channel::Webhook { url, .. }
+        | Channel::Slack { url }
+        | Channel::Pagerduty { url, .. } = channel
+        {
+            self.network.check_url(url)?;
+        }
         match channel {
             Channel::Webhook { url, secret } => {
                 let body = serde_json::to_vec(payload).map_err(|e| e.to_string())?;

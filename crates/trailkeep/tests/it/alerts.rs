@@ -265,6 +265,10 @@ fn start(data: &Path, extra: &[&str]) -> Server {
         "100ms",
         "--alert-retry-max",
         "400ms",
+        // The receivers of these tests listen on loopback, which notifications may not reach
+        // by default.
+        "--notify-allow-networks",
+        "127.0.0.1/32",
     ];
     args.extend_from_slice(extra);
     Server::start(data, &args)
@@ -1152,4 +1156,50 @@ fn bench_alerts_runs_end_to_end_and_prints_its_figures() {
     let words: Vec<&str> = probes.split_whitespace().collect();
     assert_eq!(words[2], words[4], "{probes}");
     assert_ne!(words[2], "0", "{probes}");
+}
+
+/// Channel URLs come from managers: by default a notification cannot reach the server's own
+/// loopback services or a cloud metadata address, whether named by address or by host name.
+#[test]
+fn notifications_may_not_reach_loopback_or_link_local_addresses_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_keys(&data);
+    let server = Server::start(&data, &["--alert-retry-initial", "100ms"]);
+    let rx = Receiver::start(0);
+    let view = create_view(&server, "action:codeengine.application.delete");
+    let port = rx.url.rsplit(':').next().unwrap().to_string();
+    let rule = create_rule(
+        &server,
+        json!({
+            "name": "reaching inside",
+            "viewId": view,
+            "condition": {"type": "presence", "threshold": 1},
+            "channels": [
+                {"type": "webhook", "url": format!("{}/hook", rx.url), "secret": SECRET},
+                {"type": "slack", "url": format!("http://localhost:{port}/slack")},
+                {"type": "pagerduty", "url": "http://169.254.169.254/latest/meta-data", "routingKey": "R0UTING-KEY-1"},
+            ],
+        }),
+    );
+    let (status, t) = call(
+        &server,
+        MANAGER_ACME,
+        "POST",
+        &format!("/v1/alerts/{rule}/test"),
+        None,
+    );
+    assert_eq!(status, 200, "{t}");
+    let results = t["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{t}");
+    for (r, why) in results.iter().zip(["loopback", "loopback", "link-local"]) {
+        assert_eq!(r["ok"], false, "{t}");
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(why) && error.contains("--notify-allow-networks"),
+            "{error}"
+        );
+    }
+    // The answer comes after the attempts: nothing reached the receiver.
+    assert!(rx.received("/hook").is_empty() && rx.received("/slack").is_empty());
 }

@@ -162,7 +162,8 @@ fn one_run(args: &AlertsArgs, corpus: &std::path::Path, rules: usize) -> anyhow:
             key: None,
             data_dir: None,
         },
-        &[],
+        // The receiver listens on loopback, which notifications may not reach by default.
+        &["--notify-allow-networks", "127.0.0.1/32"],
     )?;
     let remote = Remote::new(&target.remote)?;
     let receiver = Receiver::start()?;
