@@ -21,6 +21,7 @@ use crate::audit::AuditRecord;
 use crate::auth::{Principal, write_atomically};
 use crate::config::{DurabilityMode, ServerConfig};
 use crate::error::{ApiError, ErrorDetail};
+use crate::ids::{IdRegistry, Known};
 use crate::indexer::{IndexJob, Indexer, add_with_derived};
 use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
 use crate::objects::{ItemDerived, ObjectStore, StoreError};
@@ -79,14 +80,6 @@ pub struct IngestReport {
     pub forbidden: usize,
 }
 
-/// Where an (account, id) pair stands, for idempotent retries.
-#[derive(Debug, Clone)]
-enum Slot {
-    Committed(u64),
-    /// Being written by another request; resolves to its index, or `None` if that write failed.
-    Pending(watch::Receiver<Option<Option<u64>>>),
-}
-
 /// The running core.
 #[derive(Debug)]
 pub struct Core {
@@ -98,7 +91,7 @@ pub struct Core {
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     redaction_secret: [u8; 32],
-    seen: Mutex<HashMap<(String, String), Slot>>,
+    ids: Mutex<IdRegistry>,
     queue: Arc<Semaphore>,
     queue_capacity: usize,
     max_batch_events: usize,
@@ -167,18 +160,15 @@ impl Core {
         }
         let objects = Arc::new(objects);
 
-        let mut seen = HashMap::new();
+        let mut ids = IdRegistry::default();
         let caught = catch_up(
             &ledger,
             &index,
             &mut writer,
             &objects,
-            Some(&mut |account: &str, index: u64, event: &Value| {
+            Some(&mut |account: &str, _, event: &Value| {
                 if let Some(id) = event.get("id").and_then(Value::as_str) {
-                    seen.insert(
-                        (account.to_string(), id.to_string()),
-                        Slot::Committed(index),
-                    );
+                    ids.insert_indexed(account, id);
                 }
             }),
         )?;
@@ -201,6 +191,7 @@ impl Core {
             objects.clone(),
             metrics.clone(),
         );
+        ids.follow(indexer.committed());
         let redaction_secret = load_or_create_secret(&data.join("redaction.key"))?;
         let policy = Policy {
             max_event_bytes: config.max_event_bytes,
@@ -220,7 +211,7 @@ impl Core {
             policy,
             metrics,
             redaction_secret,
-            seen: Mutex::new(seen),
+            ids: Mutex::new(ids),
             queue: Arc::new(Semaphore::new(config.ingest_queue)),
             queue_capacity: config.ingest_queue,
             max_batch_events: config.max_batch_events,
@@ -457,25 +448,35 @@ impl Core {
         {
             let (tx, rx) = watch::channel(None);
             sender = tx;
-            let mut seen = self.seen.lock().expect("seen lock");
+            let mut ids = self.ids.lock().expect("ids lock");
+            ids.refresh();
             for (slot, account, id, bytes, event) in to_write {
                 let key = (account.clone(), id.clone());
                 if let Some(&b) = first_in_request.get(&key) {
                     same_request.push((slot, b));
                     continue;
                 }
-                match seen.get(&key) {
-                    Some(Slot::Committed(index)) => {
+                let known = match ids.get(&account, &id) {
+                    // Rare (a retry of an indexed event, or a filter false positive); the lock
+                    // is held so that no other request can store the id meanwhile.
+                    Known::Maybe => match self.stored_index(&account, &id)? {
+                        Some(index) => Known::Committed(index),
+                        None => Known::New,
+                    },
+                    known => known,
+                };
+                match known {
+                    Known::Committed(index) => {
                         results[slot] = Some(ItemOutcome::Accepted {
                             account,
-                            index: *index,
+                            index,
                             id,
                             duplicate: true,
                         });
                     }
-                    Some(Slot::Pending(other)) => waits.push((slot, account, id, other.clone())),
-                    None => {
-                        seen.insert(key.clone(), Slot::Pending(rx.clone()));
+                    Known::Pending(other) => waits.push((slot, account, id, other)),
+                    Known::New | Known::Maybe => {
+                        ids.reserve(&account, &id, rx.clone());
                         first_in_request.insert(key, batch.len());
                         batch.push((slot, account, id, bytes, event));
                     }
@@ -521,11 +522,11 @@ impl Core {
         let appended = match appended {
             Ok(a) => a,
             Err(e) => {
-                let mut seen = self.seen.lock().expect("seen lock");
+                let mut ids = self.ids.lock().expect("ids lock");
                 for (_, account, id, _, _) in &batch {
-                    seen.remove(&(account.clone(), id.clone()));
+                    ids.release(account, id);
                 }
-                drop(seen);
+                drop(ids);
                 let _ = sender.send(Some(None));
                 return Err(match e {
                     e if e.is_storage_full() => ApiError::new(
@@ -543,9 +544,9 @@ impl Core {
 
         let batch_slots: Vec<usize> = batch.iter().map(|entry| entry.0).collect();
         {
-            let mut seen = self.seen.lock().expect("seen lock");
+            let mut ids = self.ids.lock().expect("ids lock");
             for ((slot, account, id, _, _), done) in batch.into_iter().zip(&appended) {
-                seen.insert((account.clone(), id.clone()), Slot::Committed(done.index));
+                ids.committed(&account, &id, done.index);
                 results[slot] = Some(ItemOutcome::Accepted {
                     account,
                     index: done.index,
@@ -576,15 +577,21 @@ impl Core {
         }
         for (slot, account, id, mut rx) in waits {
             let _ = rx.wait_for(Option::is_some).await;
-            let seen = self.seen.lock().expect("seen lock");
-            results[slot] = Some(match seen.get(&(account.clone(), id.clone())) {
-                Some(Slot::Committed(index)) => ItemOutcome::Accepted {
+            let known = self.ids.lock().expect("ids lock").get(&account, &id);
+            let stored = match known {
+                Known::Committed(index) => Some(index),
+                // Already moved on to the filter: the index has it.
+                Known::Maybe => self.stored_index(&account, &id)?,
+                Known::Pending(_) | Known::New => None,
+            };
+            results[slot] = Some(match stored {
+                Some(index) => ItemOutcome::Accepted {
                     account,
-                    index: *index,
+                    index,
                     id,
                     duplicate: true,
                 },
-                _ => reject(
+                None => reject(
                     "id",
                     "an earlier request with the same id failed; retry".to_string(),
                 ),
@@ -632,6 +639,31 @@ impl Core {
             results,
             forbidden: 0,
         })
+    }
+
+    /// Where `(account, id)` is stored, asking the search index (which holds every committed
+    /// event the id registry no longer holds exactly) and reading the event back to rule out a
+    /// hash collision.
+    fn stored_index(&self, account: &str, id: &str) -> Result<Option<u64>, ApiError> {
+        self.metrics.id_lookups.inc();
+        for index in self
+            .index
+            .indexes_with_id(account, id)
+            .map_err(ApiError::internal)?
+        {
+            let Some(record) = self
+                .ledger
+                .read_record(account, index)
+                .map_err(ApiError::internal)?
+            else {
+                continue;
+            };
+            let event = stored_event(&record).map_err(ApiError::internal)?;
+            if event.get("id").and_then(Value::as_str) == Some(id) {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
     }
 
     /// Hands committed records to the indexer and the alert evaluator. The queue room travels

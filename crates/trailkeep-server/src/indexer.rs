@@ -57,6 +57,8 @@ enum Message {
 #[derive(Debug)]
 pub struct Indexer {
     tx: Mutex<Option<Sender<Message>>>,
+    /// The positions of the index's last commit (searchable from then on).
+    committed: tokio::sync::watch::Receiver<trailkeep_index::Positions>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Jobs sent but not yet committed.
     pending: Arc<AtomicU64>,
@@ -74,15 +76,23 @@ impl Indexer {
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let pending = Arc::new(AtomicU64::new(0));
+        let (committed_tx, committed) = tokio::sync::watch::channel(writer.positions().clone());
         let thread = {
             let pending = pending.clone();
+            let link = Link {
+                rx,
+                pending,
+                metrics,
+                committed: committed_tx,
+            };
             std::thread::Builder::new()
                 .name("trailkeep-indexer".into())
-                .spawn(move || run(ledger, index, writer, objects, rx, pending, metrics))
+                .spawn(move || run(ledger, index, writer, objects, link))
                 .expect("spawn the indexer thread")
         };
         Indexer {
             tx: Mutex::new(Some(tx)),
+            committed,
             thread: Mutex::new(Some(thread)),
             pending,
         }
@@ -98,6 +108,11 @@ impl Indexer {
         if let Some(tx) = self.tx.lock().expect("indexer lock").as_ref() {
             let _ = tx.send(Message::Jobs(jobs, room));
         }
+    }
+
+    /// Follows the positions of the index's commits.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<trailkeep_index::Positions> {
+        self.committed.clone()
     }
 
     /// Records sent but not yet searchable.
@@ -148,15 +163,28 @@ pub fn add_with_derived(
     writer.add_derived(account, index, received_at, event, fields.as_ref())
 }
 
+/// What connects the indexer thread to the rest of the server.
+struct Link {
+    rx: Receiver<Message>,
+    /// Jobs sent but not yet committed.
+    pending: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    committed: tokio::sync::watch::Sender<trailkeep_index::Positions>,
+}
+
 fn run(
     ledger: Ledger,
     index: Arc<EventIndex>,
     mut writer: Writer,
     objects: Arc<ObjectStore>,
-    rx: Receiver<Message>,
-    pending: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
+    link: Link,
 ) {
+    let Link {
+        rx,
+        pending,
+        metrics,
+        committed: committed_positions,
+    } = link;
     let mut uncommitted = 0usize;
     let mut oldest: Option<Instant> = None;
     let mut flush_waiters: Vec<Sender<()>> = Vec::new();
@@ -244,6 +272,7 @@ fn run(
                     Ok(n) => {
                         tracing::info!(events = n, "search index caught up with the ledger again");
                         caught_up_to = Some(writer.positions().clone());
+                        committed_positions.send_replace(writer.positions().clone());
                         resync_due = None;
                         pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
                         uncommitted = 0;
@@ -262,6 +291,9 @@ fn run(
             {
                 // The index first, then the object store: the store never leads the index.
                 let committed = writer.commit().and_then(|_| index.reload());
+                if committed.is_ok() {
+                    committed_positions.send_replace(writer.positions().clone());
+                }
                 // The store must not get ahead: when the index commit failed, the store's batch
                 // is dropped and derived again by the catch-up.
                 let stored = committed.is_ok().then(|| batch.take().map(Batch::commit));

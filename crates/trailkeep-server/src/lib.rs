@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 pub mod export;
 pub mod history;
+pub mod ids;
 pub mod indexer;
 pub mod limits;
 pub mod listen;

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub rate_limited: Family<ResultLabel, Counter>,
     pub auth_failures: Counter<u64, AtomicU64>,
     pub unrecorded_auth_failures: Counter<u64, AtomicU64>,
+    pub id_lookups: Counter<u64, AtomicU64>,
     pub alerts: crate::alerts::AlertMetrics,
 }
 
@@ -117,6 +118,13 @@ impl Metrics {
             "Failed authentications beyond the self-audit cap (counted here only)",
             unrecorded_auth_failures.clone(),
         );
+        let id_lookups = Counter::default();
+        registry.register(
+            "ingest_id_lookups",
+            "Incoming event ids looked up in the search index to tell a retry of an older event \
+             (ids not in flight nor just committed are kept in a compact filter)",
+            id_lookups.clone(),
+        );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         Metrics {
             alerts,
@@ -124,6 +132,7 @@ impl Metrics {
             rate_limited,
             auth_failures,
             unrecorded_auth_failures,
+            id_lookups,
             ingest_events,
             rejected_events,
             ingest_queue_depth,
