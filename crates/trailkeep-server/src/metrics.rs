@@ -45,6 +45,7 @@ pub struct Metrics {
     pub auth_failures: Counter<u64, AtomicU64>,
     pub unrecorded_auth_failures: Counter<u64, AtomicU64>,
     pub alerts: crate::alerts::AlertMetrics,
+    pub routing: crate::routing::RoutingMetrics,
 }
 
 impl Default for Metrics {
@@ -118,8 +119,10 @@ impl Metrics {
             unrecorded_auth_failures.clone(),
         );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
+        let routing = crate::routing::RoutingMetrics::register(&mut registry);
         Metrics {
             alerts,
+            routing,
             registry,
             rate_limited,
             auth_failures,
