@@ -611,3 +611,341 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
     eu.stop();
     us.stop();
 }
+
+fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--url", &server.url, "--key", ADMIN_KEY]);
+    let out = trailkeep(&all, b"");
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn routing_configuration_is_admin_only_validated_audited_and_has_a_cli_issue_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_keys(&data);
+    let server = Server::start(
+        &data,
+        &[
+            "--location",
+            "us-south",
+            "--routing-max-routes",
+            "2",
+            "--routing-max-rules",
+            "2",
+        ],
+    );
+    let hook = created(
+        &server,
+        "/v1/targets",
+        json!({"name": "hook", "type": "webhook", "url": "http://127.0.0.1:9/x", "secret": "s-0123456789abcdef"}),
+    );
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    let route = created(
+        &server,
+        "/v1/routes",
+        json!({"name": "r", "rules": [{"locations": ["*"], "targetIds": ["local"]}]}),
+    );
+    let route_id = route["id"].as_str().unwrap().to_string();
+
+    // Role matrix: only admin keys read or change routing configuration.
+    let cases: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/v1/targets".into(), None),
+        ("GET", format!("/v1/targets/{hook_id}"), None),
+        (
+            "POST",
+            "/v1/targets".into(),
+            Some(json!({"name": "l2", "type": "local"})),
+        ),
+        (
+            "PATCH",
+            format!("/v1/targets/{hook_id}"),
+            Some(json!({"name": "hook 2"})),
+        ),
+        ("GET", "/v1/routes".into(), None),
+        ("GET", format!("/v1/routes/{route_id}"), None),
+        (
+            "PATCH",
+            format!("/v1/routes/{route_id}"),
+            Some(json!({"name": "r2"})),
+        ),
+        ("GET", "/v1/settings".into(), None),
+        (
+            "PUT",
+            "/v1/settings".into(),
+            Some(json!({"locationAliases": {"ap-south": "jp-tok"}})),
+        ),
+        ("DELETE", format!("/v1/routes/{route_id}"), None),
+    ];
+    for (method, path, body) in &cases {
+        for key in [READER_ACME, MANAGER_ACME, WRITER_ACME] {
+            let (status, answer) = call(&server, key, method, path, body.as_ref());
+            assert_eq!(status, 403, "{key} {method} {path}: {answer}");
+            assert_eq!(answer["error"]["code"], "forbidden");
+        }
+        let r = request(method, &format!("{}{path}", server.url), None, &[], None);
+        assert_eq!(r.status, 401, "{method} {path} without a key");
+        let (status, answer) = admin(&server, method, path, body.as_ref());
+        assert!(
+            [200, 201, 204].contains(&status),
+            "admin {method} {path}: {status} {answer}"
+        );
+    }
+    let (status, _) = admin(&server, "GET", "/v1/routes/route_nope", None);
+    assert_eq!(status, 404);
+
+    // Validation: every problem with its path; limits from the flags.
+    let problems = |body: Value, path: &str| -> Vec<String> {
+        let (status, answer) = admin(&server, "POST", path, Some(&body));
+        assert_eq!(status, 422, "{answer}");
+        answer["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: {}",
+                    d["path"].as_str().unwrap(),
+                    d["reason"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        problems(
+            json!({"name": "bad", "rules": [
+                {"locations": [], "targetIds": ["tgt_unknown"]},
+                {"locations": ["jp-tok"], "targetIds": []}
+            ]}),
+            "/v1/routes"
+        ),
+        [
+            "rules[0].locations: must not be empty",
+            "rules[0].targetIds[0]: no target \"tgt_unknown\"",
+            "rules[1].targetIds: must not be empty"
+        ]
+    );
+    let three = json!({"locations": ["*"], "targetIds": ["local"]});
+    assert_eq!(
+        problems(
+            json!({"name": "long", "rules": [three, three, three]}),
+            "/v1/routes"
+        ),
+        ["rules: holds 3 rules; a route holds at most 2 (--routing-max-rules)"]
+    );
+    created(
+        &server,
+        "/v1/routes",
+        json!({"name": "one", "rules": [three]}),
+    );
+    created(
+        &server,
+        "/v1/routes",
+        json!({"name": "two", "rules": [three]}),
+    );
+    let (status, answer) = admin(
+        &server,
+        "POST",
+        "/v1/routes",
+        Some(&json!({"name": "three", "rules": [three]})),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 routes")
+    );
+    assert_eq!(
+        problems(
+            json!({"name": "x", "type": "syslog", "address": "nohost", "caCert": "not pem"}),
+            "/v1/targets"
+        )[0],
+        "address: must be host:port (e.g. siem.example.com:6514)"
+    );
+    let (status, answer) = admin(
+        &server,
+        "PUT",
+        "/v1/settings",
+        Some(&json!({"defaultTargets": ["tgt_gone"]})),
+    );
+    assert_eq!(status, 422, "{answer}");
+    // A target in use cannot be deleted; the built-in local target never.
+    let (status, _) = admin(
+        &server,
+        "PUT",
+        "/v1/settings",
+        Some(&json!({"defaultTargets": [hook_id]})),
+    );
+    assert_eq!(status, 200);
+    let (status, answer) = admin(&server, "DELETE", &format!("/v1/targets/{hook_id}"), None);
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("defaultTargets")
+    );
+    let (status, _) = admin(&server, "DELETE", "/v1/targets/local", None);
+    assert_eq!(status, 409);
+
+    // Data events: collected by default, not for an account whose setting says so.
+    let (status, _) = admin(
+        &server,
+        "PATCH",
+        "/v1/settings",
+        Some(
+            &json!({"defaultTargets": null, "dataEvents": {"collect": true, "accounts": {"acme": false}}}),
+        ),
+    );
+    assert_eq!(status, 200);
+    let mut data_event = ev("us-south", "data-1");
+    data_event["dataEvent"] = json!(true);
+    let mut beta = data_event.clone();
+    beta["id"] = json!("data-2");
+    beta["logSourceCRN"] = json!("crn:v1:bluemix:public:codeengine:us-south:a/beta:proj-1::");
+    let report = ingest(&server, &[data_event, beta]);
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(
+        report["results"][0]["errors"][0]["path"], "dataEvent",
+        "{report}"
+    );
+    assert!(report["results"][1]["index"].is_u64(), "{report}");
+
+    // Every change is a self-audit event in the system account, without the secret.
+    let (changes, _) = wait_search(&server, "trailkeep", "action:trailkeep.target.*", 3);
+    let actions: BTreeSet<String> = changes
+        .iter()
+        .map(|i| i["event"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        actions.contains("trailkeep.target.create") && actions.contains("trailkeep.target.update"),
+        "{actions:?}"
+    );
+    for c in &changes {
+        assert!(
+            !c["event"].to_string().contains("s-0123456789abcdef"),
+            "{c}"
+        );
+    }
+    let (routes, _) = wait_search(&server, "trailkeep", "action:trailkeep.route.*", 5);
+    assert!(
+        routes.len() >= 5,
+        "create ×3, update, delete: {}",
+        routes.len()
+    );
+    // The matrix's PUT, the default target, the data events (the refused PUT is not a change).
+    let (settings, _) = wait_search(&server, "trailkeep", "action:trailkeep.settings.update", 3);
+    assert_eq!(settings.len(), 3);
+
+    // The CLI: targets, routes and settings.
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "targets",
+            "create",
+            "--name",
+            "siem",
+            "--type",
+            "syslog",
+            "--address",
+            "127.0.0.1:6514",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let siem: Value = serde_json::from_str(&out).unwrap();
+    let siem_id = siem["id"].as_str().unwrap();
+    assert_eq!(siem["tls"], false);
+    let (code, out, err) = cli(&server, &["targets", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(siem_id) && out.contains("127.0.0.1:6514") && out.contains("local"),
+        "{out}"
+    );
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "targets", "update", siem_id, "--name", "SIEM", "--tls", "true",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"tls\": true") && out.contains("\"SIEM\""),
+        "{out}"
+    );
+    let (code, _, err) = cli(
+        &server,
+        &[
+            "routes",
+            "create",
+            "--name",
+            "siem",
+            "--rule",
+            "eu,us-south=local",
+        ],
+    );
+    assert_ne!(code, 0, "a third route is over the limit");
+    assert!(err.contains("at most 2 routes"), "{err}");
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "routes",
+            "update",
+            &route_id_of(&server, "one"),
+            "--rule",
+            &format!("eu,us-south={siem_id}"),
+            "--rule",
+            "*=local",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(siem_id), "{out}");
+    let (code, out, _) = cli(&server, &["routes", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("eu,us-south={siem_id}  *=local")),
+        "{out}"
+    );
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "settings",
+            "set",
+            "--no-default-targets",
+            "--alias",
+            "ap-south=jp-tok",
+            "--data-events",
+            "off",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["defaultTargets"], json!([]));
+    assert_eq!(s["locationAliases"], json!({"ap-south": "jp-tok"}));
+    assert_eq!(s["dataEvents"]["collect"], false);
+    let (code, out, _) = cli(&server, &["settings", "get"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"location\": \"us-south\""), "{out}");
+    let (code, _, err) = cli(&server, &["targets", "delete", siem_id]);
+    assert_ne!(code, 0);
+    assert!(err.contains("in use"), "{err}");
+    let out = trailkeep(&["routes", "create", "--help"], b"");
+    assert!(text(&out.stdout).contains("LOCATIONS=TARGETS"));
+}
+
+fn route_id_of(server: &Server, name: &str) -> String {
+    let (_, list) = admin(server, "GET", "/v1/routes", None);
+    list["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
