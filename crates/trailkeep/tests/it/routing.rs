@@ -637,6 +637,10 @@ fn routing_configuration_is_admin_only_validated_audited_and_has_a_cli_issue_9()
             "2",
             "--routing-max-rules",
             "2",
+            "--routing-max-backlog",
+            "3",
+            "--routing-retry-initial",
+            "1h",
         ],
     );
     let hook = created(
@@ -935,6 +939,58 @@ fn routing_configuration_is_admin_only_validated_audited_and_has_a_cli_issue_9()
     assert!(err.contains("in use"), "{err}");
     let out = trailkeep(&["routes", "create", "--help"], b"");
     assert!(text(&out.stdout).contains("LOCATIONS=TARGETS"));
+
+    // The maximum backlog: a target that cannot be reached fills its outbox, then ingest of
+    // events routed to it is refused (nothing stored anywhere) with a clear alarm.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = created(
+        &server,
+        "/v1/targets",
+        json!({"name": "unreachable", "type": "trailkeep", "url": format!("http://{closed}"), "key": "k-0123456789abcdef"}),
+    );
+    let dead_id = dead["id"].as_str().unwrap().to_string();
+    let (status, answer) = admin(
+        &server,
+        "PATCH",
+        &format!("/v1/routes/{}", route_id_of(&server, "two")),
+        Some(&json!({"rules": [{"locations": ["br-sao"], "targetIds": [dead_id, "local"]}]})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let fill: Vec<Value> = (0..3).map(|i| ev("br-sao", &format!("fill-{i}"))).collect();
+    assert_eq!(ingest(&server, &fill)["accepted"], 3);
+    let (status, answer) = admin(
+        &server,
+        "POST",
+        "/v1/events",
+        Some(&json!([ev("br-sao", "one-too-many")])),
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "routing_backlog_full");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&dead_id),
+        "{answer}"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            &format!("trailkeep_route_backlog_full{{target=\"{dead_id}\"}}")
+        ),
+        1.0
+    );
+    let (_, t) = admin(&server, "GET", &format!("/v1/targets/{dead_id}"), None);
+    assert_eq!(t["status"]["backlog"], 3, "{t}");
+    assert_eq!(t["status"]["backlogFull"], true, "{t}");
+    let local = wait_stored(&server, 3);
+    assert!(
+        local.contains(&"fill-2".to_string()) && !local.contains(&"one-too-many".to_string()),
+        "{local:?}"
+    );
 }
 
 fn route_id_of(server: &Server, name: &str) -> String {
@@ -948,4 +1004,20 @@ fn route_id_of(server: &Server, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+#[test]
+fn bench_routing_prints_its_figures() {
+    let out = trailkeep(&["bench", "routing", "--events", "1500"], b"");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    for line in [
+        "routing table        10 routes × 10 rules, 1500 corpus events",
+        "routing decision",
+        "ingest hook",
+        "ingest CPU",
+        "routing share",
+    ] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
 }
