@@ -98,6 +98,10 @@ pub async fn run(routing: Weak<Routing>, worker: Arc<Worker>) {
             }
             TargetKind::Local => Ok(0),
         };
+        if worker.stopped.load(Ordering::SeqCst) {
+            // Deleted meanwhile: its outbox directory is gone; write nothing back.
+            return;
+        }
         match result {
             Ok(rejected) => {
                 attempts = 0;
@@ -132,10 +136,26 @@ pub async fn run(routing: Weak<Routing>, worker: Arc<Worker>) {
                 let wait = retry.backoff(attempts, random_unit());
                 tracing::warn!(target_id = %target.id, attempts, error = %reason, wait_ms = wait.as_millis() as u64, "routing delivery failed; retrying");
                 *worker.last_error.lock().expect("error lock") = Some(reason);
+                // Wait out the backoff (cut short when the target is changed), keeping the lag
+                // gauge current meanwhile.
+                let until = tokio::time::Instant::now() + wait;
                 let changed = worker.changed.notified();
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = changed => { attempts = 0; }
+                tokio::pin!(changed);
+                loop {
+                    let step = until
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(Duration::from_secs(1));
+                    if step.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(step) => {}
+                        () = &mut changed => { attempts = 0; break; }
+                    }
+                    metrics
+                        .lag_seconds
+                        .get_or_create(&label)
+                        .set((now_nanos() - oldest).max(0) as f64 / 1e9);
                 }
             }
         }

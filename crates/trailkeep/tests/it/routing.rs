@@ -576,6 +576,13 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
         ),
         8.0
     );
+    assert!(
+        metric(
+            &us,
+            &format!("trailkeep_route_lag_seconds{{target=\"{tk_jp}\"}}")
+        ) > 0.0
+    );
+    assert!(s["status"]["lagSeconds"].as_f64().unwrap() > 0.0, "{s}");
     // The routing instance restarts meanwhile: the outbox is on disk.
     us.stop();
     let us = routing_instance(&us_data);
