@@ -209,6 +209,31 @@ fn ingest(server: &Server, events: &[Value]) -> Value {
     report
 }
 
+/// The test's events stored on `server`, by id.
+fn stored_events(server: &Server) -> std::collections::BTreeMap<String, Value> {
+    let (status, page) = admin(
+        server,
+        "GET",
+        &format!(
+            "/v1/events?account=acme&limit=1000&q={}",
+            enc("action:codeengine.*")
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["event"]["id"].as_str().unwrap().to_string(),
+                i["event"].clone(),
+            )
+        })
+        .collect()
+}
+
 /// The ids of the test's events stored (and searchable) on `server`.
 fn stored(server: &Server) -> Vec<String> {
     let (status, page) = admin(
@@ -489,7 +514,14 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
         got_hook.len() >= hook_ids.len()
     });
     assert_eq!(sorted(got_hook), hook_ids, "the webhook got jp events once");
+    // The receiving instance stores exactly the event as normalised here (the same bytes, so
+    // the same leaf hash): what the webhook got from the same outbox records.
+    let at_jp = stored_events(&jp);
     for b in hook.received("/batches") {
+        for e in b.json()["events"].as_array().unwrap() {
+            let id = e["event"]["id"].as_str().unwrap();
+            assert_eq!(at_jp[id], e["event"], "{id} stored at jp-tok as sent");
+        }
         verify_signature(&b, SECRET);
         assert!(b.header("X-Trailkeep-Batch-Id").is_some());
         let body = b.json();
