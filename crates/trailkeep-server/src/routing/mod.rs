@@ -367,6 +367,14 @@ impl Routing {
                         ),
                     }],
                 });
+                if let Some(core) = self.core.upgrade() {
+                    core.metrics
+                        .rejected_events
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: "data_event_not_collected".into(),
+                        })
+                        .inc();
+                }
                 continue;
             }
             let location = location_of(event.get("logSourceCRN").and_then(Value::as_str));

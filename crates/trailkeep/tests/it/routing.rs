@@ -858,6 +858,13 @@ fn routing_configuration_is_admin_only_validated_audited_and_has_a_cli_issue_9()
         "{report}"
     );
     assert!(report["results"][1]["index"].is_u64(), "{report}");
+    assert_eq!(
+        metric(
+            &server,
+            "trailkeep_rejected_events_total{reason=\"data_event_not_collected\"}"
+        ),
+        1.0
+    );
 
     // Every change is a self-audit event in the system account, without the secret.
     let (changes, _) = wait_search(&server, "trailkeep", "action:trailkeep.target.*", 3);
