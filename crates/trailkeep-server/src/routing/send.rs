@@ -162,6 +162,21 @@ pub async fn run(routing: Weak<Routing>, worker: Arc<Worker>) {
     }
 }
 
+/// Largest answer read from a receiving Trailkeep (one result per event of a batch is far less).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads an answer body of at most `limit` bytes as text.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the answer is larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_string())
+}
+
 fn ndjson(entries: &[Entry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(entries.iter().map(|e| e.event.get().len() + 1).sum());
     for e in entries {
@@ -189,8 +204,7 @@ async fn send_trailkeep(
         .await
         .map_err(|e| format!("POST {endpoint}: {e}"))?;
     let status = response.status();
-    let text = response
-        .text()
+    let text = read_limited(response, MAX_ANSWER_BYTES)
         .await
         .map_err(|e| format!("POST {endpoint}: reading the answer: {e}"))?;
     // 200: some accepted; 422: every item rejected (for good). Anything else (401, 403, 413,
