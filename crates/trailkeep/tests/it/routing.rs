@@ -355,6 +355,7 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
     let (jp_key, eu_key) = (writer_key(&jp), writer_key(&eu));
     let (tls, ca_pem) = tls_config();
     let siem = syslog_receiver(Some(tls));
+    let plain = syslog_receiver(None);
     // The webhook fails its first request: the batch is retried.
     let hook = Receiver::start(1);
     let us_data = dir.path().join("us");
@@ -394,6 +395,11 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
         "/v1/targets",
         json!({"name": "SIEM", "type": "syslog", "address": siem.address, "tls": true, "caCert": ca_pem}),
     );
+    let plain_syslog = created(
+        &us,
+        "/v1/targets",
+        json!({"name": "plain syslog", "type": "syslog", "address": plain.address}),
+    );
     let id = |t: &Value| t["id"].as_str().unwrap().to_string();
     let (tk_jp, tk_eu, webhook, syslog) = (id(&tk_jp), id(&tk_eu), id(&webhook), id(&syslog));
     let (status, got) = admin(&us, "GET", &format!("/v1/targets/{webhook}"), None);
@@ -430,6 +436,11 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
         &us,
         "/v1/routes",
         json!({"name": "jp archive", "rules": [{"locations": ["jp-tok"], "targetIds": [webhook]}]}),
+    );
+    created(
+        &us,
+        "/v1/routes",
+        json!({"name": "global events", "rules": [{"locations": ["global"], "targetIds": [id(&plain_syslog)]}]}),
     );
 
     // Events of many locations: (location, count, stored locally, jp, eu, webhook, syslog).
@@ -563,6 +574,27 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
             && m.structured_data.contains("location=\"eu-de-1\"")
             && m.structured_data.contains("id=\"eu-de-1-0\""),
         "{m:?}"
+    );
+
+    // Plain TCP syslog: events without a location.
+    wait_until("the plain syslog messages", || {
+        plain.messages.lock().unwrap().len() >= 2
+    });
+    assert_eq!(
+        sorted(
+            plain
+                .messages
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|m| m.msg["id"].as_str().unwrap().to_string())
+        ),
+        ["global-0", "global-1"]
+    );
+    assert!(
+        plain.messages.lock().unwrap()[0]
+            .structured_data
+            .contains("location=\"global\"")
     );
 
     // Unmatched events are counted and reported in their account's log.
