@@ -85,7 +85,11 @@ async fn ingest(
         // The request passes if the key's bucket has room; its events are charged after parsing
         // (a bucket may go into debt by one request).
         state.spend(&caller, Spend::Ingest, 1)?;
-        let report = core(&state).ingest(&caller, decoded, format).await?;
+        // Batches forwarded by another instance's routing (issue #9) are not forwarded again.
+        let forwarded = headers.contains_key("x-trailkeep-forwarded-from");
+        let report = core(&state)
+            .ingest_routed(&caller, decoded, format, forwarded)
+            .await?;
         state.charge(
             &caller,
             Spend::Ingest,
@@ -96,7 +100,7 @@ async fn ingest(
     .await;
     match result {
         Ok(report) => {
-            let status = if report.accepted > 0 {
+            let status = if report.accepted > 0 || report.dropped > 0 {
                 StatusCode::OK
             } else if report.forbidden > 0 && report.forbidden == report.rejected {
                 StatusCode::FORBIDDEN

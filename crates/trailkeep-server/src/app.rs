@@ -205,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::history::routes(state.clone()))
         .merge(crate::alerts::routes(state.clone()))
         .merge(crate::export::routes(state.clone()))
+        .merge(crate::routing::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 

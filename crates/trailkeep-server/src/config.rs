@@ -176,6 +176,43 @@ pub struct ServeOptions {
     /// A notification still undelivered this long after it fired is marked failed [default: 24h].
     #[arg(long, env = "TRAILKEEP_ALERT_GIVE_UP_AFTER", value_name = "DURATION")]
     pub alert_give_up_after: Option<String>,
+
+    /// This instance's location (region), e.g. us-south; routes match events' locations (the
+    /// location segment of their logSourceCRN) [default: global].
+    #[arg(long, env = "TRAILKEEP_LOCATION", value_name = "LOCATION")]
+    pub location: Option<String>,
+
+    /// Most routes [default: 30].
+    #[arg(long, env = "TRAILKEEP_ROUTING_MAX_ROUTES", value_name = "N")]
+    pub routing_max_routes: Option<usize>,
+
+    /// Most rules in one route [default: 10].
+    #[arg(long, env = "TRAILKEEP_ROUTING_MAX_RULES", value_name = "N")]
+    pub routing_max_rules: Option<usize>,
+
+    /// Most undelivered events in one remote target's outbox; beyond it, ingest of events routed
+    /// to that target answers 503 (an alarm: metric trailkeep_route_backlog_full, error log)
+    /// [default: 1000000].
+    #[arg(long, env = "TRAILKEEP_ROUTING_MAX_BACKLOG", value_name = "EVENTS")]
+    pub routing_max_backlog: Option<u64>,
+
+    /// Wait after the first failed delivery to a routing target; doubled (with jitter) after
+    /// each further failure. Deliveries are retried until they succeed [default: 1s].
+    #[arg(long, env = "TRAILKEEP_ROUTING_RETRY_INITIAL", value_name = "DURATION")]
+    pub routing_retry_initial: Option<String>,
+
+    /// Longest wait between two delivery attempts to a routing target [default: 1m].
+    #[arg(long, env = "TRAILKEEP_ROUTING_RETRY_MAX", value_name = "DURATION")]
+    pub routing_retry_max: Option<String>,
+
+    /// How often events dropped by routing (no route, no default target) are reported as
+    /// trailkeep.event.drop self-audit events [default: 1m].
+    #[arg(
+        long,
+        env = "TRAILKEEP_ROUTING_REPORT_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub routing_report_interval: Option<String>,
 }
 
 /// Fully resolved server options.
@@ -198,6 +235,7 @@ pub struct ServerConfig {
     pub query_timeout: std::time::Duration,
     pub client_timeout: std::time::Duration,
     pub alerts: crate::alerts::AlertOptions,
+    pub routing: crate::routing::RoutingOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -279,7 +317,14 @@ impl ServeOptions {
             alert_retry_max,
             alert_give_up_after,
             notify_allow_networks,
-            notify_block_private_networks
+            notify_block_private_networks,
+            location,
+            routing_max_routes,
+            routing_max_rules,
+            routing_max_backlog,
+            routing_retry_initial,
+            routing_retry_max,
+            routing_report_interval
         );
         Ok(self)
     }
@@ -334,6 +379,40 @@ impl ServeOptions {
             },
             retry,
         };
+        let routing = crate::routing::RoutingOptions {
+            location: self.location.unwrap_or_else(|| "global".to_string()),
+            limits: crate::routing::model::Limits {
+                max_routes: self.routing_max_routes.unwrap_or(30),
+                max_rules: self.routing_max_rules.unwrap_or(10),
+            },
+            max_backlog: self.routing_max_backlog.unwrap_or(1_000_000),
+            retry: crate::alerts::outbox::RetryPolicy {
+                initial: duration("routing_retry_initial", &self.routing_retry_initial, 1)?,
+                max: duration("routing_retry_max", &self.routing_retry_max, 60)?,
+                give_up_after: std::time::Duration::MAX,
+            },
+            batch_events: 500,
+            report_interval: duration(
+                "routing_report_interval",
+                &self.routing_report_interval,
+                60,
+            )?,
+        };
+        if !crate::routing::model::is_valid_location(&routing.location) {
+            return Err(ConfigError::Invalid(format!(
+                "location must be lower-case letters, digits and '-' (e.g. us-south), not {:?}",
+                routing.location
+            )));
+        }
+        if routing.limits.max_routes == 0
+            || routing.limits.max_rules == 0
+            || routing.max_backlog == 0
+        {
+            return Err(ConfigError::Invalid(
+                "routing_max_routes, routing_max_rules and routing_max_backlog must be positive"
+                    .into(),
+            ));
+        }
         let config = ServerConfig {
             data_dir: self
                 .data_dir
@@ -360,6 +439,7 @@ impl ServeOptions {
             query_timeout: std::time::Duration::from_secs(self.query_timeout.unwrap_or(30)),
             client_timeout: std::time::Duration::from_secs(self.client_timeout.unwrap_or(30)),
             alerts,
+            routing,
         };
         if !trailkeep_event::is_valid_account_id(&config.system_account) {
             return Err(ConfigError::Invalid(

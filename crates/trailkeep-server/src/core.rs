@@ -67,6 +67,21 @@ pub enum ItemOutcome {
     Rejected {
         errors: Vec<ErrorDetail>,
     },
+    /// Accepted and queued (durably) for remote targets only (routing, issue #9): no position
+    /// here.
+    #[serde(rename = "accepted")]
+    Routed {
+        account: String,
+        id: String,
+        targets: Vec<String>,
+    },
+    /// Valid, but no route handled it and no default target is set: not stored (counted and
+    /// reported, issue #9).
+    Dropped {
+        account: String,
+        id: String,
+        reason: String,
+    },
 }
 
 /// The ingest answer: `{"accepted", "rejected", "results"}`.
@@ -74,6 +89,9 @@ pub enum ItemOutcome {
 pub struct IngestReport {
     pub accepted: usize,
     pub rejected: usize,
+    /// Items routing dropped (no route, no default target); absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
     pub results: Vec<ItemOutcome>,
     /// Items rejected because the key may not write them (their account or action).
     #[serde(skip)]
@@ -100,13 +118,19 @@ pub struct Core {
     /// Views, alert rules and notifications, attached by `Alerts::start` after opening; every
     /// committed record is handed to it as it is handed to the indexer.
     pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
+    /// Event routing by location (issue #9), attached by `Routing::start`.
+    pub routing: OnceLock<Arc<crate::routing::Routing>>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The action prefix of self-audit events.
 pub const SELF_AUDIT_PREFIX: &str = "trailkeep.";
 
 /// An accepted item on its way to the ledger: (result slot, account, id, canonical bytes, event).
-type Pending = (usize, String, String, Vec<u8>, Value);
+pub(crate) type Pending = (usize, String, String, Vec<u8>, Value);
 
 impl Core {
     /// Opens (or creates) the ledger and index under the data directory, catches the index up with
@@ -217,6 +241,7 @@ impl Core {
             max_batch_events: config.max_batch_events,
             system_account: config.system_account.clone(),
             alerts: OnceLock::new(),
+            routing: OnceLock::new(),
         }))
     }
 
@@ -241,11 +266,26 @@ impl Core {
         body: Vec<u8>,
         format: InputFormat,
     ) -> Result<IngestReport, ApiError> {
+        self.ingest_routed(caller, body, format, false).await
+    }
+
+    /// [`Core::ingest`]; `forwarded`: the batch came from another Trailkeep instance's routing
+    /// (it is stored here and not forwarded to another Trailkeep again).
+    pub async fn ingest_routed(
+        self: &Arc<Self>,
+        caller: &Principal,
+        body: Vec<u8>,
+        format: InputFormat,
+        forwarded: bool,
+    ) -> Result<IngestReport, ApiError> {
         let core = self.clone();
         let caller = caller.clone();
-        tokio::spawn(async move { core.ingest_to_completion(&caller, body, format).await })
-            .await
-            .map_err(ApiError::internal)?
+        tokio::spawn(async move {
+            core.ingest_to_completion(&caller, body, format, forwarded)
+                .await
+        })
+        .await
+        .map_err(ApiError::internal)?
     }
 
     async fn ingest_to_completion(
@@ -253,6 +293,7 @@ impl Core {
         caller: &Principal,
         body: Vec<u8>,
         format: InputFormat,
+        forwarded: bool,
     ) -> Result<IngestReport, ApiError> {
         if !caller.role.can_ingest() {
             return Err(ApiError::forbidden("this key may not ingest events"));
@@ -368,6 +409,12 @@ impl Core {
         self.metrics
             .ingest_queue_depth
             .set((self.queue_capacity - self.queue.available_permits()) as i64);
+        // Routing (issue #9): events for remote targets are queued durably here, before the
+        // ledger; only those for the local ledger go on.
+        let to_write = match self.routing.get() {
+            Some(routing) => routing.split(to_write, &mut results, forwarded).await?,
+            None => to_write,
+        };
         let mut report = self.commit(to_write, permits, results).await?;
         report.forbidden = forbidden;
         Ok(report)
@@ -604,7 +651,11 @@ impl Core {
             .collect();
         let accepted = results
             .iter()
-            .filter(|r| matches!(r, ItemOutcome::Accepted { .. }))
+            .filter(|r| matches!(r, ItemOutcome::Accepted { .. } | ItemOutcome::Routed { .. }))
+            .count();
+        let dropped = results
+            .iter()
+            .filter(|r| matches!(r, ItemOutcome::Dropped { .. }))
             .count();
         let duplicates = results
             .iter()
@@ -618,7 +669,7 @@ impl Core {
                 )
             })
             .count();
-        let rejected = results.len() - accepted;
+        let rejected = results.len() - accepted - dropped;
         self.metrics
             .ingest_events
             .get_or_create(&ResultLabel { result: "accepted" })
@@ -633,9 +684,14 @@ impl Core {
             .ingest_events
             .get_or_create(&ResultLabel { result: "rejected" })
             .inc_by(rejected as u64);
+        self.metrics
+            .ingest_events
+            .get_or_create(&ResultLabel { result: "dropped" })
+            .inc_by(dropped as u64);
         Ok(IngestReport {
             accepted,
             rejected,
+            dropped,
             results,
             forbidden: 0,
         })

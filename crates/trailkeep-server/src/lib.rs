@@ -24,4 +24,5 @@ pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod objects;
+pub mod routing;
 pub mod run;

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub unrecorded_auth_failures: Counter<u64, AtomicU64>,
     pub id_lookups: Counter<u64, AtomicU64>,
     pub alerts: crate::alerts::AlertMetrics,
+    pub routing: crate::routing::RoutingMetrics,
 }
 
 impl Default for Metrics {
@@ -126,8 +127,10 @@ impl Metrics {
             id_lookups.clone(),
         );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
+        let routing = crate::routing::RoutingMetrics::register(&mut registry);
         Metrics {
             alerts,
+            routing,
             registry,
             rate_limited,
             auth_failures,

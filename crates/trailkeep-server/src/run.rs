@@ -64,6 +64,7 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
             .expect("opening the core does not panic")?
     };
     crate::alerts::Alerts::start(&core, &config.data_dir, &config.alerts)?;
+    crate::routing::Routing::start(&core, &config.data_dir, config.routing.clone())?;
     if demo && core.ledger.is_empty() {
         load_demo(&core).await?;
     }

@@ -59,6 +59,16 @@ enum Command {
     /// Saved queries (views) on a server: create, list, get, delete.
     #[command(subcommand)]
     Views(cmd::views::ViewsCommand),
+    /// Routing targets (this instance, another Trailkeep, a webhook, a syslog receiver):
+    /// create, list, get, update, delete (admin key).
+    #[command(subcommand)]
+    Targets(cmd::targets::TargetsCommand),
+    /// Routes of events by location to targets: create, list, get, update, delete (admin key).
+    #[command(subcommand)]
+    Routes(cmd::routes::RoutesCommand),
+    /// Routing settings: default targets, location aliases, data-event collection (admin key).
+    #[command(subcommand)]
+    Settings(cmd::settings::SettingsCommand),
     /// Rebuild the search index of a stopped server from its ledger, with a progress bar.
     Reindex(cmd::reindex::ReindexArgs),
 }
@@ -92,6 +102,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
         Command::Views(command) => cmd::views::run(command),
+        Command::Targets(command) => cmd::targets::run(command),
+        Command::Routes(command) => cmd::routes::run(command),
+        Command::Settings(command) => cmd::settings::run(command),
         Command::Alerts(command) => cmd::alerts::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Keys(command) => cmd::keys::run(command),
@@ -103,5 +116,15 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -486,7 +486,7 @@ impl Sender<'_> {
                     } else {
                         format!("result {i} of a batch")
                     };
-                    let reasons: Vec<String> = r["errors"]
+                    let mut reasons: Vec<String> = r["errors"]
                         .as_array()
                         .map(|errs| {
                             errs.iter()
@@ -502,7 +502,10 @@ impl Sender<'_> {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    let line = format!("rejected {origin}: {}", reasons.join("; "));
+                    // Routing may drop an event (no route, no default target): it says why.
+                    reasons.extend(r["reason"].as_str().map(str::to_string));
+                    let what = r["status"].as_str().unwrap_or("rejected");
+                    let line = format!("{what} {origin}: {}", reasons.join("; "));
                     match &bar {
                         Some(b) => b.suspend(|| eprintln!("{line}")),
                         None => eprintln!("{line}"),

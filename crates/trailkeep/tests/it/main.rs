@@ -9,6 +9,7 @@ mod event_check;
 mod export;
 mod history;
 mod reliability;
+mod routing;
 mod server;
 mod verifier;
 mod verify;

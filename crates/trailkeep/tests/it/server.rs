@@ -20,7 +20,12 @@ pub struct Server {
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailkeep"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.arg("serve");
+        // A test that restarts a server on the same port passes its own --listen.
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("TRAILKEEP_ADMIN_KEY", ADMIN_KEY)

@@ -9,6 +9,7 @@ pub mod export;
 pub mod ingest;
 pub mod objects;
 pub mod query;
+pub mod routing;
 mod server;
 mod stats;
 
@@ -30,6 +31,10 @@ pub enum BenchCommand {
     /// Ingest at a fixed rate without rules, then with N active alert rules: throughput drop,
     /// rule-evaluation cost per event, and ack → webhook latency of presence alerts.
     Alerts(Box<alerts::AlertsArgs>),
+    /// What routing by location costs: the routing decision per event at N routes × M rules,
+    /// next to the measured in-process ingest CPU per event without and with those routes
+    /// (issue #9).
+    Routing(routing::RoutingArgs),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -40,5 +45,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Export(args) => export::run(*args),
         BenchCommand::Alerts(args) => alerts::run(*args),
         BenchCommand::Objects(args) => objects::run(args),
+        BenchCommand::Routing(args) => routing::run(args),
     }
 }

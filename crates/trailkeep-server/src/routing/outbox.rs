@@ -1,0 +1,430 @@
+//! The persisted outbox of one remote target: an append-only queue of events on disk.
+//!
+//! # Format
+//!
+//! A directory `<data-dir>/routing/outbox/<target-id>/` holds segment files `<seq>.log` (`seq` as
+//! 16 lower-case hex digits) and a `cursor` file. A segment is a sequence of records
+//! `[u32 LE length][u32 LE CRC-32 of the payload][payload]`; a payload is the JSON
+//! `{"account", "queuedAt" (unix ns), "event"}`. A segment grows to [`SEGMENT_BYTES`], then the
+//! next one starts. `cursor` is `{"version": 1, "segment": n, "offset": n}`: everything before
+//! it was delivered; it is replaced atomically (fsync, rename, fsync of the directory).
+//!
+//! # Protocol
+//!
+//! * **Append** (ingest): frames are written to the newest segment and `fdatasync`ed before
+//!   [`Outbox::append`] returns; only then does the ingest request go on to the ledger and, later,
+//!   answer. Readers see only what was synced.
+//! * **Deliver**: the target's worker reads a batch from the cursor, sends it, and after the
+//!   receiver acknowledged it moves the cursor past it and deletes segments wholly behind it.
+//! * **Crash points**: a torn record at the end of the newest segment (a crash mid-append, never
+//!   acknowledged) is cut off at open. A crash after sending and before the cursor moved sends the
+//!   batch again: delivery is at least once, with the events' stable ids for de-duplication.
+//!   A record whose CRC fails elsewhere (bit rot) is reported and the rest of its segment skipped.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// A segment is closed once it is this large.
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest record accepted when reading (a stored event is at most a few hundred KiB).
+const MAX_RECORD: u32 = 8 * 1024 * 1024;
+const CURSOR_VERSION: u32 = 1;
+
+/// A place in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CursorFile {
+    version: u32,
+    segment: u64,
+    offset: u64,
+}
+
+/// One queued event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub account: String,
+    pub queued_at: i64,
+    pub event: Box<serde_json::value::RawValue>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The newest segment and its synced length.
+    head: Position,
+    file: Option<File>,
+    cursor: Position,
+    /// Events between the cursor and the head.
+    backlog: u64,
+}
+
+/// The outbox of one target.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016x}.log"))
+}
+
+fn io_err(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+/// Counts the whole records of `bytes` from `offset`; stops at the first torn or corrupt record
+/// and returns how many, where it stopped, and why.
+fn scan(bytes: &[u8], mut offset: usize) -> (u64, usize, Option<String>) {
+    let mut out = 0u64;
+    loop {
+        if offset == bytes.len() {
+            return (out, offset, None);
+        }
+        if bytes.len() - offset < 8 {
+            return (out, offset, Some("torn record header".into()));
+        }
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            return (out, offset, Some(format!("record length {len} too large")));
+        }
+        let end = offset + 8 + len as usize;
+        if end > bytes.len() {
+            return (out, offset, Some("torn record".into()));
+        }
+        let payload = &bytes[offset + 8..end];
+        if crc32fast::hash(payload) != crc {
+            return (out, offset, Some("CRC mismatch".into()));
+        }
+        out += 1;
+        offset = end;
+    }
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir`, cutting a torn tail and counting the backlog.
+    pub fn open(dir: &Path) -> std::io::Result<Outbox> {
+        std::fs::create_dir_all(dir)?;
+        let mut segments: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                u64::from_str_radix(name.strip_suffix(".log")?, 16).ok()
+            })
+            .collect();
+        segments.sort_unstable();
+        let cursor = match std::fs::read(dir.join("cursor")) {
+            Ok(b) => {
+                let c: CursorFile = serde_json::from_slice(&b)
+                    .map_err(|e| io_err(format!("{}/cursor: {e}", dir.display())))?;
+                if c.version != CURSOR_VERSION {
+                    return Err(io_err(format!(
+                        "{}/cursor has format version {}; this build reads {CURSOR_VERSION}",
+                        dir.display(),
+                        c.version
+                    )));
+                }
+                Position {
+                    segment: c.segment,
+                    offset: c.offset,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Position {
+                segment: segments.first().copied().unwrap_or(0),
+                offset: 0,
+            },
+            Err(e) => return Err(e),
+        };
+        let mut backlog = 0u64;
+        let last = segments.last().copied();
+        for &seq in &segments {
+            if seq < cursor.segment {
+                // Wholly delivered; a crash came before its deletion.
+                let _ = std::fs::remove_file(segment_path(dir, seq));
+                continue;
+            }
+            let path = segment_path(dir, seq);
+            let bytes = std::fs::read(&path)?;
+            let from = if seq == cursor.segment {
+                (cursor.offset as usize).min(bytes.len())
+            } else {
+                0
+            };
+            let (records, stop, problem) = scan(&bytes, from);
+            backlog += records;
+            if let Some(why) = problem {
+                if Some(seq) == last {
+                    tracing::warn!(path = %path.display(), offset = stop, %why, "cutting a torn outbox tail (never acknowledged)");
+                    let f = OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(stop as u64)?;
+                    f.sync_all()?;
+                } else {
+                    tracing::error!(path = %path.display(), offset = stop, %why, "corrupt outbox record; the rest of this segment is skipped");
+                }
+            }
+        }
+        let head_seq = last.unwrap_or(cursor.segment).max(cursor.segment);
+        let head_path = segment_path(dir, head_seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&head_path)?;
+        let head = Position {
+            segment: head_seq,
+            offset: file.metadata()?.len(),
+        };
+        File::open(dir)?.sync_all()?;
+        Ok(Outbox {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(Inner {
+                head,
+                file: Some(file),
+                cursor,
+                backlog,
+            }),
+        })
+    }
+
+    /// Events queued and not yet delivered.
+    pub fn backlog(&self) -> u64 {
+        self.inner.lock().expect("outbox lock").backlog
+    }
+
+    /// Appends payloads and syncs them to disk before returning.
+    pub fn append(&self, payloads: &[Vec<u8>]) -> std::io::Result<()> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock().expect("outbox lock");
+        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
+        for p in payloads {
+            buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+            buf.extend_from_slice(p);
+        }
+        let file = inner.file.as_mut().expect("the head segment is open");
+        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // Cut whatever part was written, so the segment stays a sequence of whole records.
+            let keep = inner.head.offset;
+            if let Some(f) = inner.file.as_ref() {
+                let _ = f.set_len(keep);
+            }
+            return Err(e);
+        }
+        inner.head.offset += buf.len() as u64;
+        inner.backlog += payloads.len() as u64;
+        if inner.head.offset >= SEGMENT_BYTES {
+            let next = inner.head.segment + 1;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(segment_path(&self.dir, next))?;
+            File::open(&self.dir)?.sync_all()?;
+            inner.file = Some(f);
+            inner.head = Position {
+                segment: next,
+                offset: 0,
+            };
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max_events` entries (and about `max_bytes`) from the cursor. Returns the
+    /// entries and the position after them (pass it to [`Outbox::ack`]).
+    pub fn peek(
+        &self,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<(Vec<Entry>, Position)> {
+        let (mut pos, head) = {
+            let inner = self.inner.lock().expect("outbox lock");
+            (inner.cursor, inner.head)
+        };
+        let mut entries = Vec::new();
+        let mut taken = 0usize;
+        'segments: while entries.len() < max_events && taken < max_bytes {
+            let path = segment_path(&self.dir, pos.segment);
+            let end = if pos.segment == head.segment {
+                head.offset
+            } else {
+                match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(e),
+                }
+            };
+            if pos.offset < end {
+                let mut f = std::io::BufReader::new(File::open(&path)?);
+                f.seek(SeekFrom::Start(pos.offset))?;
+                while pos.offset < end && entries.len() < max_events && taken < max_bytes {
+                    let mut header = [0u8; 8];
+                    let problem = if end - pos.offset < 8 {
+                        Some("torn record header".to_string())
+                    } else {
+                        f.read_exact(&mut header)?;
+                        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+                        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+                        if len > MAX_RECORD || pos.offset + 8 + u64::from(len) > end {
+                            Some(format!("record length {len} runs past the segment"))
+                        } else {
+                            let mut payload = vec![0u8; len as usize];
+                            f.read_exact(&mut payload)?;
+                            if crc32fast::hash(&payload) != crc {
+                                Some("CRC mismatch".to_string())
+                            } else {
+                                pos.offset += 8 + u64::from(len);
+                                taken += payload.len();
+                                match serde_json::from_slice::<Entry>(&payload) {
+                                    Ok(e) => entries.push(e),
+                                    Err(e) => {
+                                        tracing::error!(path = %path.display(), error = %e, "unreadable outbox entry skipped")
+                                    }
+                                }
+                                None
+                            }
+                        }
+                    };
+                    if let Some(why) = problem {
+                        if pos.segment == head.segment {
+                            return Err(io_err(format!(
+                                "{} at offset {}: {why}",
+                                path.display(),
+                                pos.offset
+                            )));
+                        }
+                        tracing::error!(path = %path.display(), offset = pos.offset, %why, "corrupt outbox record; the rest of this segment is skipped");
+                        pos = Position {
+                            segment: pos.segment + 1,
+                            offset: 0,
+                        };
+                        continue 'segments;
+                    }
+                }
+            }
+            if pos.offset >= end && pos.segment < head.segment {
+                pos = Position {
+                    segment: pos.segment + 1,
+                    offset: 0,
+                };
+            } else {
+                break;
+            }
+        }
+        Ok((entries, pos))
+    }
+
+    /// Marks everything before `to` delivered (`n` events): persists the cursor, then deletes
+    /// segments wholly behind it.
+    pub fn ack(&self, to: Position, n: u64) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().expect("outbox lock");
+        if to <= inner.cursor {
+            return Ok(());
+        }
+        let old = inner.cursor;
+        let file = CursorFile {
+            version: CURSOR_VERSION,
+            segment: to.segment,
+            offset: to.offset,
+        };
+        crate::auth::write_atomically(
+            &self.dir.join("cursor"),
+            &serde_json::to_vec(&file).expect("serialises"),
+        )?;
+        inner.cursor = to;
+        inner.backlog = inner.backlog.saturating_sub(n);
+        drop(inner);
+        for seq in old.segment..to.segment {
+            let _ = std::fs::remove_file(segment_path(&self.dir, seq));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(i: usize) -> Vec<u8> {
+        format!("{{\"account\":\"acme\",\"queuedAt\":{i},\"event\":{{\"id\":\"e{i}\"}}}}")
+            .into_bytes()
+    }
+
+    fn ids(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(e.event.get()).unwrap();
+                v["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appended_entries_come_out_in_order_across_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .append(&(0..5).map(payload).collect::<Vec<_>>())
+            .unwrap();
+        let (first, pos) = outbox.peek(2, 1 << 20).unwrap();
+        assert_eq!(ids(&first), ["e0", "e1"]);
+        outbox.ack(pos, 2).unwrap();
+        assert_eq!(outbox.backlog(), 3);
+        drop(outbox);
+        // A crash mid-append leaves half a record.
+        let seg = segment_path(dir.path(), 0);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[40, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(outbox.backlog(), 3);
+        outbox.append(&[payload(5)]).unwrap();
+        let (rest, pos) = outbox.peek(100, 1 << 20).unwrap();
+        assert_eq!(ids(&rest), ["e2", "e3", "e4", "e5"]);
+        outbox.ack(pos, 4).unwrap();
+        assert_eq!(outbox.backlog(), 0);
+        assert!(outbox.peek(100, 1 << 20).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn segments_roll_over_and_delivered_ones_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let big = vec![b'x'; 1024 * 1024];
+        let mut p = Vec::new();
+        p.extend_from_slice(b"{\"account\":\"a\",\"queuedAt\":1,\"event\":\"");
+        p.extend_from_slice(&big);
+        p.extend_from_slice(b"\"}");
+        for _ in 0..20 {
+            outbox.append(std::slice::from_ref(&p)).unwrap();
+        }
+        assert!(segment_path(dir.path(), 1).exists(), "a second segment");
+        let mut delivered = 0;
+        loop {
+            let (entries, pos) = outbox.peek(3, 4 << 20).unwrap();
+            if entries.is_empty() {
+                break;
+            }
+            delivered += entries.len();
+            outbox.ack(pos, entries.len() as u64).unwrap();
+        }
+        assert_eq!(delivered, 20);
+        assert!(
+            !segment_path(dir.path(), 0).exists(),
+            "delivered segment deleted"
+        );
+        let reopened = Outbox::open(dir.path()).unwrap();
+        assert_eq!(reopened.backlog(), 0);
+    }
+}
