@@ -24,3 +24,4 @@ pub mod listen;
 pub mod metrics;
 pub mod objects;
 pub mod run;
+pub mod web;

@@ -9,6 +9,7 @@ mod export;
 mod history;
 mod reliability;
 mod server;
+mod ui;
 mod verifier;
 mod verify;
 mod views;
