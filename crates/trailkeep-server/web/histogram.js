@@ -51,7 +51,7 @@ export function drawHistogram(box, { buckets, intervalMs, fromMs, toMs, total, o
     "aria-describedby": "histogram-help" }, svg);
   const help = h("p", { class: "hint", id: "histogram-help" },
     "Drag across the chart to zoom in; with the keyboard, Shift+←/→ widen a selection and Enter zooms.");
-  box.append(h("div", { class: "histogram-head" }, h("strong", { id: "hits-total" }, `${fmtCount(total)} events`),
+  box.append(h("div", { class: "histogram-head" }, h("strong", { id: "hits-total" }, `${fmtCount(total)} event${total === 1 ? "" : "s"}`),
     h("span", { class: "hint" }, `UTC, ${intervalMs >= 86400e3 ? intervalMs / 86400e3 + " d" : intervalMs >= 3600e3 ? intervalMs / 3600e3 + " h" : intervalMs >= 60e3 ? intervalMs / 60e3 + " min" : intervalMs / 1e3 + " s"} per bar`)),
     frame, axis, help);
 
