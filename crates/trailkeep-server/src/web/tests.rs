@@ -313,3 +313,26 @@ async fn the_lenient_parser_reports_error_positions() {
     let r = send(&app, "GET", "/v1/query/parse?q=x", &[], "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn scopes_are_the_parents_of_an_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(dir.path()));
+    let bearer = format!("Bearer {ADMIN}");
+    let id = "crn:v1:bluemix:public:codeengine:us-south:a/acme:proj-7:application:web";
+    let url = format!(
+        "/ui/scopes?targetId={}",
+        form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    );
+    let r = send(&app, "GET", &url, &[("authorization", &bearer)], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let parents = r.json()["parents"].clone();
+    assert_eq!(
+        parents[0], "crn:v1:bluemix:public:codeengine:us-south:a/acme:proj-7::",
+        "the project first: {parents}"
+    );
+    let r = send(&app, "GET", "/ui/scopes", &[("authorization", &bearer)], "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send(&app, "GET", &url, &[], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
