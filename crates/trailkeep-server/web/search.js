@@ -27,6 +27,8 @@ let ctl = null; // AbortController of the running search
 let tail = null; // EventSource of live tail
 let observer = null;
 let parseTimer = null;
+/** Where live tail starts: set when it is turned on, kept across searches while it stays on. */
+let tailSince = null;
 
 /** The page's state, read from the URL. */
 function readState() {
@@ -89,6 +91,7 @@ function params(extra = {}) {
 
 export async function render(main, ctx) {
   state = readState();
+  tailSince = null;
   document.title = "Search · Trailkeep";
   const { session } = ctx;
 
@@ -184,12 +187,15 @@ export async function render(main, ctx) {
     lastFocused?.focus();
   };
 
+  const shown = new Set(); // `${account}/${index}` of every row, so a tail never repeats one
   const row = (item, fresh) => {
     const e = item.event || {};
+    shown.add(`${item.account}/${item.index}`);
     const who = e.initiator?.name || e.initiator?.id || "";
     const what = e.target?.name || e.target?.id || "";
     const msg = e.message || e.reason?.reasonForFailure || item.derived?.description || "";
-    const tr = h("tr", { tabindex: "0", "aria-selected": "false", class: fresh ? "fresh" : null,
+    // One row is in the tab order (roving tabindex); the arrow keys move between rows.
+    const tr = h("tr", { tabindex: "-1", "aria-selected": "false", class: fresh ? "fresh" : null,
         dataset: { id: e.id || "", account: item.account } },
       h("td", { class: "mono nowrap" }, fmtTime(e.eventTime)),
       h("td", { class: "mono" }, e.action || ""),
@@ -198,6 +204,10 @@ export async function render(main, ctx) {
       h("td", { title: e.initiator?.id || "" }, who),
       h("td", { title: e.target?.id || "" }, what),
       h("td", { class: "msg" }, msg));
+    tr.addEventListener("focus", () => {
+      for (const other of tbody.querySelectorAll("tr[tabindex='0']")) if (other !== tr) other.tabIndex = -1;
+      tr.tabIndex = 0;
+    });
     tr.addEventListener("click", () => openDetail(item));
     tr.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" || ev.key === " ") {
@@ -323,8 +333,10 @@ export async function render(main, ctx) {
       items = page.events;
       cursor = page.next_cursor;
       const frag = document.createDocumentFragment();
+      shown.clear();
       for (const it of items) frag.append(row(it));
       tbody.replaceChildren(frag);
+      if (tbody.firstElementChild) tbody.firstElementChild.tabIndex = 0;
       tbody.removeAttribute("aria-busy");
       loading = false;
       showStatus();
@@ -359,11 +371,15 @@ export async function render(main, ctx) {
 
   const startTail = () => {
     stopTail();
-    const src = new EventSource(url("/v1/events/stream", params({ to: undefined, from: undefined })));
+    // A few seconds back, so nothing sent while the tail was (re)connecting is missed; rows
+    // already shown are skipped.
+    tailSince = tailSince || new Date(Date.now() - 5000).toISOString();
+    const src = new EventSource(url("/v1/events/stream", params({ to: undefined, from: tailSince })));
     tail = src;
     let n = 0;
     src.addEventListener("event", (m) => {
       const it = JSON.parse(m.data);
+      if (shown.has(`${it.account}/${it.index}`)) return;
       items.unshift(it);
       tbody.prepend(row(it, true));
       n += 1;
@@ -405,8 +421,11 @@ export async function render(main, ctx) {
   live.addEventListener("change", () => {
     state.live = live.checked;
     writeState(false);
-    if (state.live) startTail();
-    else {
+    if (state.live) {
+      tailSince = null;
+      startTail();
+    } else {
+      tailSince = null;
       stopTail();
       showStatus();
     }

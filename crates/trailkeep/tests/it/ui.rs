@@ -441,10 +441,54 @@ fn ui_search_refine_zoom_view_alert_timeline_verify_and_sign_out() {
         assert_eq!(rule["condition"]["threshold"], 5);
         assert_eq!(rule["channels"][0]["type"], "webhook");
         assert_eq!(rule["channels"][0]["url"], "http://127.0.0.1:9/hook");
+        // It fires: with a threshold of 1 and no window every matching event notifies; the
+        // webhook address refuses connections, so the history shows the firing and the retries.
+        b.type_into("#alert-threshold", "1").await;
+        b.el("#alert-window").await.select_by_value("").await.unwrap();
+        b.click("#alert-save").await;
+        b.text_contains("main", "every matching event").await;
+        let critical = json!({
+            "eventTime": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
+            "action": "kms.secrets.unwrap",
+            "outcome": "failure",
+            "severity": "critical",
+            "message": "alert probe from the UI test",
+            "initiator": {"id": "IBMid-UITEST", "name": "ui-test@example.com", "typeURI": "service/security/account/user"},
+            "target": {"id": "crn:v1:bluemix:public:kms:us-south:a/a1b2c3d4e5f60718293a4b5c6d7e8f90:kms-1:key:k1", "name": "k1", "typeURI": "kms/secret"},
+            "reason": {"reasonCode": 403, "reasonType": "Forbidden"},
+            "logSourceCRN": "crn:v1:bluemix:public:kms:us-south:a/a1b2c3d4e5f60718293a4b5c6d7e8f90:kms-1::",
+        });
+        let r = post_json(&server, "/v1/events", &critical);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let alert_page = b.url().await;
+        b.until("the firing in the alert's history", || {
+            let alert_page = alert_page.clone();
+            async move {
+                c.goto(&alert_page).await.ok()?;
+                let t = b.el("#history-title").await;
+                let _ = t;
+                let hist = c.find(Locator::Css("#alert-history")).await.ok()?.text().await.ok()?;
+                hist.contains("fired").then_some(())
+            }
+        })
+        .await;
         b.shot("alert").await;
         b.click("nav a[data-page=views]").await;
         b.text_contains("#alerts-table", "Critical failures page").await;
         b.shot("views").await;
+        // Opening the view searches with its query, account and window.
+        b.click(&format!("#views-table tr[data-id='{}'] a", view["id"].as_str().unwrap()))
+            .await;
+        b.rows_where("the view's events", |r| r[2] == "failure" && r[3] == "critical")
+            .await;
+        assert_eq!(
+            b.el("#q").await.prop("value").await.unwrap().as_deref(),
+            Some("outcome:failure AND severity:critical")
+        );
+        assert_eq!(
+            b.el("#account").await.prop("value").await.unwrap().as_deref(),
+            Some("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+        );
 
         // --- an object's timeline from an event ------------------------------------------------
         c.goto(&format!(
