@@ -115,6 +115,13 @@ async function signOut() {
 }
 
 async function start() {
+  // A resource the Content-Security-Policy blocked is a bug: counted (the browser tests check it)
+  // and shown.
+  document.addEventListener("securitypolicyviolation", (ev) => {
+    const n = Number(document.documentElement.dataset.cspViolations || 0) + 1;
+    document.documentElement.dataset.cspViolations = String(n);
+    toast(`Blocked by the content security policy: ${ev.violatedDirective} ${ev.blockedURI}`, "error");
+  });
   // Anything unexpected is shown, not swallowed.
   window.addEventListener("error", (ev) => toast(`Error: ${ev.message}`, "error"));
   window.addEventListener("unhandledrejection", (ev) => {

@@ -53,9 +53,17 @@ pub struct SessionAuth {
 }
 
 /// Every live session, by the SHA-256 of its id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Session>>,
+    idle: Duration,
+    absolute: Duration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::with_lifetimes(IDLE, ABSOLUTE)
+    }
 }
 
 /// A new session: the cookie value (shown once, to the browser) and its CSRF token.
@@ -76,6 +84,19 @@ fn digest(id: &str) -> [u8; 32] {
 }
 
 impl Sessions {
+    /// Sessions that end after `idle` without use or `absolute` after sign-in.
+    pub fn with_lifetimes(idle: Duration, absolute: Duration) -> Self {
+        Sessions {
+            map: Mutex::default(),
+            idle,
+            absolute,
+        }
+    }
+
+    fn alive(&self, s: &Session, now: Instant) -> bool {
+        now.duration_since(s.last_used) < self.idle && now.duration_since(s.created) < self.absolute
+    }
+
     /// Starts a session for an authenticated key.
     pub fn create(&self, principal: &Principal, keys: &KeyStore) -> Result<NewSession, String> {
         let id = random_hex().map_err(|e| e.to_string())?;
@@ -85,7 +106,7 @@ impl Sessions {
             .get(&principal.key_id, OffsetDateTime::now_utc())
             .and_then(|k| k.rotated_at);
         let mut map = self.map.lock().expect("session lock poisoned");
-        map.retain(|_, s| alive(s, now));
+        map.retain(|_, s| self.alive(s, now));
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k)
         {
@@ -113,7 +134,7 @@ impl Sessions {
         let Some(session) = map.get_mut(&d) else {
             return Err(AuthFailure::Invalid);
         };
-        if !alive(session, now) {
+        if !self.alive(session, now) {
             map.remove(&d);
             return Err(AuthFailure::Expired);
         }
@@ -164,10 +185,6 @@ impl Sessions {
     }
 }
 
-fn alive(s: &Session, now: Instant) -> bool {
-    now.duration_since(s.last_used) < IDLE && now.duration_since(s.created) < ABSOLUTE
-}
-
 /// The session cookie's value in a request's `Cookie` headers, if any.
 pub fn cookie_value(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -210,6 +227,72 @@ pub fn clear_cookie(secure: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keys() -> (tempfile::TempDir, KeyStore, Principal) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyStore::open(dir.path()).unwrap();
+        keys.ensure_bootstrap_admin(Some("session-test-admin-key-01"), "2026-11-21T00:00:00Z")
+            .unwrap();
+        let p = keys
+            .authenticate(
+                Some("Bearer session-test-admin-key-01"),
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        (dir, keys, p)
+    }
+
+    #[test]
+    fn an_idle_session_ends_and_use_keeps_it_alive() {
+        let (_dir, keys, p) = keys();
+        // Generous margins: a loaded machine oversleeps, it never undersleeps.
+        let sessions = Sessions::with_lifetimes(Duration::from_secs(2), ABSOLUTE);
+        let s = sessions.create(&p, &keys).unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(
+                sessions.authenticate(&s.id, &keys).is_ok(),
+                "used within the idle time"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(
+            sessions.authenticate(&s.id, &keys).unwrap_err(),
+            AuthFailure::Expired
+        );
+        assert!(sessions.is_empty(), "an ended session is forgotten");
+    }
+
+    #[test]
+    fn a_session_ends_at_its_absolute_deadline_even_in_use() {
+        let (_dir, keys, p) = keys();
+        let sessions = Sessions::with_lifetimes(IDLE, Duration::from_secs(1));
+        let s = sessions.create(&p, &keys).unwrap();
+        assert!(sessions.authenticate(&s.id, &keys).is_ok());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(sessions.authenticate(&s.id, &keys).is_err());
+    }
+
+    #[test]
+    fn rotating_the_key_ends_its_sessions_and_ids_are_unguessable() {
+        let (_dir, keys, p) = keys();
+        let sessions = Sessions::default();
+        let a = sessions.create(&p, &keys).unwrap();
+        let b = sessions.create(&p, &keys).unwrap();
+        assert_ne!(a.id, b.id);
+        assert_ne!(a.csrf, b.csrf);
+        assert_eq!(a.id.len(), 64, "256 random bits");
+        assert_eq!(
+            sessions
+                .authenticate("0".repeat(64).as_str(), &keys)
+                .unwrap_err(),
+            AuthFailure::Invalid
+        );
+        keys.rotate(&p.key_id, OffsetDateTime::now_utc()).unwrap();
+        assert!(sessions.authenticate(&a.id, &keys).is_err());
+        assert!(sessions.authenticate(&b.id, &keys).is_err());
+        assert!(sessions.is_empty());
+    }
 
     #[test]
     fn cookie_is_found_among_others() {

@@ -557,12 +557,29 @@ fn ui_search_refine_zoom_view_alert_timeline_verify_and_sign_out() {
                    const bad = await v.verifyItem(item, key);
                    const note = item.proof.checkpoint.replace(/\n(\d+)\n/, (m, n) => `\n${Number(n) + 1}\n`);
                    const forged = await v.verifyNote(note, await v.parseVerifierKey(key));
-                   done([good.verdict, bad.verdict, forged]);"#,
+                   // A browser without Ed25519 in WebCrypto: only the hash path is checked, and
+                   // the page says so.
+                   const real = crypto.subtle.importKey.bind(crypto.subtle);
+                   crypto.subtle.importKey = (f, k, alg, ...rest) =>
+                     alg?.name === 'Ed25519' ? Promise.reject(new DOMException('no', 'NotSupportedError')) : real(f, k, alg, ...rest);
+                   delete item.proof; // refetch the untampered event
+                   const again = await (await fetch(`/v1/events/${encodeURIComponent(id)}?proof=true`)).json();
+                   const partial = await v.verifyItem(again, key);
+                   crypto.subtle.importKey = real;
+                   done([good.verdict, bad.verdict, forged, partial.verdict,
+                         partial.steps.some(s => s.ok === null && s.text.includes('only the hash path was checked'))]);"#,
                 vec![],
             )
             .await
             .unwrap();
-        assert_eq!(tampered, json!(["verified", "failed", "invalid"]));
+        assert_eq!(
+            tampered,
+            json!(["verified", "failed", "invalid", "hash-only", true])
+        );
+
+        // Nothing the UI needed was blocked by its Content-Security-Policy.
+        let csp = b.js("return document.documentElement.dataset.cspViolations || '0'").await;
+        assert_eq!(csp, "0", "CSP violations");
 
         // --- sign out -------------------------------------------------------------------------
         b.click("#signout").await;
@@ -723,6 +740,17 @@ fn ui_reader_narrow_window_keyboard_live_tail_and_revocation() {
             b.el("#q").await.prop("value").await.unwrap().unwrap(),
             format!("outcome:failure AND {project}")
         );
+
+        let csp = b.js("return document.documentElement.dataset.cspViolations || '0'").await;
+        assert_eq!(csp, "0", "CSP violations");
+        // The policy is real: an injected inline script does not run, and is counted.
+        b.js("const s = document.createElement('script'); s.textContent = 'window.injected = 1'; document.body.append(s); return null").await;
+        b.until("the inline script to be refused", || async move {
+            let n = b.js("return document.documentElement.dataset.cspViolations || '0'").await;
+            (n == "1").then_some(())
+        })
+        .await;
+        assert!(b.js("return window.injected").await.is_null(), "the inline script ran");
 
         // Revoking the key ends the session at the next request.
         let r = request(
