@@ -42,9 +42,15 @@ async function render() {
       a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
+  clear(main);
+  if (!session.can.read) {
+    document.title = "Trailkeep";
+    main.append(h("section", { class: "card", id: "cannot-read" }, h("h1", {}, "Nothing to show for this key"),
+      h("p", {}, `The key “${session.key.name}” has the role ${session.key.role}: it may send events but not read them. Sign in with a reader, manager or admin key to search.`)));
+    return;
+  }
   const mod = pages[name];
   current = mod;
-  clear(main);
   try {
     await mod.render(main, { session, navigate });
   } catch (e) {

@@ -168,7 +168,7 @@ export async function render(main, ctx) {
     const vf = new URLSearchParams({ event: item.event?.id || "", account: item.account });
     renderDetail(detail, item, {
       onRefine: (t, exclude) => {
-        state.q = refine(state.q, t, exclude);
+        state.q = refine(q.value, t, exclude); // what is in the bar, even if not yet run
         q.value = state.q;
         runSearch(true);
       },
@@ -290,6 +290,7 @@ export async function render(main, ctx) {
       let fromMs = timeMs(state.from, now) ?? (starts.length ? Math.min(...starts) : now - 86400e3);
       let toMs = timeMs(state.to, now) ?? now;
       if (toMs <= fromMs) toMs = fromMs + intervalMs;
+      histo.dataset.sincePageLoadMs = String(Math.round(performance.now()));
       drawHistogram(histo, {
         buckets: agg.buckets, intervalMs, fromMs, toMs, total: agg.total,
         onZoom: (a, b) => {
@@ -343,6 +344,7 @@ export async function render(main, ctx) {
       // How long the first page took from the request to the table, query check included (read by
       // the browser tests).
       status.dataset.firstResultsMs = String(Math.round(performance.now() - started));
+      status.dataset.sincePageLoadMs = String(Math.round(performance.now()));
       if (state.event) {
         const found = items.find((i) => i.event?.id === state.event && (!state.eventAccount || i.account === state.eventAccount));
         if (found) openDetail(found, false);

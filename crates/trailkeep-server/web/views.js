@@ -85,7 +85,7 @@ function alertForm(ctx, { view, rule }, onDone) {
   type.value = rule?.condition.type || "presence";
   const threshold = h("input", { id: "alert-threshold", type: "number", min: "1", value: rule?.condition.threshold ?? 1, required: true });
   const win = h("select", { id: "alert-window" }, h("option", { value: "" }, "(each event)"), WINDOWS.map((w) => h("option", { value: w }, w)));
-  win.value = rule?.condition.window || "5m";
+  win.value = rule ? rule.condition.window || "" : "5m";
   const renotify = h("input", { id: "alert-renotify", value: rule?.renotify || "", placeholder: "1h (empty: once per firing)" });
   const keep = rule ? h("input", { type: "checkbox", id: "alert-keep-channels", checked: true }) : null;
   const ch = channelFields(rule?.channels[0]);
@@ -148,6 +148,19 @@ async function renderAlert(main, ctx, id) {
         toast(`Alert “${saved.name}” saved.`);
         ctx.navigate(`/ui/alerts?id=${encodeURIComponent(saved.id)}`, { replace: true });
       })));
+  }
+  if (ctx.session.can.manage) {
+    const result = h("p", { id: "test-result", "aria-live": "polite" });
+    main.append(h("div", { class: "bar-actions" },
+      h("button", { type: "button", class: "secondary", id: "alert-test", onclick: async () => {
+        result.textContent = "Sending…";
+        try {
+          const r = await post(`/v1/alerts/${encodeURIComponent(id)}/test`);
+          result.textContent = r.results.map((c) => `${c.type} #${c.channel}: ${c.ok ? "sent" : `failed — ${c.error}`}`).join("; ");
+        } catch (e) {
+          result.textContent = describeError(e);
+        }
+      } }, "Send a test notification"), result));
   }
   const rows = [...hist.history].reverse();
   cols.append(h("section", { class: "card", "aria-labelledby": "history-title" }, h("h2", { id: "history-title" }, "History"),

@@ -447,6 +447,11 @@ fn ui_search_refine_zoom_view_alert_timeline_verify_and_sign_out() {
         b.el("#alert-window").await.select_by_value("").await.unwrap();
         b.click("#alert-save").await;
         b.text_contains("main", "every matching event").await;
+        assert_eq!(
+            b.el("#alert-window").await.prop("value").await.unwrap().as_deref(),
+            Some(""),
+            "the edit form shows the rule as it is"
+        );
         let critical = json!({
             "eventTime": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
             "action": "kms.secrets.unwrap",
@@ -472,6 +477,10 @@ fn ui_search_refine_zoom_view_alert_timeline_verify_and_sign_out() {
             }
         })
         .await;
+        // A test notification goes to the channel now and says how it went (nothing listens on
+        // port 9: the attempt fails, and says why).
+        b.click("#alert-test").await;
+        b.text_contains("#test-result", "webhook #0: failed").await;
         b.shot("alert").await;
         b.click("nav a[data-page=views]").await;
         b.text_contains("#alerts-table", "Critical failures page").await;
@@ -763,6 +772,18 @@ fn ui_reader_narrow_window_keyboard_live_tail_and_revocation() {
         assert!(r.status < 300, "{} {}", r.status, r.text());
         b.click("#search-submit").await;
         b.text_contains("main", "session has ended").await;
+        // A writer key may sign in but has nothing to read: the UI says so instead of failing.
+        let writer = post_json(
+            &server,
+            "/v1/keys",
+            &json!({"name": "ui writer", "role": "writer", "accounts": [account]}),
+        );
+        assert_eq!(writer.status, 201, "{}", writer.text());
+        let writer_secret = writer.json()["secret"].as_str().unwrap().to_string();
+        b.type_into("#signin-key", &writer_secret).await;
+        b.click("#signin-submit").await;
+        b.text_contains("#cannot-read", "may send events but not read them").await;
+        b.click("#signout").await;
         b.el("#signin-key").await;
         c.clone().close().await.unwrap();
     });
