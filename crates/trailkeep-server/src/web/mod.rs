@@ -65,6 +65,12 @@ pub fn authenticate_request(
         .map(|v| v.to_str().unwrap_or(""));
     let now = OffsetDateTime::now_utc();
     let cookie = session::cookie_value(headers);
+    let sign_in = *method == Method::POST && path == "/ui/session";
+    if sign_in && authorization.is_none() && cookie.is_none() {
+        // The key is in the body (checked by the handler); a refused sign-in is recorded as an
+        // invalid key, not as a missing header.
+        return (Err(AuthFailure::Invalid), None);
+    }
     let (Some(id), None) = (cookie, authorization) else {
         return (state.keys.authenticate(authorization, now), None);
     };
@@ -74,7 +80,6 @@ pub fn authenticate_request(
             let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
             // Signing in again over a live session needs no token (it is not a write made with
             // the session's authority; the handler checks the key in the body).
-            let sign_in = *method == Method::POST && path == "/ui/session";
             let presented = headers
                 .get(session::CSRF_HEADER)
                 .and_then(|v| v.to_str().ok());
