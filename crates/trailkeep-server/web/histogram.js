@@ -11,7 +11,7 @@ const H = 120;
  * `buckets`: [{start, count}], `intervalMs`, `fromMs`/`toMs`: the domain shown,
  * `onZoom(fromMs, toMs)`: called with the selected range.
  */
-export function drawHistogram(box, { buckets, intervalMs, fromMs, toMs, total, onZoom }) {
+export function drawHistogram(box, { buckets, intervalMs, fromMs, toMs, total, onZoom, now = Date.now() }) {
   clear(box);
   const span = Math.max(1, toMs - fromMs);
   const max = Math.max(1, ...buckets.map((b) => b.count));
@@ -51,7 +51,14 @@ export function drawHistogram(box, { buckets, intervalMs, fromMs, toMs, total, o
     "aria-describedby": "histogram-help" }, svg);
   const help = h("p", { class: "hint", id: "histogram-help" },
     "Drag across the chart to zoom in; with the keyboard, Shift+←/→ widen a selection and Enter zooms.");
+  // Zoom out: the same middle, twice the span (never past now).
+  const zoomOut = h("button", { type: "button", class: "secondary small", id: "zoom-out", onclick: () => {
+    const mid = (fromMs + toMs) / 2;
+    const to = Math.min(now, mid + span);
+    onZoom(Math.floor(to - 2 * span), Math.ceil(to));
+  } }, "Zoom out");
   box.append(h("div", { class: "histogram-head" }, h("strong", { id: "hits-total" }, `${fmtCount(total)} event${total === 1 ? "" : "s"}`),
+    zoomOut,
     h("span", { class: "hint" }, `UTC, ${intervalMs >= 86400e3 ? intervalMs / 86400e3 + " d" : intervalMs >= 3600e3 ? intervalMs / 3600e3 + " h" : intervalMs >= 60e3 ? intervalMs / 60e3 + " min" : intervalMs / 1e3 + " s"} per bar`)),
     frame, axis, help);
 

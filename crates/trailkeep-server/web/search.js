@@ -144,8 +144,8 @@ export async function render(main, ctx) {
   const more = h("button", { type: "button", class: "secondary", id: "load-more", hidden: true }, "Load more");
   const sentinel = h("div", { class: "sentinel" });
   const detail = h("aside", { class: "detail card", id: "detail", "aria-labelledby": "detail-title", hidden: true });
-  const layout = h("div", { class: "results-layout" },
-    h("div", { class: "table-wrap", id: "table-wrap" }, table, sentinel, more, status), detail);
+  const tableWrap = h("div", { class: "table-wrap", id: "table-wrap" }, table, sentinel, more, status);
+  const layout = h("div", { class: "results-layout" }, tableWrap, detail);
   main.append(h("h1", { class: "visually-hidden" }, "Search"), form, qErrors, histo, layout);
 
   // --- behaviour ---------------------------------------------------------------------------
@@ -337,6 +337,7 @@ export async function render(main, ctx) {
       shown.clear();
       for (const it of items) frag.append(row(it));
       tbody.replaceChildren(frag);
+      tableWrap.scrollTop = 0; // new results start at the top
       if (tbody.firstElementChild) tbody.firstElementChild.tabIndex = 0;
       tbody.removeAttribute("aria-busy");
       loading = false;
