@@ -98,8 +98,8 @@ struct Authenticated(Result<Principal, AuthFailure>);
 
 /// Middleware around every route: authenticates the `Authorization` header (or, without one, the
 /// web UI's session cookie, whose writes must carry the session's CSRF token) once (routes that
-/// need a key read the result through [`Caller`]), and records in the system account's log each request
-/// that was refused for want of a valid key (401) or for lack of permission (403).
+/// need a key read the result through [`Caller`]), and records in the system account's log each
+/// request that was refused for want of a valid key (401) or for lack of permission (403).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let client = req
         .extensions()
