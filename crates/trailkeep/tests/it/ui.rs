@@ -218,6 +218,36 @@ impl Browser {
     }
 }
 
+/// Lists visible texts whose contrast with their (nearest opaque) background is below 4.5:1.
+const CONTRAST_CHECK: &str = r#"
+const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const bg = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const low = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const seen = new Set();
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  const el = n.parentElement;
+  if (!n.textContent.trim() || seen.has(el) || !el.checkVisibility?.() || el.closest('[aria-hidden=true], .visually-hidden, noscript, option')) continue;
+  seen.add(el);
+  const fg = rgb(getComputedStyle(el).color);
+  if (fg.length === 4 && fg[3] === 0) continue;
+  const [a, b] = [lum(fg.slice(0, 3)), lum(bg(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${el.tagName}.${el.className}: ${ratio.toFixed(2)} "${n.textContent.trim().slice(0, 30)}"`);
+}
+return low;
+"#;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -415,6 +445,8 @@ fn ui_search_refine_zoom_view_alert_timeline_verify_and_sign_out() {
         b.click("#results-body tr:nth-child(1)").await;
         b.el("#detail-json").await;
         b.shot("event-detail").await;
+        let low = b.js(CONTRAST_CHECK).await;
+        assert_eq!(low, json!([]), "text below 4.5:1 contrast on the search page");
 
         // --- save the search as a view; an alert on it -----------------------------------------
         b.type_into("#q", "outcome:failure AND severity:critical").await;
@@ -575,6 +607,8 @@ fn ui_search_refine_zoom_view_alert_timeline_verify_and_sign_out() {
         assert!(cps.contains("✓ valid") && !cps.contains("INVALID"), "{cps}");
         b.text_contains("#verifier-key", "+").await;
         b.shot("integrity").await;
+        let low = b.js(CONTRAST_CHECK).await;
+        assert_eq!(low, json!([]), "text below 4.5:1 contrast on the integrity page");
         // A changed event does not verify: the same code, given a tampered copy.
         let tampered = c
             .execute_async(
@@ -701,6 +735,15 @@ fn ui_reader_narrow_window_keyboard_live_tail_and_revocation() {
             b.url().await.contains("from=now-7d").then_some(())
         })
         .await;
+        // Text contrast: every visible text on the page is at least 4.5:1 against its background
+        // (WCAG AA), computed from the styles the browser applied.
+        // (The check finds a pale grey text when there is one.)
+        b.js("const p = document.createElement('p'); p.id = 'pale'; p.textContent = 'pale'; p.style.color = '#aaaaaa'; document.getElementById('main').append(p); return null").await;
+        let low = b.js(CONTRAST_CHECK).await;
+        assert_eq!(low.as_array().map(Vec::len), Some(1), "{low}");
+        b.js("document.getElementById('pale').remove(); return null").await;
+        let low = b.js(CONTRAST_CHECK).await;
+        assert_eq!(low, json!([]), "text below 4.5:1 contrast");
         // Every form control has a label.
         let unlabeled = b
             .js("return [...document.querySelectorAll('input, select')].filter(e => e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label')).map(e => e.id)")
