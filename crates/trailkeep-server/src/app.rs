@@ -33,6 +33,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub core: Arc<Core>,
+    /// Browser sessions of the web UI (in memory).
+    pub sessions: Arc<crate::web::Sessions>,
 }
 
 impl FromRef<AppState> for Arc<KeyStore> {
@@ -94,29 +96,28 @@ impl AppState {
 #[derive(Debug, Clone)]
 struct Authenticated(Result<Principal, AuthFailure>);
 
-/// Middleware around every route: authenticates the `Authorization` header once (routes that need
-/// a key read the result through [`Caller`]), and records in the system account's log each request
-/// that was refused for want of a valid key (401) or for lack of permission (403).
+/// Middleware around every route: authenticates the `Authorization` header (or, without one, the
+/// web UI's session cookie, whose writes must carry the session's CSRF token) once (routes that
+/// need a key read the result through [`Caller`]), and records in the system account's log each
+/// request that was refused for want of a valid key (401) or for lack of permission (403).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or(""));
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let result = state
-        .keys
-        .authenticate(header, OffsetDateTime::now_utc())
-        .map(|mut p| {
-            p.client = client;
-            p
-        });
+    let (result, csrf_refusal) =
+        crate::web::authenticate_request(&state, req.method(), req.uri().path(), req.headers());
+    let result = result.map(|mut p| {
+        p.client = client;
+        p
+    });
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     req.extensions_mut().insert(Authenticated(result.clone()));
-    let response = next.run(req).await;
+    let response = match csrf_refusal {
+        Some(refusal) => refusal.into_response(),
+        None => next.run(req).await,
+    };
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let system = &state.core.system_account;
@@ -206,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::alerts::routes(state.clone()))
         .merge(crate::export::routes(state.clone()))
         .merge(crate::routing::routes(state.clone()))
+        .merge(crate::web::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -275,6 +277,7 @@ mod tests {
             limiter: Arc::new(RateLimiter::default()),
             metrics,
             core,
+            sessions: Default::default(),
         }
     }
 

@@ -295,7 +295,9 @@ pub fn generate(options: DemoOptions) -> Vec<Value> {
             let name = *rng.pick(NAMES);
             out.push(event(&mut rng, &ctx, kind, name, t, None));
         }
-        i += 1;
+        // Time advances by event, not by round (a round may add three), so that the newest
+        // event is near `end_unix`: "the last hour" of the demo data is never empty.
+        i = out.len();
     }
     out.truncate(options.count);
     out

@@ -26,3 +26,4 @@ pub mod metrics;
 pub mod objects;
 pub mod routing;
 pub mod run;
+pub mod web;

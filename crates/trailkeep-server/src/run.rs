@@ -79,6 +79,7 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
         limiter: Arc::new(crate::limits::RateLimiter::default()),
         metrics,
         core: core.clone(),
+        sessions: Default::default(),
     };
     Ok(Started {
         addr: listener.local_addr(),

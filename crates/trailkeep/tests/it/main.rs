@@ -11,6 +11,7 @@ mod history;
 mod reliability;
 mod routing;
 mod server;
+mod ui;
 mod verifier;
 mod verify;
 mod views;
