@@ -165,6 +165,41 @@ pub struct ServeOptions {
     /// A notification still undelivered this long after it fired is marked failed [default: 24h].
     #[arg(long, env = "TRAILKEEP_ALERT_GIVE_UP_AFTER", value_name = "DURATION")]
     pub alert_give_up_after: Option<String>,
+
+    /// Bucket of the S3-compatible archive target; archiving is on when it is set
+    /// (docs/archive.md).
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_BUCKET", value_name = "NAME")]
+    pub archive_bucket: Option<String>,
+
+    /// Endpoint of the archive's S3-compatible server, `http(s)://host[:port]` (path-style
+    /// requests); leave unset for AWS S3.
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_ENDPOINT", value_name = "URL")]
+    pub archive_endpoint: Option<String>,
+
+    /// Region of the archive bucket [default: us-east-1].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_REGION", value_name = "REGION")]
+    pub archive_region: Option<String>,
+
+    /// Key prefix inside the archive bucket [default: none].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_PREFIX", value_name = "PREFIX")]
+    pub archive_prefix: Option<String>,
+
+    /// Access key id for the archive bucket.
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_ACCESS_KEY_ID", value_name = "ID")]
+    pub archive_access_key_id: Option<String>,
+
+    /// Secret access key for the archive bucket (never logged nor shown by the API).
+    #[arg(
+        long,
+        env = "TRAILKEEP_ARCHIVE_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub archive_secret_access_key: Option<String>,
+
+    /// Time between two background archive runs [default: 5m].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_INTERVAL", value_name = "DURATION")]
+    pub archive_interval: Option<String>,
 }
 
 /// Fully resolved server options.
@@ -187,6 +222,8 @@ pub struct ServerConfig {
     pub query_timeout: std::time::Duration,
     pub client_timeout: std::time::Duration,
     pub alerts: crate::alerts::AlertOptions,
+    /// The archive target, when one is configured.
+    pub archive: Option<crate::archive::ArchiveOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,9 +303,74 @@ impl ServeOptions {
             smtp_ca_cert,
             alert_retry_initial,
             alert_retry_max,
-            alert_give_up_after
+            alert_give_up_after,
+            archive_bucket,
+            archive_endpoint,
+            archive_region,
+            archive_prefix,
+            archive_access_key_id,
+            archive_secret_access_key,
+            archive_interval
         );
         Ok(self)
+    }
+
+    /// The archive target, when `archive_bucket` is set.
+    fn archive_options(&self) -> Result<Option<crate::archive::ArchiveOptions>, ConfigError> {
+        let Some(bucket) = self.archive_bucket.clone() else {
+            return Ok(None);
+        };
+        let (Some(access_key_id), Some(secret_access_key)) = (
+            self.archive_access_key_id.clone(),
+            self.archive_secret_access_key.clone(),
+        ) else {
+            return Err(ConfigError::Invalid(
+                "archive_bucket needs archive_access_key_id and archive_secret_access_key".into(),
+            ));
+        };
+        if let Some(e) = &self.archive_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "archive_endpoint must be an http:// or https:// URL, not {e:?}"
+            )));
+        }
+        Ok(Some(crate::archive::ArchiveOptions {
+            target: crate::archive::s3::S3Target {
+                endpoint: self.archive_endpoint.clone(),
+                bucket,
+                region: self
+                    .archive_region
+                    .clone()
+                    .unwrap_or_else(|| "us-east-1".to_string()),
+                access_key_id,
+                secret_access_key,
+                prefix: self
+                    .archive_prefix
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_matches('/')
+                    .to_string(),
+                // Set below: a request is not retried for longer than the interval (or 30 s).
+                retry: std::time::Duration::from_secs(30),
+            },
+            interval: match &self.archive_interval {
+                None => std::time::Duration::from_secs(300),
+                Some(text) => parse_std_duration(text).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "archive_interval must be a positive duration such as 30s or 5m, not {text:?}"
+                    ))
+                })?,
+            },
+            max_pass_records: 50_000,
+            max_pass_bytes: 32 << 20,
+        })
+        .map(|mut a| {
+            a.target.retry = a
+                .interval
+                .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+            a
+        }))
     }
 
     fn parse_file(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -280,6 +382,7 @@ impl ServeOptions {
 
     /// Applies defaults and checks the values.
     pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let archive = self.archive_options()?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -315,6 +418,7 @@ impl ServeOptions {
             retry,
         };
         let config = ServerConfig {
+            archive,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./trailkeep-data")),

@@ -107,6 +107,9 @@ pub struct Core {
     /// Views, alert rules and notifications, attached by `Alerts::start` after opening; every
     /// committed record is handed to it as it is handed to the indexer.
     pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
+    /// The archive to object storage, attached by `Archive::start` when a target is configured;
+    /// retention asks it how far each account is archived (`Archive::archived_count`).
+    pub archive: OnceLock<Arc<crate::archive::Archive>>,
 }
 
 /// The action prefix of self-audit events.
@@ -226,6 +229,7 @@ impl Core {
             max_batch_events: config.max_batch_events,
             system_account: config.system_account.clone(),
             alerts: OnceLock::new(),
+            archive: OnceLock::new(),
         }))
     }
 

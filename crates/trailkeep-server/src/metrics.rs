@@ -45,6 +45,7 @@ pub struct Metrics {
     pub auth_failures: Counter<u64, AtomicU64>,
     pub unrecorded_auth_failures: Counter<u64, AtomicU64>,
     pub alerts: crate::alerts::AlertMetrics,
+    pub archive: crate::archive::ArchiveMetrics,
 }
 
 impl Default for Metrics {
@@ -118,7 +119,9 @@ impl Metrics {
             unrecorded_auth_failures.clone(),
         );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
+        let archive = crate::archive::ArchiveMetrics::register(&mut registry);
         Metrics {
+            archive,
             alerts,
             registry,
             rate_limited,
