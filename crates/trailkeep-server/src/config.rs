@@ -533,6 +533,46 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_target_comes_from_the_file_and_its_secret_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trailkeep.toml");
+        std::fs::write(
+            &path,
+            "archive_bucket = \"audit\"\narchive_endpoint = \"http://127.0.0.1:3900\"\n\
+             archive_region = \"garage\"\narchive_access_key_id = \"GK1\"\n\
+             archive_prefix = \"/tk/\"\narchive_interval = \"1m\"\n",
+        )
+        .unwrap();
+        let flags = ServeOptions {
+            config: Some(path.clone()),
+            archive_secret_access_key: Some("s3cr3t-value".into()),
+            ..Default::default()
+        };
+        let config = flags.merge_file().unwrap().resolve().unwrap();
+        let archive = config.archive.clone().expect("archiving is on");
+        assert_eq!(archive.target.bucket, "audit");
+        assert_eq!(archive.target.prefix, "tk");
+        assert_eq!(archive.target.secret_access_key, "s3cr3t-value");
+        assert_eq!(archive.interval, std::time::Duration::from_secs(60));
+        assert!(!format!("{config:?}").contains("s3cr3t-value"));
+        // Without the secret, or with a bad endpoint, the configuration is refused.
+        let missing = ServeOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(missing.merge_file().unwrap().resolve().is_err());
+        let bad = ServeOptions {
+            archive_bucket: Some("b".into()),
+            archive_access_key_id: Some("k".into()),
+            archive_secret_access_key: Some("s".into()),
+            archive_endpoint: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+        assert!(ServeOptions::default().resolve().unwrap().archive.is_none());
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let config = ServeOptions::default().resolve().unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7700");

@@ -22,14 +22,9 @@ pub struct ImportArgs {
     #[arg(long, env = "TRAILKEEP_ARCHIVE_ENDPOINT", value_name = "URL")]
     endpoint: Option<String>,
 
-    /// Region of the bucket.
-    #[arg(
-        long,
-        env = "TRAILKEEP_ARCHIVE_REGION",
-        default_value = "us-east-1",
-        value_name = "REGION"
-    )]
-    region: String,
+    /// Region of the bucket [default: us-east-1].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_REGION", value_name = "REGION")]
+    region: Option<String>,
 
     /// Access key id.
     #[arg(long, env = "TRAILKEEP_ARCHIVE_ACCESS_KEY_ID", value_name = "ID")]
@@ -87,15 +82,23 @@ fn target(args: &ImportArgs) -> anyhow::Result<S3Target> {
         return Ok(S3Target {
             endpoint: args.endpoint.clone(),
             bucket,
-            region: args.region.clone(),
+            region: args
+                .region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".to_string()),
             access_key_id,
             secret_access_key,
             prefix,
             retry: std::time::Duration::from_secs(30),
         });
     }
+    // Flags and variables given here win over the file, as for `serve`.
     let config = ServeOptions {
         config: Some(PathBuf::from(&args.from_archive)),
+        archive_endpoint: args.endpoint.clone(),
+        archive_region: args.region.clone(),
+        archive_access_key_id: args.access_key_id.clone(),
+        archive_secret_access_key: args.secret_access_key.clone(),
         ..Default::default()
     }
     .merge_file()?

@@ -638,6 +638,78 @@ fn archive_to_garage_reads_back_with_pyarrow_and_restores_with_original_proofs_i
         assert!(a["checkpointsVerified"].as_u64().unwrap() >= 1);
     }
 
+    // Run again, the restore finds everything in place and imports nothing twice.
+    let again = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .args([
+            "import",
+            "--from-archive",
+            &format!("s3://{BUCKET}"),
+            "--endpoint",
+        ])
+        .arg(garage.endpoint())
+        .args(["--region", "garage", "--access-key-id", &garage.key_id])
+        .args([
+            "--account",
+            "acme",
+            "--verifier-key",
+            &original_key,
+            "--json",
+        ])
+        .arg("--data-dir")
+        .arg(&fresh)
+        .env("TRAILKEEP_ARCHIVE_SECRET_ACCESS_KEY", &garage.secret)
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "import again: {}",
+        text(&again.stderr)
+    );
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["accounts"][0]["imported"], 0, "{again}");
+    assert_eq!(
+        again["accounts"][0]["records"].as_u64(),
+        Some(archived["acme"])
+    );
+
+    // The archive named by a trailkeep.toml, one account, the archive's own key.
+    // (Not `trailkeep.toml` beside the data directories: the restored server would read it.)
+    let config = tmp.path().join("archive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "archive_bucket = \"{BUCKET}\"\narchive_endpoint = \"{}\"\narchive_region = \"garage\"\n\
+             archive_access_key_id = \"{}\"\n",
+            garage.endpoint(),
+            garage.key_id
+        ),
+    )
+    .unwrap();
+    let by_config = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .arg("import")
+        .arg("--from-archive")
+        .arg(&config)
+        .args(["--account", "globex"])
+        .arg("--data-dir")
+        .arg(tmp.path().join("by-config"))
+        .env("TRAILKEEP_ARCHIVE_SECRET_ACCESS_KEY", &garage.secret)
+        .output()
+        .unwrap();
+    assert!(
+        by_config.status.success(),
+        "import by config: {}",
+        text(&by_config.stderr)
+    );
+    assert!(
+        text(&by_config.stdout).contains(&format!(
+            "globex: {} records archived, {} imported",
+            archived["globex"], archived["globex"]
+        )),
+        "{}",
+        text(&by_config.stdout)
+    );
+    assert!(text(&by_config.stderr).contains("archive's own key"));
+
     // A wrong verifier key is refused.
     let other_key = "other+00000000+AQ2pT0VAhjLY5e09AfDHtlBMK8GyG7ec1JzpdZ6Vx2Nh";
     let refused = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
