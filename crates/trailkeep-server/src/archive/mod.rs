@@ -285,7 +285,7 @@ impl Archive {
         let mut report = RunReport::default();
         let key = format!("{}\n", self.core.ledger.verifier_key());
         let outcome =
-            object::put_once(&self.bucket, object::VERIFIER_KEY, key.into_bytes()).await?;
+            object::put_immutable(&self.bucket, object::VERIFIER_KEY, key.into_bytes()).await?;
         self.metrics.count(outcome);
         for account in self.core.ledger.accounts() {
             while let Some(pass) = self.next_pass(&account).await? {
@@ -373,7 +373,7 @@ impl Archive {
         report: &mut RunReport,
     ) -> Result<(), ArchiveError> {
         // The checkpoint first: a manifest never names a note that is not in the bucket.
-        let outcome = object::put_once(
+        let outcome = object::put_immutable(
             &self.bucket,
             &object::checkpoint_key(account, pass.checkpoint_size),
             pass.checkpoint_note.clone().into_bytes(),

@@ -251,18 +251,51 @@ pub enum PutOutcome {
     Replaced,
 }
 
-/// Writes `bytes` at `key` unless the very same bytes are already there.
+/// Writes `bytes` at `key` unless the very same bytes are already there; other bytes there are
+/// replaced (an interrupted earlier write of a pass being repeated).
 pub async fn put_once(bucket: &Bucket, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, S3Error> {
+    put(bucket, key, bytes, true).await
+}
+
+/// Like [`put_once`], but other bytes at `key` are an error, not replaced: for the verifier key
+/// and the signed checkpoints, which differ only if another server (another signing key, or a
+/// log restored elsewhere) archives to the same bucket and prefix — its archive is not
+/// overwritten.
+pub async fn put_immutable(
+    bucket: &Bucket,
+    key: &str,
+    bytes: Vec<u8>,
+) -> Result<PutOutcome, S3Error> {
+    put(bucket, key, bytes, false).await
+}
+
+async fn put(
+    bucket: &Bucket,
+    key: &str,
+    bytes: Vec<u8>,
+    replace: bool,
+) -> Result<PutOutcome, S3Error> {
     let outcome = match bucket.head(key).await? {
         None => PutOutcome::Written,
-        Some(size) if size == bytes.len() as u64 => {
-            let there = bucket.get(key, size).await?;
-            if there.is_some_and(|t| Sha256::digest(&t) == Sha256::digest(&bytes)) {
+        Some(size) => {
+            let same = size == bytes.len() as u64
+                && bucket
+                    .get(key, size)
+                    .await?
+                    .is_some_and(|t| Sha256::digest(&t) == Sha256::digest(&bytes));
+            if same {
                 return Ok(PutOutcome::AlreadyThere);
+            }
+            if !replace {
+                return Err(S3Error::Request {
+                    key: key.to_string(),
+                    message: "holds other content (another server's archive in the same bucket \
+                              and prefix?); refusing to overwrite it"
+                        .into(),
+                });
             }
             PutOutcome::Replaced
         }
-        Some(_) => PutOutcome::Replaced,
     };
     bucket.put(key, bytes).await?;
     Ok(outcome)

@@ -604,6 +604,8 @@ fn archive_to_garage_reads_back_with_pyarrow_and_restores_with_original_proofs_i
         .collect();
     server.stop();
 
+    let objects_note_before = objects_note(&garage, "acme", archived["acme"]);
+
     // Restore into a fresh, empty data directory, pinning the original verifier key.
     let fresh = tmp.path().join("fresh");
     let out = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
@@ -781,6 +783,25 @@ fn archive_to_garage_reads_back_with_pyarrow_and_restores_with_original_proofs_i
             );
         }
     }
+    restored.stop();
+
+    // The restored server (another signing key) pointed at the same bucket refuses to overwrite
+    // the original server's verifier key and checkpoints.
+    let restored = start_server(&fresh, &garage, "1h", &[]);
+    let r = request(
+        "POST",
+        &format!("{}/v1/archive/run", restored.url),
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("refusing to overwrite"), "{}", r.text());
+    assert_eq!(
+        objects_note(&garage, "acme", archived["acme"]),
+        objects_note_before,
+        "the original checkpoint is intact"
+    );
 }
 
 /// The archived checkpoint note of `account` at `size`, fetched through pyarrow's S3 client.
