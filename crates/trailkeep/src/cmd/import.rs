@@ -155,6 +155,18 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 "{}: {} records archived, {} imported, {} objects, {} checkpoints verified",
                 a.account, a.records, a.imported, a.objects, a.checkpoints_verified
             );
+            if let Some([from, to]) = a.incomplete_pass_skipped {
+                eprintln!(
+                    "{}: the last pass {from}..{to} is incomplete in the archive and was left out",
+                    a.account
+                );
+            }
+            if a.checkpoints_verified == 0 {
+                eprintln!(
+                    "{}: warning: no archived checkpoint covers the restored records; their proofs cannot be checked against the original server's",
+                    a.account
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
