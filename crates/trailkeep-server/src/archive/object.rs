@@ -160,7 +160,7 @@ pub struct Built {
 
 impl Built {
     pub fn manifest_bytes(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
+        let mut v = serde_json::to_vec(&self.manifest).expect("a manifest serialises");
         v.push(b'\n');
         v
     }
