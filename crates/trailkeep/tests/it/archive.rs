@@ -1009,3 +1009,33 @@ fn continuous_archive_survives_an_unavailable_bucket_and_a_crash_before_the_curs
     );
     server.stop();
 }
+
+#[test]
+fn without_a_target_the_archive_reports_itself_off_and_refuses_to_run_issue_8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &[]);
+    let s = status(&server);
+    assert_eq!(s["enabled"], false, "{s}");
+    let r = request(
+        "POST",
+        &format!("{}/v1/archive/run", server.url),
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "archive_not_configured");
+    let out = trailkeep(
+        &[
+            "archive",
+            "status",
+            "--url",
+            &server.url,
+            "--key",
+            ADMIN_KEY,
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no archive target is configured"));
+}
