@@ -13,9 +13,13 @@
 
 pub mod bundle;
 mod fields;
+#[cfg(feature = "parquet")]
+mod parquet_in;
 mod tabular;
 
 pub use fields::{COLUMNS, Fields, format_time};
+#[cfg(feature = "parquet")]
+pub use parquet_in::{ParquetRow, read_parquet};
 #[cfg(feature = "parquet")]
 pub use tabular::PARQUET_ROW_GROUP_BYTES;
 pub use tabular::TabularWriter;

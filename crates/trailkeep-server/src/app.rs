@@ -208,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::export::routes(state.clone()))
         .merge(crate::routing::routes(state.clone()))
         .merge(crate::web::routes(state.clone()))
+        .merge(crate::archive::http::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -233,6 +234,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.index_lag.set(state.core.indexer.lag() as i64);
+    if let Some(archive) = state.core.archive.get() {
+        archive.update_lag();
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

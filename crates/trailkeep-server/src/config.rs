@@ -213,6 +213,40 @@ pub struct ServeOptions {
         value_name = "DURATION"
     )]
     pub routing_report_interval: Option<String>,
+    /// Bucket of the S3-compatible archive target; archiving is on when it is set
+    /// (docs/archive.md).
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_BUCKET", value_name = "NAME")]
+    pub archive_bucket: Option<String>,
+
+    /// Endpoint of the archive's S3-compatible server, `http(s)://host[:port]` (path-style
+    /// requests); leave unset for AWS S3.
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_ENDPOINT", value_name = "URL")]
+    pub archive_endpoint: Option<String>,
+
+    /// Region of the archive bucket [default: us-east-1].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_REGION", value_name = "REGION")]
+    pub archive_region: Option<String>,
+
+    /// Key prefix inside the archive bucket [default: none].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_PREFIX", value_name = "PREFIX")]
+    pub archive_prefix: Option<String>,
+
+    /// Access key id for the archive bucket.
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_ACCESS_KEY_ID", value_name = "ID")]
+    pub archive_access_key_id: Option<String>,
+
+    /// Secret access key for the archive bucket (never logged nor shown by the API).
+    #[arg(
+        long,
+        env = "TRAILKEEP_ARCHIVE_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub archive_secret_access_key: Option<String>,
+
+    /// Time between two background archive runs [default: 5m].
+    #[arg(long, env = "TRAILKEEP_ARCHIVE_INTERVAL", value_name = "DURATION")]
+    pub archive_interval: Option<String>,
 }
 
 /// Fully resolved server options.
@@ -236,6 +270,8 @@ pub struct ServerConfig {
     pub client_timeout: std::time::Duration,
     pub alerts: crate::alerts::AlertOptions,
     pub routing: crate::routing::RoutingOptions,
+    /// The archive target, when one is configured.
+    pub archive: Option<crate::archive::ArchiveOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,9 +360,74 @@ impl ServeOptions {
             routing_max_backlog,
             routing_retry_initial,
             routing_retry_max,
-            routing_report_interval
+            routing_report_interval,
+            archive_bucket,
+            archive_endpoint,
+            archive_region,
+            archive_prefix,
+            archive_access_key_id,
+            archive_secret_access_key,
+            archive_interval
         );
         Ok(self)
+    }
+
+    /// The archive target, when `archive_bucket` is set.
+    fn archive_options(&self) -> Result<Option<crate::archive::ArchiveOptions>, ConfigError> {
+        let Some(bucket) = self.archive_bucket.clone() else {
+            return Ok(None);
+        };
+        let (Some(access_key_id), Some(secret_access_key)) = (
+            self.archive_access_key_id.clone(),
+            self.archive_secret_access_key.clone(),
+        ) else {
+            return Err(ConfigError::Invalid(
+                "archive_bucket needs archive_access_key_id and archive_secret_access_key".into(),
+            ));
+        };
+        if let Some(e) = &self.archive_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "archive_endpoint must be an http:// or https:// URL, not {e:?}"
+            )));
+        }
+        Ok(Some(crate::archive::ArchiveOptions {
+            target: crate::archive::s3::S3Target {
+                endpoint: self.archive_endpoint.clone(),
+                bucket,
+                region: self
+                    .archive_region
+                    .clone()
+                    .unwrap_or_else(|| "us-east-1".to_string()),
+                access_key_id,
+                secret_access_key,
+                prefix: self
+                    .archive_prefix
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_matches('/')
+                    .to_string(),
+                // Set below: a request is not retried for longer than the interval (or 30 s).
+                retry: std::time::Duration::from_secs(30),
+            },
+            interval: match &self.archive_interval {
+                None => std::time::Duration::from_secs(300),
+                Some(text) => parse_std_duration(text).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "archive_interval must be a positive duration such as 30s or 5m, not {text:?}"
+                    ))
+                })?,
+            },
+            max_pass_records: 50_000,
+            max_pass_bytes: 32 << 20,
+        })
+        .map(|mut a| {
+            a.target.retry = a
+                .interval
+                .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(30));
+            a
+        }))
     }
 
     fn parse_file(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -338,6 +439,7 @@ impl ServeOptions {
 
     /// Applies defaults and checks the values.
     pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let archive = self.archive_options()?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
@@ -414,6 +516,7 @@ impl ServeOptions {
             ));
         }
         let config = ServerConfig {
+            archive,
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./trailkeep-data")),
@@ -526,6 +629,46 @@ mod tests {
             missing.merge_file(),
             Err(ConfigError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn an_archive_target_comes_from_the_file_and_its_secret_is_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trailkeep.toml");
+        std::fs::write(
+            &path,
+            "archive_bucket = \"audit\"\narchive_endpoint = \"http://127.0.0.1:3900\"\n\
+             archive_region = \"garage\"\narchive_access_key_id = \"GK1\"\n\
+             archive_prefix = \"/tk/\"\narchive_interval = \"1m\"\n",
+        )
+        .unwrap();
+        let flags = ServeOptions {
+            config: Some(path.clone()),
+            archive_secret_access_key: Some("s3cr3t-value".into()),
+            ..Default::default()
+        };
+        let config = flags.merge_file().unwrap().resolve().unwrap();
+        let archive = config.archive.clone().expect("archiving is on");
+        assert_eq!(archive.target.bucket, "audit");
+        assert_eq!(archive.target.prefix, "tk");
+        assert_eq!(archive.target.secret_access_key, "s3cr3t-value");
+        assert_eq!(archive.interval, std::time::Duration::from_secs(60));
+        assert!(!format!("{config:?}").contains("s3cr3t-value"));
+        // Without the secret, or with a bad endpoint, the configuration is refused.
+        let missing = ServeOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(missing.merge_file().unwrap().resolve().is_err());
+        let bad = ServeOptions {
+            archive_bucket: Some("b".into()),
+            archive_access_key_id: Some("k".into()),
+            archive_secret_access_key: Some("s".into()),
+            archive_endpoint: Some("ftp://x".into()),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+        assert!(ServeOptions::default().resolve().unwrap().archive.is_none());
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct Core {
     pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
     /// Event routing by location (issue #9), attached by `Routing::start`.
     pub routing: OnceLock<Arc<crate::routing::Routing>>,
+    /// The archive to object storage, attached by `Archive::start` when a target is configured;
+    /// retention asks it how far each account is archived (`Archive::archived_count`).
+    pub archive: OnceLock<Arc<crate::archive::Archive>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -242,6 +245,7 @@ impl Core {
             system_account: config.system_account.clone(),
             alerts: OnceLock::new(),
             routing: OnceLock::new(),
+            archive: OnceLock::new(),
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod body;

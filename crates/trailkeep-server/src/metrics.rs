@@ -47,6 +47,7 @@ pub struct Metrics {
     pub id_lookups: Counter<u64, AtomicU64>,
     pub alerts: crate::alerts::AlertMetrics,
     pub routing: crate::routing::RoutingMetrics,
+    pub archive: crate::archive::ArchiveMetrics,
 }
 
 impl Default for Metrics {
@@ -128,7 +129,9 @@ impl Metrics {
         );
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         let routing = crate::routing::RoutingMetrics::register(&mut registry);
+        let archive = crate::archive::ArchiveMetrics::register(&mut registry);
         Metrics {
+            archive,
             alerts,
             routing,
             registry,

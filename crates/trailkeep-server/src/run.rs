@@ -27,6 +27,8 @@ pub enum RunError {
     Open(#[from] crate::core::OpenError),
     #[error("{0}")]
     Listen(#[from] crate::listen::ListenError),
+    #[error("archive: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("alerts: {0}")]
     Alerts(#[from] crate::alerts::store::StoreError),
     #[error("loading demo data: {0}")]
@@ -65,6 +67,14 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
     };
     crate::alerts::Alerts::start(&core, &config.data_dir, &config.alerts)?;
     crate::routing::Routing::start(&core, &config.data_dir, config.routing.clone())?;
+    if let Some(options) = &config.archive {
+        crate::archive::Archive::start(
+            &core,
+            &config.data_dir,
+            options.clone(),
+            metrics.archive.clone(),
+        )?;
+    }
     if demo && core.ledger.is_empty() {
         load_demo(&core).await?;
     }
@@ -99,6 +109,9 @@ impl Started {
     ) -> Result<(), RunError> {
         let app = router(self.state);
         let result = self.listener.serve(app, shutdown).await;
+        if let Some(archive) = self.core.archive.get() {
+            archive.stop();
+        }
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || core.close())
             .await

@@ -69,6 +69,12 @@ enum Command {
     /// Routing settings: default targets, location aliases, data-event collection (admin key).
     #[command(subcommand)]
     Settings(cmd::settings::SettingsCommand),
+    /// Archive to S3-compatible object storage: run now, status, list objects (admin key).
+    #[command(subcommand)]
+    Archive(cmd::archive::ArchiveCommand),
+    /// Restore archived events into the data directory of a stopped server
+    /// (`--from-archive s3://bucket[/prefix]`), verified against the archived checkpoints.
+    Import(Box<cmd::import::ImportArgs>),
     /// Rebuild the search index of a stopped server from its ledger, with a progress bar.
     Reindex(cmd::reindex::ReindexArgs),
 }
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
         Command::Export(args) => cmd::export::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
+        Command::Archive(command) => cmd::archive::run(command),
+        Command::Import(args) => cmd::import::run(*args),
         Command::Views(command) => cmd::views::run(command),
         Command::Targets(command) => cmd::targets::run(command),
         Command::Routes(command) => cmd::routes::run(command),

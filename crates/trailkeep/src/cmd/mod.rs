@@ -4,10 +4,12 @@
 
 pub mod accounts;
 pub mod alerts;
+pub mod archive;
 pub mod bench;
 pub mod event;
 pub mod export;
 pub mod history;
+pub mod import;
 pub mod keys;
 pub mod output;
 pub mod progress;

@@ -2,6 +2,7 @@
 
 mod access;
 mod alerts;
+mod archive;
 mod bundle;
 mod client;
 mod disk_full;
