@@ -42,7 +42,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let remote = Remote::new(&target.remote)?;
     let samples = QueryValues::collect(&remote)?;
     eprintln!(
-        "sample values: {} correlation ids, {} targets, busiest account {} ({} events in the sample)",
+        "sample values: {} correlation ids, {} targets, busiest account {} ({} of the newest 1000 failures of the last 24 h)",
         samples.correlations.len(),
         samples.targets.len(),
         samples.busiest.0,
@@ -175,7 +175,12 @@ impl QueryValues {
         let page = remote
             .get_json(
                 "/v1/events",
-                &[("q", ""), ("from", "now-7d"), ("limit", "1000")],
+                // Not the server's own records of earlier reads (they are newest of all).
+                &[
+                    ("q", "NOT action:trailkeep.*"),
+                    ("from", "now-7d"),
+                    ("limit", "1000"),
+                ],
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
@@ -202,11 +207,29 @@ impl QueryValues {
             .collect();
         targets.sort();
         targets.dedup();
+        // The account with the most recent failures, so that its failures-in-24-h query has
+        // something to find (the newest events overall can all belong to one quiet account).
+        let failures = remote
+            .get_json(
+                "/v1/events",
+                &[
+                    ("q", "outcome:failure AND NOT action:trailkeep.*"),
+                    ("from", "now-24h"),
+                    ("limit", "1000"),
+                ],
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut per_account: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &events {
+        for e in failures["events"].as_array().into_iter().flatten() {
             if let Some(a) = e["account"].as_str() {
                 *per_account.entry(a.to_string()).or_default() += 1;
             }
+        }
+        if correlations.is_empty() || targets.is_empty() || per_account.is_empty() {
+            bail!(
+                "the newest events of the last 7 days lack correlation ids, targets or failures in \
+                 the last 24 h; load the bench corpus first (bench ingest --keep or --data-dir)"
+            );
         }
         let busiest = per_account
             .into_iter()
