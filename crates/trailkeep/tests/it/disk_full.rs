@@ -17,15 +17,30 @@ use crate::{text, trailkeep};
 /// A tmpfs of `size`, unmounted when dropped.
 struct SmallDisk(PathBuf);
 
+/// `program` as root: directly when this is root, else through `sudo -n` (no password prompt).
+fn as_root(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| text(&o.stdout).trim() == "0");
+    if root {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
 impl SmallDisk {
     fn mount(at: &Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
+        let out = as_root("mount")
             .args([
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={size}"),
+                &format!("size={size},mode=1777"),
                 "trailkeep-test",
             ])
             .arg(at)
@@ -33,7 +48,8 @@ impl SmallDisk {
             .expect("the mount command runs");
         assert!(
             out.status.success(),
-            "mounting a {size} tmpfs failed (this test needs root, as ./scripts/test has in CI): {}",
+            "mounting a {size} tmpfs failed: this test needs root or password-less sudo, as \
+             ./scripts/test has in CI: {}",
             text(&out.stderr)
         );
         SmallDisk(at.to_path_buf())
@@ -42,7 +58,7 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = as_root("umount").arg("-l").arg(&self.0).status();
     }
 }
 
