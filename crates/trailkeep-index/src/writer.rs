@@ -200,6 +200,16 @@ impl Writer {
 
     /// Makes every add so far durable and searchable, with the positions in the payload.
     pub fn commit(&mut self) -> Result<CommitInfo> {
+        let info = self.commit_hidden()?;
+        self.reader.reload()?;
+        Ok(info)
+    }
+
+    /// Makes every add so far durable but not yet searchable: [`crate::EventIndex::reload`]
+    /// shows it. The caller can commit what it keeps beside the index (derived object state) in
+    /// between, so that no search finds a document before that. Add nothing before the reload:
+    /// until then a re-added committed document is not recognised as a duplicate.
+    pub fn commit_hidden(&mut self) -> Result<CommitInfo> {
         let payload = CommitPayload {
             format: FORMAT_VERSION,
             positions: self.positions.clone(),
@@ -209,7 +219,6 @@ impl Writer {
         let mut prepared = self.writer.prepare_commit()?;
         prepared.set_payload(&text);
         let opstamp = prepared.commit()?;
-        self.reader.reload()?;
         self.committed = self.positions.clone();
         Ok(CommitInfo {
             opstamp,

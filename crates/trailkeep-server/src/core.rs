@@ -964,17 +964,19 @@ pub fn catch_up(
                 done.indexed += 1;
             }
             if done.derived.is_multiple_of(50_000) {
-                writer.commit()?;
+                writer.commit_hidden()?;
                 batch.commit()?;
+                index.reload()?;
                 batch = objects.begin()?;
             }
         }
     }
+    // Durable index, then the store, then visible to searches (as in the indexer).
     if done.indexed > 0 {
-        writer.commit()?;
-        index.reload()?;
+        writer.commit_hidden()?;
     }
     batch.commit()?;
+    index.reload()?;
     Ok(done)
 }
 

@@ -289,15 +289,18 @@ fn run(
             if uncommitted > 0
                 && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
             {
-                // The index first, then the object store: the store never leads the index.
-                let committed = writer.commit().and_then(|_| index.reload());
-                if committed.is_ok() {
-                    committed_positions.send_replace(writer.positions().clone());
-                }
+                // The index first, then the object store: the store never leads the index. The
+                // new documents become searchable only after both, so that a search never shows
+                // an event with object state that is not stored yet.
+                let committed = writer.commit_hidden().map(|_| ());
                 // The store must not get ahead: when the index commit failed, the store's batch
                 // is dropped and derived again by the catch-up.
                 let stored = committed.is_ok().then(|| batch.take().map(Batch::commit));
                 batch = None;
+                let committed = committed.and_then(|()| index.reload());
+                if committed.is_ok() {
+                    committed_positions.send_replace(writer.positions().clone());
+                }
                 match (committed, stored) {
                     (Ok(()), None | Some(None) | Some(Some(Ok(())))) => {
                         pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);

@@ -43,13 +43,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("(the data directory was not empty, so no demo data was added)");
             }
         }
+        // Before saying so: from then on SIGTERM must shut down gracefully.
+        let shutdown = shutdown_signal();
         eprintln!(
             "trailkeep listening on {scheme}://{} (data: {}, durability: {})",
             started.addr,
             data_dir.display(),
             durability.as_str()
         );
-        started.serve(shutdown_signal()).await.context("serving")?;
+        started.serve(shutdown).await.context("serving")?;
         eprintln!("trailkeep stopped: index committed, checkpoints signed");
         Ok(ExitCode::SUCCESS)
     })
