@@ -136,24 +136,11 @@ impl EventIndex {
     /// The log indexes of `account`'s committed documents whose event `id` hashes like `id`
     /// (normally one or none; the caller reads the events to tell a hash collision).
     pub fn indexes_with_id(&self, account: &str, id: &str) -> Result<Vec<u64>> {
-        use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-        use tantivy::schema::{IndexRecordOption, Term};
-        let query = BooleanQuery::new(vec![
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.account, account),
-                    IndexRecordOption::Basic,
-                )) as Box<dyn Query>,
-            ),
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_u64(self.fields.id, crate::schema::hash64(id)),
-                    IndexRecordOption::Basic,
-                )),
-            ),
-        ]);
+        use tantivy::schema::Term;
+        let query = self.fields.in_account(
+            account,
+            Term::from_field_u64(self.fields.id, crate::schema::hash64(id)),
+        );
         let searcher = self.reader.searcher();
         let found = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
         let mut indexes = Vec::with_capacity(found.len());
@@ -171,24 +158,10 @@ impl EventIndex {
     /// The class and description derived for the event at `(account, index)` (issue #11), as
     /// stored with its document; `None` when it is not indexed or was added without them.
     pub fn derived(&self, account: &str, index: u64) -> Result<Option<(String, String)>> {
-        use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-        use tantivy::schema::{IndexRecordOption, Term, Value as _};
-        let query = BooleanQuery::new(vec![
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.account, account),
-                    IndexRecordOption::Basic,
-                )) as Box<dyn Query>,
-            ),
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_u64(self.fields.idx, index),
-                    IndexRecordOption::Basic,
-                )),
-            ),
-        ]);
+        use tantivy::schema::{Term, Value as _};
+        let query = self
+            .fields
+            .in_account(account, Term::from_field_u64(self.fields.idx, index));
         let searcher = self.reader.searcher();
         let found = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
         let Some(address) = found.into_iter().next() else {

@@ -114,6 +114,31 @@ pub(crate) struct Fields {
     pub scope: Field,
 }
 
+impl Fields {
+    /// Documents of `account` that hold `term` (an `idx` or a hashed `id`).
+    pub(crate) fn in_account(
+        &self,
+        account: &str,
+        term: tantivy::Term,
+    ) -> tantivy::query::BooleanQuery {
+        use tantivy::query::{Occur, Query, TermQuery};
+        use tantivy::schema::IndexRecordOption;
+        tantivy::query::BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    tantivy::Term::from_field_text(self.account, account),
+                    IndexRecordOption::Basic,
+                )) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+            ),
+        ])
+    }
+}
+
 /// What the server derives for an event and the index makes searchable (issue #11): the
 /// event's bytes in the ledger stay as received, these fields live beside them.
 #[derive(Debug, Clone, Copy, Default)]

@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{IndexRecordOption, Term};
+use tantivy::query::Query;
+use tantivy::schema::Term;
 use tantivy::{IndexReader, IndexWriter};
 use time::OffsetDateTime;
 
@@ -126,22 +126,10 @@ impl Writer {
         let doc = build_document(&self.fields, account, index, received, event, derived);
         let outcome = match self.positions.get_mut(account) {
             Some(highest) if index <= *highest => {
-                let query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
-                    (
-                        Occur::Must,
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(self.fields.account, account),
-                            IndexRecordOption::Basic,
-                        )) as Box<dyn Query>,
-                    ),
-                    (
-                        Occur::Must,
-                        Box::new(TermQuery::new(
-                            Term::from_field_u64(self.fields.idx, index),
-                            IndexRecordOption::Basic,
-                        )),
-                    ),
-                ]));
+                let query: Box<dyn Query> = Box::new(
+                    self.fields
+                        .in_account(account, Term::from_field_u64(self.fields.idx, index)),
+                );
                 self.writer.delete_query(query)?;
                 Added::Replaced
             }
@@ -160,22 +148,9 @@ impl Writer {
 
     /// Is `(account, index)` in the committed index?
     fn is_committed(&self, account: &str, index: u64) -> Result<bool> {
-        let query = BooleanQuery::new(vec![
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.account, account),
-                    IndexRecordOption::Basic,
-                )) as Box<dyn Query>,
-            ),
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_u64(self.fields.idx, index),
-                    IndexRecordOption::Basic,
-                )),
-            ),
-        ]);
+        let query = self
+            .fields
+            .in_account(account, Term::from_field_u64(self.fields.idx, index));
         Ok(query.count(&self.reader.searcher())? > 0)
     }
 
