@@ -267,6 +267,8 @@ fn run(
             Err(RecvTimeoutError::Disconnected) => disconnected = true,
         }
         if let Some(due) = resync_due {
+            // What was derived since the last commit is derived again by the catch-up.
+            batch = None;
             if Instant::now() >= due || disconnected {
                 match resync(&ledger, &index, &mut writer, &objects) {
                     Ok(n) => {
