@@ -158,7 +158,7 @@ impl EventIndex {
     /// The class and description derived for the event at `(account, index)` (issue #11), as
     /// stored with its document; `None` when it is not indexed or was added without them.
     pub fn derived(&self, account: &str, index: u64) -> Result<Option<(String, String)>> {
-        use tantivy::schema::{Term, Value as _};
+        use tantivy::schema::Term;
         let query = self
             .fields
             .in_account(account, Term::from_field_u64(self.fields.idx, index));
@@ -167,14 +167,7 @@ impl EventIndex {
         let Some(address) = found.into_iter().next() else {
             return Ok(None);
         };
-        let doc: tantivy::TantivyDocument = searcher.doc(address)?;
-        let text = |f| doc.get_first(f).and_then(|v| v.as_str().map(str::to_owned));
-        Ok(
-            match (text(self.fields.class), text(self.fields.description)) {
-                (Some(class), Some(description)) => Some((class, description)),
-                _ => None,
-            },
-        )
+        Ok(self.fields.stored_derived(&searcher.doc(address)?))
     }
 
     /// Bytes the index's live files take on disk (or in memory).

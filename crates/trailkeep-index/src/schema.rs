@@ -115,6 +115,16 @@ pub(crate) struct Fields {
 }
 
 impl Fields {
+    /// The derived class and description stored with a document, when it has them.
+    pub(crate) fn stored_derived(&self, doc: &TantivyDocument) -> Option<(String, String)> {
+        use tantivy::schema::Value as _;
+        let text = |f| doc.get_first(f).and_then(|v| v.as_str().map(str::to_owned));
+        match (text(self.class), text(self.description)) {
+            (Some(class), Some(description)) => Some((class, description)),
+            _ => None,
+        }
+    }
+
     /// Documents of `account` that hold `term` (an `idx` or a hashed `id`).
     pub(crate) fn in_account(
         &self,

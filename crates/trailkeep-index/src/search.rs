@@ -15,7 +15,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn};
 use tantivy::query::Weight;
-use tantivy::{DateTime, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED};
+use tantivy::{
+    DateTime, DocAddress, DocId, DocSet, Score, SegmentOrdinal, SegmentReader, TERMINATED,
+};
 use time::OffsetDateTime;
 
 use crate::compile::Compiler;
@@ -53,6 +55,9 @@ pub struct Hit {
     pub index: u64,
     /// The event's time as indexed (microsecond precision).
     pub event_time: OffsetDateTime,
+    /// What was derived for the event (class, description), read from the same index snapshot
+    /// as the hit (see [`EventIndex::derived`]).
+    pub derived: Option<(String, String)>,
 }
 
 /// A page of hits.
@@ -148,19 +153,23 @@ impl EventIndex {
         let more = keys.len() > req.limit;
         keys.truncate(req.limit);
         let next_cursor = if more {
-            keys.last().map(encode_cursor)
+            keys.last().map(|(k, _)| encode_cursor(k))
         } else {
             None
         };
-        let hits = keys
-            .into_iter()
-            .map(|k| Hit {
+        let mut hits = Vec::with_capacity(keys.len());
+        for (k, address) in keys {
+            // Read by address from this very snapshot: far cheaper than looking the position
+            // up again in every segment.
+            let derived = self.fields.stored_derived(&searcher.doc(address)?);
+            hits.push(Hit {
                 event_time: OffsetDateTime::from_unix_timestamp_nanos(i128::from(k.micros) * 1000)
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH),
                 account: k.account,
                 index: k.index,
-            })
-            .collect();
+                derived,
+            });
+        }
         Ok(SearchPage { hits, next_cursor })
     }
 }
@@ -177,6 +186,7 @@ struct Newest {
 
 /// Per-segment state: account ordinals are comparable within a segment (sorted dictionary).
 struct NewestSegment {
+    segment_ord: SegmentOrdinal,
     k: usize,
     from: i64,
     to: i64,
@@ -186,7 +196,8 @@ struct NewestSegment {
     account: StrColumn,
     ords: Column<u64>,
     allowed: Vec<u64>,
-    heap: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    /// (event time µs, account ordinal, index, doc).
+    heap: BinaryHeap<Reverse<(i64, u64, u64, DocId)>>,
     buf: String,
 }
 
@@ -203,12 +214,12 @@ pub(crate) fn allowed_ords(column: &StrColumn, accounts: &[String]) -> tantivy::
 }
 
 impl Collector for Newest {
-    type Fruit = Vec<SortKey>;
+    type Fruit = Vec<(SortKey, DocAddress)>;
     type Child = MaybeNewestSegment;
 
     fn for_segment(
         &self,
-        _ord: SegmentOrdinal,
+        segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
         let ff = segment.fast_fields();
@@ -220,6 +231,7 @@ impl Collector for Newest {
             return Ok(MaybeNewestSegment(None));
         }
         Ok(MaybeNewestSegment(Some(NewestSegment {
+            segment_ord,
             k: self.k,
             from: self.from,
             to: self.to,
@@ -245,7 +257,7 @@ impl Collector for Newest {
         weight: &dyn Weight,
         segment_ord: SegmentOrdinal,
         reader: &SegmentReader,
-    ) -> tantivy::Result<Vec<SortKey>> {
+    ) -> tantivy::Result<Vec<(SortKey, DocAddress)>> {
         let mut scorer = weight.scorer(reader, 1.0)?;
         if scorer.doc() == TERMINATED {
             return Ok(Default::default());
@@ -262,9 +274,12 @@ impl Collector for Newest {
         Ok(child.harvest())
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<SortKey>>) -> tantivy::Result<Vec<SortKey>> {
-        let mut all: Vec<SortKey> = fruits.into_iter().flatten().collect();
-        all.sort_unstable_by(|a, b| b.cmp(a));
+    fn merge_fruits(
+        &self,
+        fruits: Vec<Vec<(SortKey, DocAddress)>>,
+    ) -> tantivy::Result<Vec<(SortKey, DocAddress)>> {
+        let mut all: Vec<(SortKey, DocAddress)> = fruits.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         all.truncate(self.k);
         Ok(all)
     }
@@ -274,7 +289,7 @@ impl Collector for Newest {
 struct MaybeNewestSegment(Option<NewestSegment>);
 
 impl SegmentCollector for MaybeNewestSegment {
-    type Fruit = Vec<SortKey>;
+    type Fruit = Vec<(SortKey, DocAddress)>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         if let Some(s) = &mut self.0 {
@@ -282,7 +297,7 @@ impl SegmentCollector for MaybeNewestSegment {
         }
     }
 
-    fn harvest(self) -> Vec<SortKey> {
+    fn harvest(self) -> Vec<(SortKey, DocAddress)> {
         match self.0 {
             None => Vec::new(),
             Some(s) => s.harvest(),
@@ -321,7 +336,7 @@ impl NewestSegment {
                 }
             }
         }
-        let key = (micros, ord, index);
+        let key = (micros, ord, index, doc);
         if self.heap.len() < self.k {
             self.heap.push(Reverse(key));
         } else if let Some(Reverse(min)) = self.heap.peek()
@@ -332,17 +347,20 @@ impl NewestSegment {
         }
     }
 
-    fn harvest(self) -> Vec<SortKey> {
+    fn harvest(self) -> Vec<(SortKey, DocAddress)> {
         let mut out = Vec::with_capacity(self.heap.len());
         let mut buf = String::new();
-        for Reverse((micros, ord, index)) in self.heap {
+        for Reverse((micros, ord, index, doc)) in self.heap {
             buf.clear();
             if self.account.ord_to_str(ord, &mut buf).unwrap_or(false) {
-                out.push(SortKey {
-                    micros,
-                    account: buf.clone(),
-                    index,
-                });
+                out.push((
+                    SortKey {
+                        micros,
+                        account: buf.clone(),
+                        index,
+                    },
+                    DocAddress::new(self.segment_ord, doc),
+                ));
             }
         }
         out

@@ -131,6 +131,25 @@ pub fn decode_frame(buf: &[u8]) -> Result<(RawRecord<'_>, usize), FrameError> {
             available: buf.len(),
         });
     }
+    let total = stored_frame_len(buf)?;
+    let stored = u32_at(buf, 4);
+    let body = &buf[FRAME_HEADER_LEN..total];
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(FrameError::Crc { stored, computed });
+    }
+    decode_body(body).map(|r| (r, total))
+}
+
+/// The length of the frame at the start of `buf`, from its header alone (no CRC check): for
+/// stepping over frames of a block whose CRC has been checked as a whole.
+pub fn stored_frame_len(buf: &[u8]) -> Result<usize, FrameError> {
+    if buf.len() < FRAME_HEADER_LEN {
+        return Err(FrameError::Truncated {
+            needed: FRAME_HEADER_LEN,
+            available: buf.len(),
+        });
+    }
     let body_len = u32_at(buf, 0) as usize;
     if !(BODY_FIXED_LEN + 1..=MAX_BODY_LEN).contains(&body_len) {
         return Err(FrameError::Malformed(format!(
@@ -145,13 +164,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<(RawRecord<'_>, usize), FrameError> {
             available: buf.len(),
         });
     }
-    let stored = u32_at(buf, 4);
-    let body = &buf[FRAME_HEADER_LEN..total];
-    let computed = crc32fast::hash(body);
-    if stored != computed {
-        return Err(FrameError::Crc { stored, computed });
-    }
-    decode_body(body).map(|r| (r, total))
+    Ok(total)
 }
 
 /// Decode a frame body whose CRC has been checked.

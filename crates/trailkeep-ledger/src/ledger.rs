@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::block_cache::BlockCache;
 use crate::error::{Error, Result};
 use crate::frame::{self, MAX_DATA_LEN};
 use crate::history;
@@ -92,6 +93,8 @@ pub struct LedgerConfig {
     pub max_group_bytes: usize,
     /// Seal rotated segments on a background thread (otherwise inline, in the writer).
     pub background_sealing: bool,
+    /// Memory for decompressed blocks of sealed segments that reads may come back to.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for LedgerConfig {
@@ -106,6 +109,7 @@ impl Default for LedgerConfig {
             checkpoint_interval: Some(Duration::from_secs(1)),
             max_group_bytes: 32 * 1024 * 1024,
             background_sealing: true,
+            block_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -164,8 +168,6 @@ type Reply = Box<dyn FnOnce(Result<Vec<Appended>>) + Send + 'static>;
 type Prepared = (String, Vec<u8>, Hash, i64);
 /// One appender's batch and how to answer it.
 type Batch = (Vec<Prepared>, Reply);
-/// The last opened block: (segment name, first position, uncompressed bytes).
-type BlockCache = Mutex<Option<(String, u64, Arc<Vec<u8>>)>>;
 type SignReply = mpsc::SyncSender<Result<Vec<(String, u64)>>>;
 
 enum Command {
@@ -550,13 +552,7 @@ fn read_from(
         SegData::Sealed { blocks } => {
             let b = blocks.partition_point(|b| b.first_position <= position) - 1;
             let block = &blocks[b];
-            let cached = {
-                let c = cache.lock().unwrap_or_else(|e| e.into_inner());
-                c.as_ref()
-                    .filter(|(n, p, _)| *n == seg.name && *p == block.first_position)
-                    .map(|(_, _, raw)| raw.clone())
-            };
-            let raw = match cached {
+            let raw = match cache.get(block.first_position) {
                 Some(raw) => raw,
                 None => {
                     let compressed = storage.get_range(
@@ -568,16 +564,16 @@ fn read_from(
                         segment::open_block(block, &compressed)
                             .map_err(|e| Error::corrupted(here(e.offset), e.reason))?,
                     );
-                    *cache.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some((seg.name.clone(), block.first_position, raw.clone()));
+                    cache.insert(block.first_position, raw.clone());
                     raw
                 }
             };
+            // The frames before the record are skipped by their lengths: the block's CRC was
+            // checked when it was opened, and the record's own frame is checked below.
             let mut off = 0usize;
             for _ in block.first_position..position {
-                let (_, n) = frame::decode_frame(&raw[off..])
+                off += frame::stored_frame_len(&raw[off..])
                     .map_err(|e| Error::corrupted(here(block.offset), e.to_string()))?;
-                off += n;
             }
             let (r, _) = frame::decode_frame(&raw[off..])
                 .map_err(|e| Error::corrupted(here(block.offset), e.to_string()))?;
@@ -715,10 +711,10 @@ impl Ledger {
 
         let shared = Arc::new(Shared {
             storage,
+            block_cache: BlockCache::new(config.block_cache_bytes),
             config,
             signer,
             state: RwLock::new(state),
-            block_cache: Mutex::new(None),
             failed: Mutex::new(None),
             seal_error: Mutex::new(None),
         });
@@ -1167,7 +1163,8 @@ fn recover_account(
             "tree hashes do not match the signed checkpoint",
         ));
     }
-    let cache = Mutex::new(None);
+    // Records are read in order: a few blocks cover the current one.
+    let cache = BlockCache::new(1024 * 1024);
     let mut seg_i = 0usize;
     for (index, &pos) in positions.iter().enumerate().skip(cp_size as usize) {
         while segments[seg_i].first + segments[seg_i].count <= pos {

@@ -21,6 +21,7 @@
 // `x % n == 0` reads the same under every supported toolchain (`is_multiple_of` needs 1.87).
 #![allow(clippy::manual_is_multiple_of)]
 
+mod block_cache;
 pub mod error;
 pub mod frame;
 pub mod history;

@@ -320,16 +320,15 @@ pub(crate) fn index_error(e: trailkeep_index::IndexError) -> ApiError {
     }
 }
 
-fn fetch_items(
-    core: &Core,
-    hits: impl IntoIterator<Item = (String, u64)>,
-) -> Result<Vec<Item>, ApiError> {
-    let mut items = Vec::new();
-    for (account, index) in hits {
-        match core.item(&account, index)? {
+fn fetch_items(core: &Core, hits: &[trailkeep_index::Hit]) -> Result<Vec<Item>, ApiError> {
+    let mut items = Vec::with_capacity(hits.len());
+    for hit in hits {
+        match core.item_of_hit(hit)? {
             Some(item) => items.push(item),
             // The index is derived: a hit the ledger no longer has (retention) is skipped.
-            None => tracing::warn!(%account, index, "search hit missing from the ledger"),
+            None => {
+                tracing::warn!(account = %hit.account, index = hit.index, "search hit missing from the ledger")
+            }
         }
     }
     Ok(items)
@@ -368,7 +367,7 @@ async fn search(
                 cursor: cursor.as_deref(),
             })
             .map_err(index_error)?;
-        let items = fetch_items(&core, page.hits.into_iter().map(|h| (h.account, h.index)))?;
+        let items = fetch_items(&core, &page.hits)?;
         Ok::<_, ApiError>((items, page.next_cursor))
     })
     .await?;
@@ -470,7 +469,7 @@ async fn get_event(
             }
         };
         let item = core
-            .item(&hit.account, hit.index)?
+            .item_of_hit(&hit)?
             .ok_or_else(|| ApiError::not_found("no event with this id"))?;
         let mut value = serde_json::to_value(&item).map_err(ApiError::internal)?;
         if want_proof {
@@ -678,7 +677,7 @@ fn async_stream(
                 if hit.event_time > since {
                     since = hit.event_time;
                 }
-                let Ok(Some(item)) = core.item(&hit.account, hit.index) else {
+                let Ok(Some(item)) = core.item_of_hit(&hit) else {
                     continue;
                 };
                 if recorded.insert(item.account.clone()) {

@@ -779,6 +779,24 @@ impl Core {
 
     /// Reads one stored event as an API item.
     pub fn item(&self, account: &str, index: u64) -> Result<Option<Item>, ApiError> {
+        let derived = self
+            .index
+            .derived(account, index)
+            .map_err(ApiError::internal)?;
+        self.item_with_derived(account, index, derived)
+    }
+
+    /// [`Core::item`] for a search hit, which carries what was derived for it.
+    pub fn item_of_hit(&self, hit: &trailkeep_index::Hit) -> Result<Option<Item>, ApiError> {
+        self.item_with_derived(&hit.account, hit.index, hit.derived.clone())
+    }
+
+    fn item_with_derived(
+        &self,
+        account: &str,
+        index: u64,
+        derived: Option<(String, String)>,
+    ) -> Result<Option<Item>, ApiError> {
         let Some(record) = self
             .ledger
             .read_record(account, index)
@@ -787,11 +805,7 @@ impl Core {
             return Ok(None);
         };
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
-        let derived = match self
-            .index
-            .derived(account, index)
-            .map_err(ApiError::internal)?
-        {
+        let derived = match derived {
             Some((class, description)) => Some(ItemDerived {
                 class,
                 description,
