@@ -1045,14 +1045,13 @@ impl Ledger {
         while k < positions.len() {
             let (name, first, end) = {
                 let state = read_lock(&shared.state);
-                let seg = state
-                    .segment_of(positions[k])
-                    .ok_or_else(|| Error::corrupted(format!("position {}", positions[k]), "no segment holds it"))?;
+                let seg = state.segment_of(positions[k]).ok_or_else(|| {
+                    Error::corrupted(format!("position {}", positions[k]), "no segment holds it")
+                })?;
                 (seg.name.clone(), seg.first, seg.first + seg.count)
             };
             let n = positions[k..].partition_point(|p| *p < end);
-            let targets: HashMap<u64, usize> =
-                (k..k + n).map(|j| (positions[j], j)).collect();
+            let targets: HashMap<u64, usize> = (k..k + n).map(|j| (positions[j], j)).collect();
             let (bytes, last) =
                 rewrite_segment(shared, &name, first, account, by, &targets, &leaves, from)?;
             removal.bytes += bytes;
@@ -1442,7 +1441,10 @@ fn rewrite_segment(
         if r.account != account || r.index != expected_index {
             return Err(Error::corrupted(
                 format!("{name}@position {}", r.position),
-                format!("holds {}/{}, expected {account}/{expected_index}", r.account, r.index),
+                format!(
+                    "holds {}/{}, expected {account}/{expected_index}",
+                    r.account, r.index
+                ),
             ));
         }
         // Retention records state the removals: they are kept, so that every tombstone's

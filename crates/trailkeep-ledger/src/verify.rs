@@ -295,7 +295,13 @@ struct SegOut {
 }
 
 impl SegOut {
-    fn observe(&mut self, names: &mut HashMap<String, Arc<str>>, r: &frame::RawRecord<'_>, offset: u64, in_block: Option<u32>) {
+    fn observe(
+        &mut self,
+        names: &mut HashMap<String, Arc<str>>,
+        r: &frame::RawRecord<'_>,
+        offset: u64,
+        in_block: Option<u32>,
+    ) {
         let account = intern(names, r.account);
         if !r.removed
             && let Some(s) = crate::retention::parse_statement(r.data)
@@ -744,7 +750,9 @@ pub fn verify_storage(
                 ));
                 continue;
             }
-            let a = accts.entry(o.account.to_string()).or_insert_with(Acct::default);
+            let a = accts
+                .entry(o.account.to_string())
+                .or_insert_with(Acct::default);
             if o.index > o.position {
                 problems.push(prob(ProblemKind::Damaged, "index exceeds position".into()));
                 continue;
@@ -797,7 +805,13 @@ pub fn verify_storage(
             &mut ar,
             &mut problems,
         )?;
-        check_removals(&account, &acct.tombstones, &acct.statements, &mut ar, &mut problems);
+        check_removals(
+            &account,
+            &acct.tombstones,
+            &acct.statements,
+            &mut ar,
+            &mut problems,
+        );
         report.checkpoints += ar.checkpoints;
         report.accounts.push(ar);
     }

@@ -254,7 +254,11 @@ pub struct ServeOptions {
     pub retention_days: Option<u32>,
 
     /// How long a lowered retention policy waits before it applies [default: 7d].
-    #[arg(long, env = "TRAILKEEP_RETENTION_LOWERING_DELAY", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "TRAILKEEP_RETENTION_LOWERING_DELAY",
+        value_name = "DURATION"
+    )]
     pub retention_lowering_delay: Option<String>,
 
     /// Time between two background retention runs [default: 1h].
@@ -262,7 +266,12 @@ pub struct ServeOptions {
     pub retention_interval: Option<String>,
 
     /// Length of a retention "day" (tests only) [default: 1d].
-    #[arg(long, env = "TRAILKEEP_RETENTION_DAY", value_name = "DURATION", hide = true)]
+    #[arg(
+        long,
+        env = "TRAILKEEP_RETENTION_DAY",
+        value_name = "DURATION",
+        hide = true
+    )]
     pub retention_day: Option<String>,
 }
 

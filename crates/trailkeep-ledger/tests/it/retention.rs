@@ -3,8 +3,8 @@
 
 use trailkeep_ledger::verify::{ProblemKind, VerifyReport};
 use trailkeep_ledger::{
-    Ledger, MemStorage, NoteVerifier, Storage, frame, merkle, note::Checkpoint, retention,
-    segment, verifier, verify,
+    Ledger, MemStorage, NoteVerifier, Storage, frame, merkle, note::Checkpoint, retention, segment,
+    verifier, verify,
 };
 
 use crate::{event, open_mem, test_config, wait_sealed};
@@ -46,11 +46,17 @@ fn bodies_are_removed_and_everything_else_still_verifies() {
     let ledger = build(&storage);
     let before_root = ledger.tree_head("acme").unwrap();
     let old_checkpoints = ledger.checkpoint_history("acme").unwrap();
-    let globex_before: Vec<_> = ledger.iter_account("globex", 0).map(|r| r.unwrap()).collect();
+    let globex_before: Vec<_> = ledger
+        .iter_account("globex", 0)
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(ledger.sealed_len("acme"), 100);
 
     // The statement comes first and is covered by a signed checkpoint before anything goes.
-    let by = ledger.append(vec![("acme".into(), statement(0, 60))]).unwrap()[0].index;
+    let by = ledger
+        .append(vec![("acme".into(), statement(0, 60))])
+        .unwrap()[0]
+        .index;
     let leaf_10 = merkle::leaf_hash(&ledger.read("acme", 10).unwrap().unwrap());
     let removal = ledger.remove_bodies("acme", 60, by).unwrap();
     assert_eq!((removal.from, removal.to), (0, 60));
@@ -62,14 +68,23 @@ fn bodies_are_removed_and_everything_else_still_verifies() {
     assert!(ledger.is_removed("acme", 59).unwrap());
     assert!(!ledger.is_removed("acme", 60).unwrap());
     assert_eq!(ledger.read("acme", 60).unwrap().unwrap(), event(120));
-    let kept: Vec<u64> = ledger.iter_account("acme", 0).map(|r| r.unwrap().index).collect();
+    let kept: Vec<u64> = ledger
+        .iter_account("acme", 0)
+        .map(|r| r.unwrap().index)
+        .collect();
     assert_eq!(kept, (60..=100).collect::<Vec<_>>());
     // The other account is untouched.
-    let globex_after: Vec<_> = ledger.iter_account("globex", 0).map(|r| r.unwrap()).collect();
+    let globex_after: Vec<_> = ledger
+        .iter_account("globex", 0)
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(globex_before, globex_after);
 
     // The tree: same root at the old size, proofs of removed leaves still check.
-    assert_eq!(ledger.root_at("acme", before_root.size).unwrap(), before_root.root);
+    assert_eq!(
+        ledger.root_at("acme", before_root.size).unwrap(),
+        before_root.root
+    );
     let head = ledger.tree_head("acme").unwrap();
     let proof = ledger.inclusion_proof("acme", 10, head.size).unwrap();
     verifier::verify_inclusion(10, head.size, &leaf_10, &proof, &head.root).unwrap();
@@ -84,19 +99,29 @@ fn bodies_are_removed_and_everything_else_still_verifies() {
     // Removing again up to the same place does nothing; a later range continues, and keeps
     // the first retention record (it states the first removal).
     assert_eq!(ledger.remove_bodies("acme", 60, by).unwrap().segments, 0);
-    let by2 = ledger.append(vec![("acme".into(), statement(60, 101))]).unwrap()[0].index;
+    let by2 = ledger
+        .append(vec![("acme".into(), statement(60, 101))])
+        .unwrap()[0]
+        .index;
     ledger.rotate().unwrap();
     wait_sealed(&ledger);
     ledger.remove_bodies("acme", 101, by2).unwrap();
     assert_eq!(ledger.removed("acme"), 100);
-    let kept: Vec<u64> = ledger.iter_account("acme", 0).map(|r| r.unwrap().index).collect();
+    let kept: Vec<u64> = ledger
+        .iter_account("acme", 0)
+        .map(|r| r.unwrap().index)
+        .collect();
     assert_eq!(kept, vec![100, 101]);
     let head = ledger.tree_head("acme").unwrap();
     ledger.close().unwrap();
 
     let report = check(&storage);
     assert!(report.is_ok(), "{report}");
-    let acme = report.accounts.iter().find(|a| a.account == "acme").unwrap();
+    let acme = report
+        .accounts
+        .iter()
+        .find(|a| a.account == "acme")
+        .unwrap();
     assert_eq!(acme.removed, 100);
     // Reopening finds the tombstones.
     let ledger = open_mem(&storage, test_config());
@@ -115,10 +140,19 @@ fn removal_needs_a_following_checkpointed_statement_and_sealed_records() {
     assert!(ledger.remove_bodies("acme", 60, 30).is_err());
     // Records still in the active segment are refused.
     let acks = ledger
-        .append((0..5).map(|n| ("acme".to_string(), event(1000 + n))).collect())
+        .append(
+            (0..5)
+                .map(|n| ("acme".to_string(), event(1000 + n)))
+                .collect(),
+        )
         .unwrap();
-    let by = ledger.append(vec![("acme".into(), statement(0, 104))]).unwrap()[0].index;
-    let err = ledger.remove_bodies("acme", acks[4].index + 1, by).unwrap_err();
+    let by = ledger
+        .append(vec![("acme".into(), statement(0, 104))])
+        .unwrap()[0]
+        .index;
+    let err = ledger
+        .remove_bodies("acme", acks[4].index + 1, by)
+        .unwrap_err();
     assert!(err.to_string().contains("not in a sealed segment"), "{err}");
     assert_eq!(ledger.removed("acme"), 0);
     assert!(ledger.remove_bodies("nobody", 1, 2).is_err());
@@ -139,7 +173,8 @@ fn forge_tombstone(storage: &MemStorage, index: u64, by: u64) -> (String, u64) {
             .blocks
             .iter()
             .map(|b| {
-                let c = &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+                let c =
+                    &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
                 segment::open_block(b, c).unwrap()
             })
             .collect();
@@ -147,7 +182,10 @@ fn forge_tombstone(storage: &MemStorage, index: u64, by: u64) -> (String, u64) {
         for (b, raw) in idx.blocks.iter().zip(&raws) {
             recs.extend(segment::block_records(b, raw).unwrap());
         }
-        let Some(k) = recs.iter().position(|r| r.account == "acme" && r.index == index) else {
+        let Some(k) = recs
+            .iter()
+            .position(|r| r.account == "acme" && r.index == index)
+        else {
             continue;
         };
         let tomb = frame::tombstone_data(&recs[k].leaf(), by);
@@ -175,7 +213,10 @@ fn a_removal_without_a_retention_record_is_reported_with_its_position() {
     let r = check(&storage);
     let p: Vec<_> = r.of_kind(ProblemKind::UnrecordedRemoval).collect();
     assert_eq!(p.len(), 1, "{r}");
-    assert_eq!((p[0].account.as_deref(), p[0].index), (Some("acme"), Some(7)));
+    assert_eq!(
+        (p[0].account.as_deref(), p[0].index),
+        (Some("acme"), Some(7))
+    );
     assert_eq!(p[0].position, Some(position));
     assert!(p[0].location.as_deref().unwrap().starts_with(&name), "{r}");
     assert!(p[0].detail.contains("no retention record"), "{r}");
@@ -185,10 +226,16 @@ fn a_removal_without_a_retention_record_is_reported_with_its_position() {
 fn a_removal_outside_the_stated_range_is_reported() {
     let storage = MemStorage::new();
     let ledger = build(&storage);
-    let by = ledger.append(vec![("acme".into(), statement(0, 5))]).unwrap()[0].index;
+    let by = ledger
+        .append(vec![("acme".into(), statement(0, 5))])
+        .unwrap()[0]
+        .index;
     ledger.remove_bodies("acme", 5, by).unwrap();
     // A statement appended after the last checkpoint covers nothing yet.
-    let late = ledger.append(vec![("acme".into(), statement(0, 50))]).unwrap()[0].index;
+    let late = ledger
+        .append(vec![("acme".into(), statement(0, 50))])
+        .unwrap()[0]
+        .index;
     ledger.close().unwrap();
     assert!(check(&storage).is_ok());
     forge_tombstone(&storage, 20, by);
@@ -208,7 +255,10 @@ fn a_removal_outside_the_stated_range_is_reported() {
 fn an_altered_body_is_not_laundered_into_a_tombstone() {
     let storage = MemStorage::new();
     let ledger = build(&storage);
-    let by = ledger.append(vec![("acme".into(), statement(0, 10))]).unwrap()[0].index;
+    let by = ledger
+        .append(vec![("acme".into(), statement(0, 10))])
+        .unwrap()[0]
+        .index;
     ledger.close().unwrap();
     // Alter acme/3's bytes (CRC recomputed) by rewriting its segment.
     for name in storage.list("seg/").unwrap() {
@@ -221,7 +271,8 @@ fn an_altered_body_is_not_laundered_into_a_tombstone() {
             .blocks
             .iter()
             .map(|b| {
-                let c = &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+                let c =
+                    &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
                 segment::open_block(b, c).unwrap()
             })
             .collect();
@@ -229,12 +280,24 @@ fn an_altered_body_is_not_laundered_into_a_tombstone() {
         for (b, raw) in idx.blocks.iter().zip(&raws) {
             recs.extend(segment::block_records(b, raw).unwrap());
         }
-        if let Some(k) = recs.iter().position(|r| r.account == "acme" && r.index == 3) {
+        if let Some(k) = recs
+            .iter()
+            .position(|r| r.account == "acme" && r.index == 3)
+        {
             let altered = b"{\"action\":\"x.y.z\"}".to_vec();
             let rs: Vec<frame::RawRecord<'_>> = recs
                 .iter()
                 .enumerate()
-                .map(|(j, r)| if j == k { frame::RawRecord { data: &altered, ..*r } } else { *r })
+                .map(|(j, r)| {
+                    if j == k {
+                        frame::RawRecord {
+                            data: &altered,
+                            ..*r
+                        }
+                    } else {
+                        *r
+                    }
+                })
                 .collect();
             let sealed =
                 segment::build_sealed(idx.header.first_position, &rs, Default::default()).unwrap();
@@ -243,8 +306,14 @@ fn an_altered_body_is_not_laundered_into_a_tombstone() {
     }
     let ledger = open_mem(&storage, test_config());
     let err = ledger.remove_bodies("acme", 10, by).unwrap_err();
-    assert!(err.to_string().contains("does not match its leaf hash"), "{err}");
+    assert!(
+        err.to_string().contains("does not match its leaf hash"),
+        "{err}"
+    );
     ledger.close().unwrap();
     let r = check(&storage);
-    assert!(r.of_kind(ProblemKind::Altered).any(|p| p.index == Some(3)), "{r}");
+    assert!(
+        r.of_kind(ProblemKind::Altered).any(|p| p.index == Some(3)),
+        "{r}"
+    );
 }

@@ -33,9 +33,7 @@ fn admin(caller: &Principal) -> Result<(), ApiError> {
     if caller.role.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
-            "only admin keys may manage retention",
-        ))
+        Err(ApiError::forbidden("only admin keys may manage retention"))
     }
 }
 

@@ -244,11 +244,7 @@ fn save(path: &Path, stored: &Stored) -> std::io::Result<()> {
 fn settle(setting: &mut Setting, default_days: Option<u32>, now: i64) -> bool {
     match &setting.pending {
         Some(p) if p.effective_at <= now => {
-            setting.days = if p.use_default {
-                default_days
-            } else {
-                p.days
-            };
+            setting.days = if p.use_default { default_days } else { p.days };
             setting.pending = None;
             true
         }
@@ -387,8 +383,12 @@ impl Retention {
                 system_initiator(),
                 target(&system),
             )
-            .request(json!({"days": configured, "previousDays": previous, "source": "configuration"}))
-            .response(json!({"result": result, "pending": pending.as_ref().map(PendingView::from)}));
+            .request(
+                json!({"days": configured, "previousDays": previous, "source": "configuration"}),
+            )
+            .response(
+                json!({"result": result, "pending": pending.as_ref().map(PendingView::from)}),
+            );
             if let Err(e) = core.record(vec![record]).await {
                 tracing::warn!(error = %e.message, "the retention default change could not be recorded");
             }
@@ -427,7 +427,11 @@ impl Retention {
         let back_to_default: Vec<String> = stored
             .accounts
             .iter()
-            .filter(|(_, s)| s.pending.as_ref().is_some_and(|p| p.use_default && p.effective_at <= now))
+            .filter(|(_, s)| {
+                s.pending
+                    .as_ref()
+                    .is_some_and(|p| p.use_default && p.effective_at <= now)
+            })
             .map(|(a, _)| a.clone())
             .collect();
         for a in back_to_default {
@@ -466,7 +470,10 @@ impl Retention {
         let _ = self.settle_all();
         let (default, overridden): (Setting, Vec<String>) = {
             let stored = lock(&self.stored);
-            (stored.default.clone(), stored.accounts.keys().cloned().collect())
+            (
+                stored.default.clone(),
+                stored.accounts.keys().cloned().collect(),
+            )
         };
         let mut accounts: Vec<String> = self.core.ledger.accounts();
         accounts.extend(overridden);
@@ -490,7 +497,12 @@ impl Retention {
 
     /// Changes `account`'s policy: at once when it keeps records as long or longer, after the
     /// lowering delay otherwise. The caller records the change (self-audit).
-    pub fn change(&self, account: &str, change: Change, by: &str) -> std::io::Result<ChangeOutcome> {
+    pub fn change(
+        &self,
+        account: &str,
+        change: Change,
+        by: &str,
+    ) -> std::io::Result<ChangeOutcome> {
         let default = self.settle_all();
         let now = unix(OffsetDateTime::now_utc());
         let result;
@@ -629,10 +641,7 @@ impl Retention {
         if let Some(archive) = self.core.archive.get() {
             let archived = archive.archived_count(account);
             if archived < cut {
-                held_back.push(format!(
-                    "{} not archived yet",
-                    cut - archived.max(from)
-                ));
+                held_back.push(format!("{} not archived yet", cut - archived.max(from)));
                 cut = archived.max(from);
             }
         }

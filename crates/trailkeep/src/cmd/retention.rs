@@ -171,7 +171,11 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
                         days(&p["days"]),
                         pending(&p["pending"])
                     ),
-                    _ => println!("{}: records kept {} from now on", args.account, days(&p["days"])),
+                    _ => println!(
+                        "{}: records kept {} from now on",
+                        args.account,
+                        days(&p["days"])
+                    ),
                 }
             }
         }
@@ -190,7 +194,10 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
                         println!("{account}: failed: {e}");
                         continue;
                     }
-                    let (from, to) = (a["from"].as_u64().unwrap_or(0), a["to"].as_u64().unwrap_or(0));
+                    let (from, to) = (
+                        a["from"].as_u64().unwrap_or(0),
+                        a["to"].as_u64().unwrap_or(0),
+                    );
                     if to > from {
                         println!(
                             "{account}: removed records {from}..{} ({} bytes, {} segments rewritten; retention record {})",

@@ -46,16 +46,6 @@ fn ingest(server: &Server, events: &[Value]) {
     assert_eq!(r.json()["accepted"].as_u64(), Some(events.len() as u64));
 }
 
-fn put(server: &Server, path: &str, body: &Value) -> crate::server::Reply {
-    request(
-        "PUT",
-        &format!("{}{path}", server.url),
-        Some(ADMIN_KEY),
-        &[("Content-Type", "application/json")],
-        Some(body.to_string().as_bytes()),
-    )
-}
-
 fn cli(server: &Server, args: &[&str]) -> Value {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--json", "--url", &server.url, "--key", ADMIN_KEY]);
@@ -77,7 +67,10 @@ fn account_run<'a>(run: &'a Value, account: &str) -> Option<&'a Value> {
 }
 
 fn get_event(server: &Server, id: &str, account: &str) -> crate::server::Reply {
-    get(server, &format!("/v1/events/{id}?account={account}&proof=true"))
+    get(
+        server,
+        &format!("/v1/events/{id}?account={account}&proof=true"),
+    )
 }
 
 fn search(server: &Server, q: &str, account: &str) -> Vec<Value> {
@@ -92,7 +85,10 @@ fn search(server: &Server, q: &str, account: &str) -> Vec<Value> {
 fn wait_searchable(server: &Server, q: &str, account: &str, want: usize) {
     let started = Instant::now();
     while search(server, q, account).len() < want {
-        assert!(started.elapsed() < Duration::from_secs(20), "{q} in {account}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{q} in {account}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -160,7 +156,11 @@ fn check_inclusion(server: &Server, account: &str, key: &str, index: u64, bytes:
 
 fn verify_dir(data: &Path) -> (bool, String) {
     let out = trailkeep(
-        &["verify", "--data-dir", data.join("ledger").to_str().unwrap()],
+        &[
+            "verify",
+            "--data-dir",
+            data.join("ledger").to_str().unwrap(),
+        ],
         b"",
     );
     (
@@ -176,12 +176,7 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     std::fs::create_dir_all(&data).unwrap();
     let server = Server::start(
         &data,
-        &[
-            "--retention-day",
-            "2s",
-            "--retention-lowering-delay",
-            "3s",
-        ],
+        &["--retention-day", "2s", "--retention-lowering-delay", "3s"],
     );
     let key = get(&server, "/v1/log/key").text().trim().to_string();
     ingest(&server, &events("acme", "old", 40));
@@ -234,7 +229,10 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
         &[],
         None,
     );
-    assert_eq!(other.status, 404, "another account's policy is as missing as a missing one");
+    assert_eq!(
+        other.status, 404,
+        "another account's policy is as missing as a missing one"
+    );
 
     // Before the delay: nothing is removed although the records are old enough for one day.
     std::thread::sleep(Duration::from_millis(2100));
@@ -262,9 +260,15 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     let new_first = get_event(&server, "acme-new-000", "acme").json()["index"]
         .as_u64()
         .unwrap();
-    assert!(to > 40 && to <= new_first, "removed [0, {to}), new from {new_first}: {r}");
+    assert!(
+        to > 40 && to <= new_first,
+        "removed [0, {to}), new from {new_first}: {r}"
+    );
     assert!(acme["segments"].as_u64().unwrap() >= 1 && acme["bytes"].as_u64().unwrap() > 0);
-    assert!(account_run(&r, "globex").is_none(), "globex keeps everything: {r}");
+    assert!(
+        account_run(&r, "globex").is_none(),
+        "globex keeps everything: {r}"
+    );
 
     // Removed: not found, not searchable; the new ones and every globex event stay.
     assert_eq!(get_event(&server, "acme-old-005", "acme").status, 404);
@@ -278,11 +282,18 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     wait_searchable(&server, "action:trailkeep.retention.apply", "acme", 1);
     let stated = search(&server, "action:trailkeep.retention.apply", "acme");
     let s = &stated[0]["event"]["requestData"]["retention"];
-    assert_eq!((s["from"].as_u64(), s["to"].as_u64()), (Some(0), Some(to)), "{s}");
+    assert_eq!(
+        (s["from"].as_u64(), s["to"].as_u64()),
+        (Some(0), Some(to)),
+        "{s}"
+    );
     assert_eq!(s["days"], 1);
     assert_eq!(s["basis"], "receivedAt");
     assert!(s["cutoff"].is_string() && s["reason"].is_string(), "{s}");
-    assert_eq!(stated[0]["index"].as_u64(), acme["retentionRecord"].as_u64());
+    assert_eq!(
+        stated[0]["index"].as_u64(),
+        acme["retentionRecord"].as_u64()
+    );
 
     // Proofs: the removed event is still provably in the current signed tree, and the old
     // checkpoint is still consistent with the tree.
@@ -299,8 +310,10 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
         .iter()
         .map(|h| B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
         .collect();
-    trailkeep_ledger::verifier::verify_consistency(old_size, now_size, &old_root, &now_root, &hashes)
-        .expect("the checkpoint signed before retention is consistent with the one after");
+    trailkeep_ledger::verifier::verify_consistency(
+        old_size, now_size, &old_root, &now_root, &hashes,
+    )
+    .expect("the checkpoint signed before retention is consistent with the one after");
     assert!(old_note.contains(&format!("\n{old_size}\n")));
 
     // Raising applies at once.
@@ -309,6 +322,180 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     assert_eq!(raised["policy"]["days"], Value::Null);
     server.stop();
 
+    let (ok, out) = verify_dir(&data);
+    assert!(ok, "{out}");
+
+    // Tamper: a body removed without a retention record (a globex record turned into a
+    // tombstone, CRCs recomputed) fails verification with its account, index and position.
+    let (segment, position) = forge_tombstone(&data.join("ledger"), "globex", 3);
+    let (ok, out) = verify_dir(&data);
+    assert!(!ok, "{out}");
+    assert!(out.contains("unrecorded-removal"), "{out}");
+    assert!(out.contains("globex/3"), "{out}");
+    assert!(out.contains(&format!("position {position}")), "{out}");
+    assert!(out.contains(&segment), "{out}");
+}
+
+/// Rewrites the sealed segment holding `account`'s record `index` with that record replaced by a
+/// tombstone naming the record after it as its "retention record", as someone with write access
+/// to the data directory could. Returns the segment's name and the record's position.
+fn forge_tombstone(ledger_dir: &Path, account: &str, index: u64) -> (String, u64) {
+    use trailkeep_ledger::{frame, segment};
+    for entry in std::fs::read_dir(ledger_dir.join("seg")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sealed") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let idx = segment::parse_sealed(&bytes).unwrap();
+        let raws: Vec<Vec<u8>> = idx
+            .blocks
+            .iter()
+            .map(|b| {
+                let c =
+                    &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+                segment::open_block(b, c).unwrap()
+            })
+            .collect();
+        let mut recs = Vec::new();
+        for (b, raw) in idx.blocks.iter().zip(&raws) {
+            recs.extend(segment::block_records(b, raw).unwrap());
+        }
+        let Some(k) = recs
+            .iter()
+            .position(|r| r.account == account && r.index == index)
+        else {
+            continue;
+        };
+        let tomb = frame::tombstone_data(&recs[k].leaf(), index + 1);
+        recs[k] = frame::RawRecord {
+            data: &tomb,
+            removed: true,
+            ..recs[k]
+        };
+        let sealed =
+            segment::build_sealed(idx.header.first_position, &recs, Default::default()).unwrap();
+        std::fs::write(&path, sealed).unwrap();
+        let name = format!("seg/{}", path.file_name().unwrap().to_str().unwrap());
+        return (name, recs[k].position);
+    }
+    panic!("{account}/{index} is in no sealed segment");
+}
+
+#[test]
+fn nothing_unarchived_is_removed_when_an_archive_is_configured_issue_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let garage = Garage::start(&dir.path().join("garage"));
+    let data = dir.path().join("data");
+    // The default policy from the configuration applies at once on a new server.
+    let server = start_archiving_server(
+        &data,
+        &garage,
+        "1h",
+        &[
+            ("TRAILKEEP_RETENTION_DAYS", "1"),
+            ("TRAILKEEP_RETENTION_DAY", "1s"),
+        ],
+    );
+    let status = get(&server, "/v1/retention").json();
+    assert_eq!(status["default"]["days"], 1, "{status}");
+    assert_eq!(status["archiveConfigured"], true);
+    ingest(&server, &events("acme", "a", 30));
+    wait_searchable(&server, "requestData.batch:a", "acme", 30);
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Due, but not archived: kept, and the run says why.
+    let r = run(&server);
+    let acme = account_run(&r, "acme").unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(acme["to"], acme["from"], "{r}");
+    assert!(
+        acme["heldBack"].as_str().unwrap().contains("not archived"),
+        "{r}"
+    );
+    assert_eq!(get_event(&server, "acme-a-007", "acme").status, 200);
+
+    // Archive what is checkpointed, then retention removes exactly what the archive holds.
+    let key = get(&server, "/v1/log/key").text().trim().to_string();
+    wait_checkpointed(&server, "acme", &key);
+    let archived = cli(&server, &["archive", "run"]);
+    let archived_count = archived["status"]["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "acme")
+        .and_then(|a| a["archivedCount"].as_u64())
+        .unwrap();
+    assert!(archived_count >= 30, "{archived}");
+    let r = run(&server);
+    let acme = account_run(&r, "acme").unwrap_or_else(|| panic!("{r}"));
+    let to = acme["to"].as_u64().unwrap();
+    assert!(
+        to > 0 && to <= archived_count,
+        "removed up to {to}, archived {archived_count}: {r}"
+    );
+    assert_eq!(get_event(&server, "acme-a-007", "acme").status, 404);
+    server.stop();
+    let (ok, out) = verify_dir(&data);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn a_kill_9_during_a_retention_run_leaves_a_consistent_verifiable_ledger_issue_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let flags = ["--retention-days", "1", "--retention-day", "1s"];
+    let server = Server::start(&data, &flags);
+    for account in ["acme", "globex", "initech"] {
+        ingest(&server, &events(account, "old", 30));
+    }
+    wait_searchable(&server, "requestData.batch:old", "initech", 30);
+    drop(server);
+
+    // The process dies (as by kill -9) at each step of a segment swap in turn: before the new
+    // segment is written, and after it replaced the old one but before the run went on.
+    for point in ["retention-before-swap", "retention-after-swap"] {
+        let mut cmd_flags: Vec<&str> = flags.to_vec();
+        cmd_flags.extend(["--retention-interval", "1h"]);
+        let server =
+            Server::start_with_env(&data, &cmd_flags, &[("TRAILKEEP_LEDGER_FAILPOINT", point)]);
+        std::thread::sleep(Duration::from_millis(1100));
+        // The connection breaks when the process dies.
+        let answer = crate::server::agent()
+            .post(&format!("{}/v1/retention/run", server.url))
+            .set("Authorization", &format!("Bearer {ADMIN_KEY}"))
+            .call();
+        assert!(answer.is_err(), "the run did not reach {point}");
+        let mut server = server;
+        let status = server.child.wait().unwrap();
+        assert!(!status.success(), "the server died at {point}");
+        let (ok, out) = verify_dir(&data);
+        assert!(ok, "after a crash at {point}: {out}");
+    }
+
+    // A normal run finishes the job; the new events stay.
+    let server = Server::start(&data, &flags);
+    ingest(&server, &events("globex", "new", 5));
+    let r = run(&server);
+    for a in ["acme", "globex", "initech"] {
+        assert!(
+            account_run(&r, a).is_none_or(|x| x["error"].is_null()),
+            "{r}"
+        );
+        assert_eq!(
+            get_event(&server, &format!("{a}-old-010"), a).status,
+            404,
+            "{a}: {r}"
+        );
+    }
+    wait_searchable(&server, "requestData.batch:new", "globex", 5);
+    for i in 0..5 {
+        assert_eq!(
+            get_event(&server, &format!("globex-new-{i:03}"), "globex").status,
+            200
+        );
+    }
+    server.stop();
     let (ok, out) = verify_dir(&data);
     assert!(ok, "{out}");
 }
