@@ -698,7 +698,7 @@ pub fn verify_storage(
         for (a, i, st) in out.statements {
             accts
                 .entry(a.to_string())
-                .or_insert_with(Acct::default)
+                .or_default()
                 .statements
                 .insert(i, st);
         }
@@ -752,7 +752,7 @@ pub fn verify_storage(
             }
             let a = accts
                 .entry(o.account.to_string())
-                .or_insert_with(Acct::default);
+                .or_default();
             if o.index > o.position {
                 problems.push(prob(ProblemKind::Damaged, "index exceeds position".into()));
                 continue;
