@@ -750,9 +750,7 @@ pub fn verify_storage(
                 ));
                 continue;
             }
-            let a = accts
-                .entry(o.account.to_string())
-                .or_default();
+            let a = accts.entry(o.account.to_string()).or_default();
             if o.index > o.position {
                 problems.push(prob(ProblemKind::Damaged, "index exceeds position".into()));
                 continue;
