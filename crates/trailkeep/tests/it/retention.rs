@@ -195,6 +195,24 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     assert_eq!(set["policy"]["pending"]["days"], 1);
     let shown = cli(&server, &["retention", "show", "--account", "acme"]);
     assert!(shown["pending"]["effectiveAt"].is_string(), "{shown}");
+    let table = trailkeep(
+        &[
+            "retention",
+            "show",
+            "--url",
+            &server.url,
+            "--key",
+            ADMIN_KEY,
+        ],
+        b"",
+    );
+    let table = text(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("acme") && l.contains("lowering to 1 days pending until")),
+        "{table}"
+    );
     wait_searchable(&server, "action:trailkeep.retention.update", "acme", 1);
     let recorded = search(&server, "action:trailkeep.retention.update", "acme");
     assert_eq!(recorded[0]["event"]["requestData"]["result"], "pending");
@@ -252,6 +270,7 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
         std::thread::sleep(Duration::from_millis(200));
     }
     ingest(&server, &events("acme", "new", 10));
+    wait_searchable(&server, "requestData.batch:new", "acme", 10);
     let r = run(&server);
     let acme = account_run(&r, "acme").unwrap_or_else(|| panic!("{r}"));
     assert!(acme["error"].is_null(), "{r}");
@@ -277,6 +296,15 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     assert_eq!(search(&server, "requestData.batch:old", "globex").len(), 40);
     let policy = get(&server, "/v1/retention/acme").json();
     assert_eq!(policy["removedThrough"].as_u64(), Some(to), "{policy}");
+    let metrics = get(&server, "/metrics").text();
+    let removed_metric = metrics
+        .lines()
+        .find(|l| l.starts_with("trailkeep_retention_removed_records_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(
+        removed_metric.rsplit(' ').next(),
+        Some(to.to_string().as_str())
+    );
 
     // The retention record states the range, the policy and the cut-off.
     wait_searchable(&server, "action:trailkeep.retention.apply", "acme", 1);
