@@ -145,7 +145,7 @@ struct Slot {
 }
 
 /// What one call of [`Ledger::remove_bodies`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Removal {
     /// First index removed (records below it had been removed before).
     pub from: u64,
@@ -155,6 +155,26 @@ pub struct Removal {
     pub segments: u64,
     /// Bytes of record data no longer stored.
     pub bytes: u64,
+    /// Retention records inside `[from, to)`, which are kept.
+    pub kept: Vec<u64>,
+}
+
+impl Removal {
+    /// The index ranges `[a, b)` whose bodies are gone: `[from, to)` without the kept records.
+    pub fn removed_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut start = self.from;
+        for &k in &self.kept {
+            if k > start {
+                out.push((start, k));
+            }
+            start = start.max(k + 1);
+        }
+        if self.to > start {
+            out.push((start, self.to));
+        }
+        out
+    }
 }
 
 /// An account's current tree.
@@ -1052,8 +1072,17 @@ impl Ledger {
             };
             let n = positions[k..].partition_point(|p| *p < end);
             let targets: HashMap<u64, usize> = (k..k + n).map(|j| (positions[j], j)).collect();
-            let (bytes, last) =
-                rewrite_segment(shared, &name, first, account, by, &targets, &leaves, from)?;
+            let (bytes, last) = rewrite_segment(
+                shared,
+                &name,
+                first,
+                account,
+                by,
+                &targets,
+                &leaves,
+                from,
+                &mut removal.kept,
+            )?;
             removal.bytes += bytes;
             last_removed = last_removed.max(last);
             removal.segments += 1;
@@ -1411,6 +1440,7 @@ fn rewrite_segment(
     targets: &HashMap<u64, usize>,
     leaves: &[Hash],
     from: u64,
+    kept: &mut Vec<u64>,
 ) -> Result<(u64, Option<u64>)> {
     let storage = shared.storage.as_ref();
     let bytes = storage
@@ -1454,6 +1484,7 @@ fn rewrite_segment(
             continue;
         }
         if crate::retention::parse_statement(r.data).is_some() {
+            kept.push(r.index);
             continue;
         }
         if merkle::leaf_hash(r.data) != leaves[j] {

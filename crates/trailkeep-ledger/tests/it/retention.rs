@@ -105,7 +105,9 @@ fn bodies_are_removed_and_everything_else_still_verifies() {
         .index;
     ledger.rotate().unwrap();
     wait_sealed(&ledger);
-    ledger.remove_bodies("acme", 101, by2).unwrap();
+    let second = ledger.remove_bodies("acme", 101, by2).unwrap();
+    assert_eq!(second.kept, vec![100]);
+    assert_eq!(second.removed_ranges(), vec![(60, 100)]);
     assert_eq!(ledger.removed("acme"), 100);
     let kept: Vec<u64> = ledger
         .iter_account("acme", 0)

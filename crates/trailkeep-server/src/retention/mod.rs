@@ -15,8 +15,9 @@
 //!   segment (the active segment is rotated first); append a `trailkeep.retention.apply` record
 //!   stating the range, the policy, the cut-off and why to the account's own log; then have the
 //!   ledger replace the bodies by tombstones (`Ledger::remove_bodies`, which first signs a
-//!   checkpoint covering the statement). Retention records themselves are never removed.
-//!   Searches skip hits whose body is gone; the index entries stay until a reindex.
+//!   checkpoint covering the statement). Retention records themselves are never removed. The
+//!   removed records' documents are deleted from the search index (best effort: searches skip
+//!   hits whose body is gone anyway).
 
 pub mod http;
 
@@ -162,6 +163,8 @@ pub struct AccountRun {
     pub to: u64,
     /// Index of the retention record stating the removal.
     pub retention_record: Option<u64>,
+    /// Record bodies removed (the range less the retention records in it, which are kept).
+    pub removed: u64,
     /// Sealed segments rewritten.
     pub segments: u64,
     /// Bytes of event data removed.
@@ -179,7 +182,7 @@ pub struct AccountRun {
 pub struct RunReport {
     pub started_at: String,
     pub finished_at: String,
-    /// Record ranges removed, over all accounts.
+    /// Record bodies removed, over all accounts.
     pub removed: u64,
     /// Accounts where something was due.
     pub accounts: Vec<AccountRun>,
@@ -577,7 +580,7 @@ impl Retention {
             match self.run_account(&account, days, started).await {
                 Ok(None) => {}
                 Ok(Some(r)) => {
-                    report.removed += r.to - r.from;
+                    report.removed += r.removed;
                     report.accounts.push(r);
                 }
                 Err(e) => {
@@ -589,6 +592,7 @@ impl Retention {
                         from: 0,
                         to: 0,
                         retention_record: None,
+                        removed: 0,
                         segments: 0,
                         bytes: 0,
                         held_back: None,
@@ -676,6 +680,7 @@ impl Retention {
             from,
             to: from,
             retention_record: None,
+            removed: 0,
             segments: 0,
             bytes: 0,
             held_back: (!held_back.is_empty()).then(|| held_back.join(", ")),
@@ -720,10 +725,13 @@ impl Retention {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("removing bodies: {e}"))?;
+        self.core.indexer.delete(account, removal.removed_ranges());
         run.to = removal.to;
         run.segments = removal.segments;
         run.bytes = removal.bytes;
-        self.metrics.removed.inc_by(removal.to - removal.from);
+        let ranges = removal.removed_ranges();
+        run.removed = ranges.iter().map(|(a, b)| b - a).sum();
+        self.metrics.removed.inc_by(run.removed);
         tracing::info!(
             account,
             from = removal.from,

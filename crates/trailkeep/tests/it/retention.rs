@@ -294,6 +294,24 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     assert!(search(&server, "requestData.batch:old", "acme").is_empty());
     assert_eq!(search(&server, "requestData.batch:new", "acme").len(), 10);
     assert_eq!(search(&server, "requestData.batch:old", "globex").len(), 40);
+    // The index forgets them too: aggregations stop counting them once the indexer committed.
+    let count = |account: &str| {
+        let r = get(
+            &server,
+            &format!(
+                "/v1/aggregate?from=2000-01-01T00:00:00Z&account={account}&q={}",
+                enc("requestData.batch:old")
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["total"].as_u64().unwrap()
+    };
+    let started = Instant::now();
+    while count("acme") > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "still counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count("globex"), 40);
     let policy = get(&server, "/v1/retention/acme").json();
     assert_eq!(policy["removedThrough"].as_u64(), Some(to), "{policy}");
     let metrics = get(&server, "/metrics").text();
