@@ -187,6 +187,32 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     let old_bytes = trailkeep_event::to_canonical_vec(&old_item["event"]);
     let old_index = old_item["index"].as_u64().unwrap();
     let (old_note, old_size, old_root) = wait_checkpointed(&server, "acme", &key);
+    // A witness (`trailkeep verify --url`) remembers the checkpoints it saw before retention.
+    let state = dir.path().join("witness.json");
+    let witness = |server: &Server| {
+        let out = trailkeep(
+            &[
+                "verify",
+                "--url",
+                &server.url,
+                "--key",
+                ADMIN_KEY,
+                "--verifier-key",
+                &key,
+                "--state",
+                state.to_str().unwrap(),
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    witness(&server);
 
     // Lowering (from "forever" to one day) is recorded now and waits for the delay.
     let set = cli(&server, &["retention", "set", "acme", "--days", "1"]);
@@ -361,6 +387,13 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     )
     .expect("the checkpoint signed before retention is consistent with the one after");
     assert!(old_note.contains(&format!("\n{old_size}\n")));
+
+    // The witness checks that the log after retention extends the checkpoints it saw before.
+    let seen = witness(&server);
+    assert!(
+        seen.lines().any(|l| l.contains("acme") && l.contains("grew")),
+        "{seen}"
+    );
 
     // Raising applies at once.
     let raised = cli(&server, &["retention", "set", "acme", "--forever"]);
