@@ -391,7 +391,8 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     // The witness checks that the log after retention extends the checkpoints it saw before.
     let seen = witness(&server);
     assert!(
-        seen.lines().any(|l| l.contains("acme") && l.contains("grew")),
+        seen.lines()
+            .any(|l| l.contains("acme") && l.contains("grew")),
         "{seen}"
     );
 
