@@ -206,6 +206,13 @@ impl VerifyReport {
             self.accounts.len(),
             self.checkpoints
         );
+        let removed: u64 = self.accounts.iter().map(|a| a.removed).sum();
+        if removed > 0 {
+            s = format!(
+                "{}, {removed} bodies removed by recorded retention: ",
+                s.trim_end_matches(": ")
+            );
+        }
         if self.is_ok() {
             s.push_str("OK");
         } else {

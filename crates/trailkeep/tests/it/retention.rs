@@ -404,6 +404,10 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
 
     let (ok, out) = verify_dir(&data);
     assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{to} bodies removed by recorded retention: OK")),
+        "{out}"
+    );
 
     // Tamper: a body removed without a retention record (a globex record turned into a
     // tombstone, CRCs recomputed) fails verification with its account, index and position.
