@@ -5,8 +5,8 @@
 //! delayed and recorded while raising applies at once, nothing unarchived is removed, and a
 //! kill -9 in the middle of a run leaves a consistent, verifiable ledger.
 //!
-//! The servers run with a retention "day" of one or two seconds (`--retention-day`, a hidden
-//! test option), so that records expire within the test.
+//! The servers run with a retention "day" of a few seconds (`--retention-day`, a hidden test
+//! option), so that records expire within the test.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -176,7 +176,7 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     std::fs::create_dir_all(&data).unwrap();
     let server = Server::start(
         &data,
-        &["--retention-day", "2s", "--retention-lowering-delay", "3s"],
+        &["--retention-day", "4s", "--retention-lowering-delay", "5s"],
     );
     let key = get(&server, "/v1/log/key").text().trim().to_string();
     ingest(&server, &events("acme", "old", 40));
@@ -214,9 +214,16 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
     };
     witness(&server);
 
+    // The old records are more than one (four-second) day old from here on.
+    std::thread::sleep(Duration::from_millis(4100));
+
     // Lowering (from "forever" to one day) is recorded now and waits for the delay.
     let set = cli(&server, &["retention", "set", "acme", "--days", "1"]);
     assert_eq!(set["result"], "pending", "{set}");
+    // Before the delay: nothing is removed although the records are old enough for one day.
+    let early = run(&server);
+    assert!(account_run(&early, "acme").is_none(), "{early}");
+    assert_eq!(get_event(&server, "acme-old-005", "acme").status, 200);
     assert_eq!(set["policy"]["days"], Value::Null);
     assert_eq!(set["policy"]["pending"]["days"], 1);
     let shown = cli(&server, &["retention", "show", "--account", "acme"]);
@@ -277,12 +284,6 @@ fn retention_removes_expired_bodies_with_a_signed_record_and_everything_still_ve
         other.status, 404,
         "another account's policy is as missing as a missing one"
     );
-
-    // Before the delay: nothing is removed although the records are old enough for one day.
-    std::thread::sleep(Duration::from_millis(2100));
-    let early = run(&server);
-    assert!(account_run(&early, "acme").is_none(), "{early}");
-    assert_eq!(get_event(&server, "acme-old-005", "acme").status, 200);
 
     // After the delay the policy applies.
     let started = Instant::now();
