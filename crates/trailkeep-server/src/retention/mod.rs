@@ -340,6 +340,7 @@ impl Retention {
     ) -> std::io::Result<Arc<Retention>> {
         let path = data_dir.join(FILE_NAME);
         let mut stored = load(&path)?;
+        let loaded = serde_json::to_vec(&stored).unwrap_or_default();
         let now = unix(OffsetDateTime::now_utc());
         let configured = options.default_days;
         let previous = stored.default.days;
@@ -364,7 +365,10 @@ impl Retention {
             note = Some(("pending", previous));
         }
         stored.initialised = true;
-        save(&path, &stored)?;
+        // Written only when something changed (a start on a full disk must not fail here).
+        if !path.exists() || serde_json::to_vec(&stored).unwrap_or_default() != loaded {
+            save(&path, &stored)?;
+        }
         let retention = Arc::new(Retention {
             options,
             core: core.clone(),
