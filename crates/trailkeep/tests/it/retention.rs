@@ -584,3 +584,60 @@ fn a_kill_9_during_a_retention_run_leaves_a_consistent_verifiable_ledger_issue_8
     let (ok, out) = verify_dir(&data);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn a_lower_configured_default_is_delayed_and_recorded_in_the_system_account_issue_8() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Server::start(&data, &[]);
+    ingest(&server, &events("acme", "kept", 3));
+    let status = get(&server, "/v1/retention").json();
+    assert_eq!(status["default"]["days"], Value::Null, "{status}");
+    server.stop();
+
+    // Restarted with a default of 30 days: events that were kept forever would now expire, so
+    // the change waits for the lowering delay and is recorded.
+    let server = Server::start(&data, &["--retention-days", "30"]);
+    let status = get(&server, "/v1/retention").json();
+    assert_eq!(status["default"]["days"], Value::Null, "{status}");
+    assert_eq!(status["default"]["pending"]["days"], 30, "{status}");
+    assert_eq!(status["default"]["pending"]["requestedBy"], "configuration");
+    assert_eq!(status["loweringDelaySeconds"], 7 * 86_400);
+    let acme = get(&server, "/v1/retention/acme").json();
+    assert_eq!(
+        (acme["source"].as_str(), acme["days"].clone()),
+        (Some("default"), Value::Null)
+    );
+    assert_eq!(acme["pending"]["days"], 30, "{acme}");
+    wait_searchable(
+        &server,
+        "action:trailkeep.retention.default.update",
+        "trailkeep",
+        1,
+    );
+    let recorded = search(
+        &server,
+        "action:trailkeep.retention.default.update",
+        "trailkeep",
+    );
+    assert_eq!(recorded[0]["event"]["requestData"]["days"], 30);
+    assert_eq!(recorded[0]["event"]["responseData"]["result"], "pending");
+    server.stop();
+
+    // The same configuration again: nothing new is recorded, the pending change stays.
+    let server = Server::start(&data, &["--retention-days", "30"]);
+    let status = get(&server, "/v1/retention").json();
+    assert_eq!(status["default"]["pending"]["days"], 30, "{status}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        search(
+            &server,
+            "action:trailkeep.retention.default.update",
+            "trailkeep"
+        )
+        .len(),
+        1
+    );
+    server.stop();
+}
