@@ -216,6 +216,36 @@ impl Writer {
             .unwrap_or_default())
     }
 
+    /// Deletes `account`'s documents with indexes in `[from, to)` (retention removed their
+    /// events from the ledger). Positions are unchanged: the indexes stay taken. Visible after
+    /// the next commit.
+    pub fn delete_range(&mut self, account: &str, from: u64, to: u64) -> Result<()> {
+        use std::ops::Bound;
+        use tantivy::query::{BooleanQuery, InvertedIndexRangeQuery, Occur, TermQuery};
+        use tantivy::schema::IndexRecordOption;
+        if from >= to {
+            return Ok(());
+        }
+        let query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.account, account),
+                    IndexRecordOption::Basic,
+                )) as Box<dyn Query>,
+            ),
+            (
+                Occur::Must,
+                Box::new(InvertedIndexRangeQuery::new(
+                    Bound::Included(Term::from_field_u64(self.fields.idx, from)),
+                    Bound::Excluded(Term::from_field_u64(self.fields.idx, to)),
+                )),
+            ),
+        ]));
+        self.writer.delete_query(query)?;
+        Ok(())
+    }
+
     /// Deletes everything (for `trailkeep reindex`): the next commit makes the index empty, with
     /// no positions, so the feed restarts from the start of every account's log.
     pub fn delete_all(&mut self) -> Result<()> {

@@ -16,6 +16,12 @@ pub const BODY_FIXED_LEN: usize = 25;
 pub const ACCOUNT_LEN_AT: usize = 24;
 /// Largest body length accepted by the decoder.
 pub const MAX_BODY_LEN: usize = BODY_FIXED_LEN + MAX_ACCOUNT_LEN + MAX_DATA_LEN;
+/// Bit set in the account-length byte of a tombstone (a record whose body retention removed;
+/// only in sealed segments of version 2, FORMAT.md §4.1).
+pub const TOMBSTONE_FLAG: u8 = 0x80;
+/// Data of a tombstone: the removed record's leaf hash (32 bytes) and the index (u64) of the
+/// retention record in the same account's log that states the removal.
+pub const TOMBSTONE_DATA_LEN: usize = 40;
 
 /// One decoded record, borrowing from the buffer it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +35,41 @@ pub struct RawRecord<'a> {
     pub received_at: i64,
     /// The account.
     pub account: &'a str,
-    /// The stored bytes.
+    /// The stored bytes; for a tombstone ([`RawRecord::removed`]) the leaf hash and the index of
+    /// the retention record ([`RawRecord::tombstone`]).
     pub data: &'a [u8],
+    /// Whether this is a tombstone: retention removed the record's bytes.
+    pub removed: bool,
+}
+
+impl RawRecord<'_> {
+    /// For a tombstone: the removed record's leaf hash and the index of the retention record
+    /// that states the removal.
+    pub fn tombstone(&self) -> Option<([u8; 32], u64)> {
+        if !self.removed || self.data.len() != TOMBSTONE_DATA_LEN {
+            return None;
+        }
+        let leaf: [u8; 32] = self.data[..32].try_into().expect("32");
+        let by = u64::from_le_bytes(self.data[32..40].try_into().expect("8"));
+        Some((leaf, by))
+    }
+
+    /// The record's leaf hash: computed from the bytes, or stored in a tombstone.
+    pub fn leaf(&self) -> [u8; 32] {
+        match self.tombstone() {
+            Some((leaf, _)) => leaf,
+            None => crate::merkle::leaf_hash(self.data),
+        }
+    }
+}
+
+/// The data of a tombstone for a record with leaf hash `leaf`, removed as stated by the
+/// retention record at index `by`.
+pub fn tombstone_data(leaf: &[u8; 32], by: u64) -> [u8; TOMBSTONE_DATA_LEN] {
+    let mut d = [0u8; TOMBSTONE_DATA_LEN];
+    d[..32].copy_from_slice(leaf);
+    d[32..].copy_from_slice(&by.to_le_bytes());
+    d
 }
 
 /// Why a frame could not be decoded.
@@ -98,7 +137,22 @@ pub fn encode_frame(
     account: &str,
     data: &[u8],
 ) {
+    encode_frame_kind(out, position, index, received_at, account, data, false)
+}
+
+/// Append one encoded frame of a record or (with `removed`) of a tombstone, whose `data` is
+/// [`tombstone_data`].
+pub fn encode_frame_kind(
+    out: &mut Vec<u8>,
+    position: u64,
+    index: u64,
+    received_at: i64,
+    account: &str,
+    data: &[u8],
+    removed: bool,
+) {
     debug_assert!(valid_account(account) && data.len() <= MAX_DATA_LEN);
+    debug_assert!(!removed || data.len() == TOMBSTONE_DATA_LEN);
     let body_len = BODY_FIXED_LEN + account.len() + data.len();
     let start = out.len();
     out.reserve(FRAME_HEADER_LEN + body_len);
@@ -108,7 +162,7 @@ pub fn encode_frame(
     out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&index.to_le_bytes());
     out.extend_from_slice(&received_at.to_le_bytes());
-    out.push(account.len() as u8);
+    out.push(account.len() as u8 | if removed { TOMBSTONE_FLAG } else { 0 });
     out.extend_from_slice(account.as_bytes());
     out.extend_from_slice(data);
     let crc = crc32fast::hash(&out[body_start..]);
@@ -177,7 +231,8 @@ pub fn decode_body(body: &[u8]) -> Result<RawRecord<'_>, FrameError> {
     let position = u64_at(body, 0);
     let index = u64_at(body, 8);
     let received_at = i64::from_le_bytes(body[16..24].try_into().expect("8"));
-    let alen = body[ACCOUNT_LEN_AT] as usize;
+    let removed = body[ACCOUNT_LEN_AT] & TOMBSTONE_FLAG != 0;
+    let alen = (body[ACCOUNT_LEN_AT] & !TOMBSTONE_FLAG) as usize;
     let rest = &body[BODY_FIXED_LEN..];
     if alen > rest.len() {
         return Err(FrameError::Malformed(format!(
@@ -192,6 +247,12 @@ pub fn decode_body(body: &[u8]) -> Result<RawRecord<'_>, FrameError> {
     if data.len() > MAX_DATA_LEN {
         return Err(FrameError::Malformed("record data too long".into()));
     }
+    if removed && data.len() != TOMBSTONE_DATA_LEN {
+        return Err(FrameError::Malformed(format!(
+            "tombstone of {} bytes (expected {TOMBSTONE_DATA_LEN})",
+            data.len()
+        )));
+    }
     if position > i64::MAX as u64 || index > position {
         return Err(FrameError::Malformed(format!(
             "impossible position {position} / index {index}"
@@ -203,6 +264,7 @@ pub fn decode_body(body: &[u8]) -> Result<RawRecord<'_>, FrameError> {
         received_at,
         account,
         data,
+        removed,
     })
 }
 
@@ -236,6 +298,25 @@ mod tests {
             b[i] ^= 0x40;
             assert!(decode_frame(&b).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn tombstone_roundtrip() {
+        let mut buf = Vec::new();
+        let leaf = crate::merkle::leaf_hash(b"gone");
+        encode_frame_kind(&mut buf, 9, 4, 5, "acme", &tombstone_data(&leaf, 12), true);
+        let (r, n) = decode_frame(&buf).unwrap();
+        assert_eq!(n, buf.len());
+        assert!(r.removed);
+        assert_eq!(r.tombstone(), Some((leaf, 12)));
+        assert_eq!(r.leaf(), leaf);
+        // A tombstone flag on a frame of the wrong length is refused.
+        let mut bad = Vec::new();
+        encode_frame(&mut bad, 9, 4, 5, "acme", b"short");
+        bad[FRAME_HEADER_LEN + ACCOUNT_LEN_AT] |= TOMBSTONE_FLAG;
+        let crc = crc32fast::hash(&bad[FRAME_HEADER_LEN..]);
+        bad[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode_frame(&bad).is_err());
     }
 
     #[test]

@@ -141,6 +141,46 @@ pub struct Record {
     pub bytes: Vec<u8>,
 }
 
+/// A record as read, which may be a tombstone.
+#[derive(Debug)]
+struct Slot {
+    record: Record,
+    removed: bool,
+}
+
+/// What one call of [`Ledger::remove_bodies`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removal {
+    /// First index removed (records below it had been removed before).
+    pub from: u64,
+    /// End of the removed range: records `[from, to)` are now tombstones.
+    pub to: u64,
+    /// Sealed segments rewritten.
+    pub segments: u64,
+    /// Bytes of record data no longer stored.
+    pub bytes: u64,
+    /// Retention records inside `[from, to)`, which are kept.
+    pub kept: Vec<u64>,
+}
+
+impl Removal {
+    /// The index ranges `[a, b)` whose bodies are gone: `[from, to)` without the kept records.
+    pub fn removed_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut start = self.from;
+        for &k in &self.kept {
+            if k > start {
+                out.push((start, k));
+            }
+            start = start.max(k + 1);
+        }
+        if self.to > start {
+            out.push((start, self.to));
+        }
+        out
+    }
+}
+
 /// An account's current tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TreeHead {
@@ -202,6 +242,8 @@ struct AccountState {
     checkpoint: Option<String>,
     /// The checkpoint chunk being appended to and the notes it holds.
     history: Option<(String, usize)>,
+    /// Records `[0, removed)` had their bodies removed by retention (tombstones).
+    removed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -228,6 +270,8 @@ struct Shared {
     block_cache: BlockCache,
     failed: Mutex<Option<String>>,
     seal_error: Mutex<Option<String>>,
+    /// Held by a retention run (one at a time).
+    retention: Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -394,13 +438,13 @@ fn write_key_file(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Read every segment's index. Returns the segments in order and, per record in position order,
-/// (account, index). Repairs (truncates the torn tail, removes superseded plain segments) when
+/// (account, index, is a tombstone). Repairs (truncates the torn tail, removes superseded plain segments) when
 /// `repair` is set.
 #[allow(clippy::type_complexity)]
 fn load_segments(
     storage: &dyn Storage,
     repair: bool,
-) -> Result<(Vec<Segment>, Vec<(Arc<str>, u64)>)> {
+) -> Result<(Vec<Segment>, Vec<(Arc<str>, u64, bool)>)> {
     let mut names: BTreeMap<u64, (Option<String>, Option<String>)> = BTreeMap::new();
     for name in storage.list("seg/")? {
         match segment::parse_name(&name) {
@@ -410,7 +454,7 @@ fn load_segments(
         }
     }
     let mut segments = Vec::new();
-    let mut records: Vec<(Arc<str>, u64)> = Vec::new();
+    let mut records: Vec<(Arc<str>, u64, bool)> = Vec::new();
     let mut interned: HashMap<String, Arc<str>> = HashMap::new();
     let mut intern = |a: &str| -> Arc<str> {
         interned
@@ -451,8 +495,8 @@ fn load_segments(
                 ));
             }
             let accts: Vec<Arc<str>> = idx.accounts.iter().map(|a| intern(a)).collect();
-            for (ord, index) in &idx.records {
-                records.push((accts[*ord as usize].clone(), *index));
+            for ((ord, index), removed) in idx.records.iter().zip(&idx.removed) {
+                records.push((accts[*ord as usize].clone(), *index, *removed));
             }
             let count = idx.records.len() as u64;
             segments.push(Segment {
@@ -506,7 +550,7 @@ fn load_segments(
         let mut offsets = Vec::with_capacity(scan.records.len());
         for (off, r) in &scan.records {
             offsets.push(*off);
-            records.push((intern(r.account), r.index));
+            records.push((intern(r.account), r.index, false));
         }
         let count = offsets.len() as u64;
         segments.push(Segment {
@@ -523,12 +567,14 @@ fn load_segments(
     Ok((segments, records))
 }
 
+/// Reads the record at `position` of `seg`. The flag says whether it is a tombstone (then the
+/// record's bytes are the tombstone's data, [`frame::tombstone_data`]).
 fn read_from(
     storage: &dyn Storage,
     cache: &BlockCache,
     seg: &Segment,
     position: u64,
-) -> Result<Record> {
+) -> Result<(Record, bool)> {
     let i = position - seg.first;
     let here = |off: u64| format!("{}@{off}", seg.name);
     match &seg.data {
@@ -541,13 +587,16 @@ fn read_from(
             if r.position != position {
                 return Err(Error::corrupted(here(off), "record has the wrong position"));
             }
-            Ok(Record {
-                account: r.account.to_owned(),
-                index: r.index,
-                position,
-                received_at_unix_nanos: r.received_at,
-                bytes: r.data.to_vec(),
-            })
+            Ok((
+                Record {
+                    account: r.account.to_owned(),
+                    index: r.index,
+                    position,
+                    received_at_unix_nanos: r.received_at,
+                    bytes: r.data.to_vec(),
+                },
+                r.removed,
+            ))
         }
         SegData::Sealed { blocks } => {
             let b = blocks.partition_point(|b| b.first_position <= position) - 1;
@@ -583,13 +632,16 @@ fn read_from(
                     "record has the wrong position",
                 ));
             }
-            Ok(Record {
-                account: r.account.to_owned(),
-                index: r.index,
-                position,
-                received_at_unix_nanos: r.received_at,
-                bytes: r.data.to_vec(),
-            })
+            Ok((
+                Record {
+                    account: r.account.to_owned(),
+                    index: r.index,
+                    position,
+                    received_at_unix_nanos: r.received_at,
+                    bytes: r.data.to_vec(),
+                },
+                r.removed,
+            ))
         }
     }
 }
@@ -634,8 +686,13 @@ impl Ledger {
         let next_position = records.len() as u64;
         // Per-account positions, checking indexes are dense.
         let mut positions: BTreeMap<Arc<str>, Vec<u64>> = BTreeMap::new();
-        for (pos, (acct, index)) in records.iter().enumerate() {
+        // Per account: one past the last tombstone (retention removes prefixes).
+        let mut removed: HashMap<Arc<str>, u64> = HashMap::new();
+        for (pos, (acct, index, gone)) in records.iter().enumerate() {
             let v = positions.entry(acct.clone()).or_default();
+            if *gone {
+                removed.insert(acct.clone(), index + 1);
+            }
             if *index != v.len() as u64 {
                 return Err(Error::corrupted(
                     format!("{acct}/{index}"),
@@ -664,7 +721,7 @@ impl Ledger {
             accounts: BTreeMap::new(),
         };
         for (acct, pos) in positions {
-            let account_state = recover_account(
+            let mut account_state = recover_account(
                 storage.as_ref(),
                 &storage,
                 &verifier,
@@ -673,6 +730,7 @@ impl Ledger {
                 pos,
                 &segments,
             )?;
+            account_state.removed = removed.get(&acct).copied().unwrap_or(0);
             state.accounts.insert(acct.to_string(), account_state);
         }
 
@@ -717,6 +775,7 @@ impl Ledger {
             state: RwLock::new(state),
             failed: Mutex::new(None),
             seal_error: Mutex::new(None),
+            retention: Mutex::new(()),
         });
         for name in &to_seal {
             seal_segment(&shared, name)?;
@@ -858,8 +917,7 @@ impl Ledger {
         Ok(self.read_record(account, index)?.map(|r| r.bytes))
     }
 
-    /// The record at `index` of `account`'s log, with its position and receive time.
-    pub fn read_record(&self, account: &str, index: u64) -> Result<Option<Record>> {
+    fn read_slot(&self, account: &str, index: u64) -> Result<Option<Slot>> {
         let state = read_lock(&self.shared().state);
         let Some(pos) = state
             .accounts
@@ -872,7 +930,7 @@ impl Ledger {
         let seg = state
             .segment_of(pos)
             .ok_or_else(|| Error::corrupted(format!("position {pos}"), "no segment holds it"))?;
-        let r = read_from(
+        let (r, removed) = read_from(
             self.shared().storage.as_ref(),
             &self.shared().block_cache,
             seg,
@@ -884,25 +942,174 @@ impl Ledger {
                 format!("position {pos} should hold {account}/{index}"),
             ));
         }
-        Ok(Some(r))
+        Ok(Some(Slot { record: r, removed }))
     }
 
-    /// The record at global `position`.
+    /// The record at `index` of `account`'s log, with its position and receive time. `None`
+    /// when there is no such record, or when retention removed its bytes (see
+    /// [`Ledger::is_removed`]).
+    pub fn read_record(&self, account: &str, index: u64) -> Result<Option<Record>> {
+        Ok(self
+            .read_slot(account, index)?
+            .filter(|s| !s.removed)
+            .map(|s| s.record))
+    }
+
+    /// One past the last record of `account` whose body retention removed: records `[0, n)` are
+    /// removed, except retention records, which are never removed (they state the removals).
+    pub fn removed(&self, account: &str) -> u64 {
+        read_lock(&self.shared().state)
+            .accounts
+            .get(account)
+            .map_or(0, |a| a.removed)
+    }
+
+    /// Whether retention removed the body of record `index` of `account` (its position, index,
+    /// receive time and leaf hash stay).
+    pub fn is_removed(&self, account: &str, index: u64) -> Result<bool> {
+        Ok(self.read_slot(account, index)?.is_some_and(|s| s.removed))
+    }
+
+    /// How many of `account`'s first records lie in sealed segments (only those can have their
+    /// bodies removed; [`Ledger::rotate`] closes the active segment so that it gets sealed).
+    pub fn sealed_len(&self, account: &str) -> u64 {
+        let state = read_lock(&self.shared().state);
+        let first_plain = state
+            .segments
+            .iter()
+            .find(|s| matches!(s.data, SegData::Plain { .. }))
+            .map_or(u64::MAX, |s| s.first);
+        state.accounts.get(account).map_or(0, |a| {
+            a.positions.partition_point(|p| *p < first_plain) as u64
+        })
+    }
+
+    /// The latest signed tree size of `account` (0 if none).
+    pub fn signed_size(&self, account: &str) -> u64 {
+        read_lock(&self.shared().state)
+            .accounts
+            .get(account)
+            .map_or(0, |a| a.signed_size)
+    }
+
+    /// Retention: removes the bodies of `account`'s records `[removed, up_to)` (FORMAT.md §4.1),
+    /// except retention records ([`crate::retention`]), which are kept.
+    /// `by` is the index of the retention record, already appended to the same log, that states
+    /// the removal; it must lie at or after `up_to` and is first covered by a signed checkpoint
+    /// (signed here if needed). Each sealed segment holding such records is rewritten whole into
+    /// a new sealed segment in which those frames are tombstones keeping position, index, receive
+    /// time and leaf hash; the new file replaces the old one atomically (`put`), so a crash at any
+    /// point leaves either the old or the new segment. Records not yet in a sealed segment are
+    /// refused ([`Ledger::sealed_len`]). A body whose hash does not match its leaf is never
+    /// removed (that would hide tampering): the run stops with [`Error::Corrupted`].
+    pub fn remove_bodies(&self, account: &str, up_to: u64, by: u64) -> Result<Removal> {
+        let shared = self.shared();
+        let _one_at_a_time = shared.retention.lock().unwrap_or_else(|e| e.into_inner());
+        if by >= self.signed_size(account) {
+            self.sign_checkpoints_if_grown()?;
+        }
+        let (from, positions, leaves) = {
+            let state = read_lock(&shared.state);
+            let a = state
+                .accounts
+                .get(account)
+                .ok_or_else(|| Error::NotFound(format!("account {account}")))?;
+            if up_to > by || by >= a.positions.len() as u64 {
+                return Err(Error::Invalid(format!(
+                    "the retention record {account}/{by} must exist and follow the removed range (up to {up_to})"
+                )));
+            }
+            if by >= a.signed_size {
+                return Err(Error::Invalid(format!(
+                    "the retention record {account}/{by} is not covered by a signed checkpoint"
+                )));
+            }
+            let from = a.removed;
+            if up_to <= from {
+                return Ok(Removal {
+                    from,
+                    to: from,
+                    ..Removal::default()
+                });
+            }
+            let positions = a.positions[from as usize..up_to as usize].to_vec();
+            for (k, p) in positions.iter().enumerate() {
+                if !matches!(
+                    state.segment_of(*p).map(|s| &s.data),
+                    Some(SegData::Sealed { .. })
+                ) {
+                    return Err(Error::Invalid(format!(
+                        "record {account}/{} is not in a sealed segment yet",
+                        from + k as u64
+                    )));
+                }
+            }
+            let mut leaves = Vec::with_capacity(positions.len());
+            for i in from..up_to {
+                leaves.push(a.tree.leaf(i)?);
+            }
+            (from, positions, leaves)
+        };
+        let mut removal = Removal {
+            from,
+            to: up_to,
+            ..Removal::default()
+        };
+        // Segment by segment, in position order.
+        let mut k = 0usize;
+        let mut last_removed = None;
+        while k < positions.len() {
+            let (name, first, end) = {
+                let state = read_lock(&shared.state);
+                let seg = state.segment_of(positions[k]).ok_or_else(|| {
+                    Error::corrupted(format!("position {}", positions[k]), "no segment holds it")
+                })?;
+                (seg.name.clone(), seg.first, seg.first + seg.count)
+            };
+            let n = positions[k..].partition_point(|p| *p < end);
+            let targets: HashMap<u64, usize> = (k..k + n).map(|j| (positions[j], j)).collect();
+            let (bytes, last) = rewrite_segment(
+                shared,
+                &name,
+                first,
+                account,
+                by,
+                &targets,
+                &leaves,
+                from,
+                &mut removal.kept,
+            )?;
+            removal.bytes += bytes;
+            last_removed = last_removed.max(last);
+            removal.segments += 1;
+            k += n;
+        }
+        let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = state.accounts.get_mut(account)
+            && let Some(last) = last_removed
+        {
+            a.removed = a.removed.max(last + 1);
+        }
+        Ok(removal)
+    }
+
+    /// The record at global `position` (`None` past the end, or when retention removed it).
     pub fn read_position(&self, position: u64) -> Result<Option<Record>> {
         let state = read_lock(&self.shared().state);
         let Some(seg) = state.segment_of(position) else {
             return Ok(None);
         };
-        read_from(
+        let (r, removed) = read_from(
             self.shared().storage.as_ref(),
             &self.shared().block_cache,
             seg,
             position,
-        )
-        .map(Some)
+        )?;
+        Ok((!removed).then_some(r))
     }
 
-    /// Iterate `account`'s records from index `from` (as of each step; new records appear).
+    /// Iterate `account`'s records from index `from` (as of each step; new records appear). Records
+    /// whose bodies retention removed are skipped.
     pub fn iter_account(&self, account: &str, from: u64) -> AccountIter {
         AccountIter {
             ledger: self.clone(),
@@ -1099,11 +1306,22 @@ impl Iterator for AccountIter {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let index = self.next;
-        match self.ledger.read_record(&self.account, index) {
-            Ok(Some(r)) => {
+        loop {
+            let index = self.next;
+            match self.ledger.read_slot(&self.account, index) {
+                Ok(Some(s)) if s.removed => self.next += 1,
+                other => break self.step(other),
+            }
+        }
+    }
+}
+
+impl AccountIter {
+    fn step(&mut self, read: Result<Option<Slot>>) -> Option<Result<Record>> {
+        match read {
+            Ok(Some(s)) => {
                 self.next += 1;
-                Some(Ok(r))
+                Some(Ok(s.record))
             }
             Ok(None) => None,
             Err(e) => {
@@ -1170,14 +1388,19 @@ fn recover_account(
         while segments[seg_i].first + segments[seg_i].count <= pos {
             seg_i += 1;
         }
-        let r = read_from(storage, &cache, &segments[seg_i], pos)?;
+        let (r, removed) = read_from(storage, &cache, &segments[seg_i], pos)?;
         if r.account != account || r.index != index as u64 {
             return Err(Error::corrupted(
                 format!("{account}/{index}"),
                 "record mismatch",
             ));
         }
-        tree.push(merkle::leaf_hash(&r.bytes));
+        let leaf = if removed {
+            r.bytes[..32].try_into().expect("tombstone data")
+        } else {
+            merkle::leaf_hash(&r.bytes)
+        };
+        tree.push(leaf);
     }
     // The last checkpoint chunk may end in a torn frame: cut it before appending again.
     let mut history = None;
@@ -1196,7 +1419,121 @@ fn recover_account(
         signed_size: cp_size,
         checkpoint,
         history,
+        removed: 0,
     })
+}
+
+/// Rewrites sealed segment `name` (first position `first`) with the records at the positions in
+/// `targets` (position → offset into `leaves`, whose first entry is index `from`) replaced by
+/// tombstones, and swaps it in. Returns the data bytes removed and the last index that is a
+/// tombstone now.
+#[allow(clippy::too_many_arguments)]
+fn rewrite_segment(
+    shared: &Shared,
+    name: &str,
+    first: u64,
+    account: &str,
+    by: u64,
+    targets: &HashMap<u64, usize>,
+    leaves: &[Hash],
+    from: u64,
+    kept: &mut Vec<u64>,
+) -> Result<(u64, Option<u64>)> {
+    let storage = shared.storage.as_ref();
+    let bytes = storage
+        .get(name)?
+        .ok_or_else(|| Error::corrupted(name, "segment vanished"))?;
+    let idx = segment::parse_sealed(&bytes).map_err(|e| seg_err(name, e))?;
+    let mut raws = Vec::with_capacity(idx.blocks.len());
+    for b in &idx.blocks {
+        let start = b.offset as usize;
+        let compressed = bytes
+            .get(start..start + b.compressed_len as usize)
+            .ok_or_else(|| Error::corrupted(format!("{name}@{start}"), "block beyond the end"))?;
+        raws.push(segment::open_block(b, compressed).map_err(|e| seg_err(name, e))?);
+    }
+    let mut records = Vec::with_capacity(idx.records.len());
+    for (b, raw) in idx.blocks.iter().zip(&raws) {
+        records.extend(segment::block_records(b, raw).map_err(|e| seg_err(name, e))?);
+    }
+    let mut tombs: Vec<[u8; frame::TOMBSTONE_DATA_LEN]> = Vec::new();
+    let mut which = vec![None; records.len()];
+    let mut removed_bytes = 0u64;
+    let mut last = None;
+    for (k, r) in records.iter().enumerate() {
+        let Some(&j) = targets.get(&r.position) else {
+            continue;
+        };
+        let expected_index = from + j as u64;
+        if r.account != account || r.index != expected_index {
+            return Err(Error::corrupted(
+                format!("{name}@position {}", r.position),
+                format!(
+                    "holds {}/{}, expected {account}/{expected_index}",
+                    r.account, r.index
+                ),
+            ));
+        }
+        // Retention records state the removals: they are kept, so that every tombstone's
+        // statement can always be read.
+        if r.removed {
+            last = Some(r.index);
+            continue;
+        }
+        if crate::retention::parse_statement(r.data).is_some() {
+            kept.push(r.index);
+            continue;
+        }
+        if merkle::leaf_hash(r.data) != leaves[j] {
+            return Err(Error::corrupted(
+                format!("{account}/{}", r.index),
+                "the stored body does not match its leaf hash; it is not removed (run verify)",
+            ));
+        }
+        removed_bytes += r.data.len() as u64;
+        last = Some(r.index);
+        which[k] = Some(tombs.len());
+        tombs.push(frame::tombstone_data(&leaves[j], by));
+    }
+    if tombs.is_empty() {
+        return Ok((0, last));
+    }
+    let rewritten: Vec<frame::RawRecord<'_>> = records
+        .iter()
+        .zip(&which)
+        .map(|(r, w)| match w {
+            Some(t) => frame::RawRecord {
+                data: &tombs[*t],
+                removed: true,
+                ..*r
+            },
+            None => *r,
+        })
+        .collect();
+    let sealed = segment::build_sealed(first, &rewritten, shared.config.seal)?;
+    let new_idx = segment::parse_sealed(&sealed).map_err(|e| seg_err(name, e))?;
+    fail_point("retention-before-swap");
+    {
+        // Readers hold the read lock while they read a segment, so none sees the swap halfway.
+        let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
+        storage.put(name, &sealed)?;
+        if let Some(seg) = state.segments.iter_mut().find(|s| s.name == name) {
+            seg.data = SegData::Sealed {
+                blocks: new_idx.blocks,
+            };
+        }
+        *shared.block_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+    fail_point("retention-after-swap");
+    Ok((removed_bytes, last))
+}
+
+/// Test hook: `TRAILKEEP_LEDGER_FAILPOINT=<name>` makes the process abort (as a kill -9 would
+/// stop it) when it reaches the named point.
+fn fail_point(name: &str) {
+    if std::env::var_os("TRAILKEEP_LEDGER_FAILPOINT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
 }
 
 /// Seal a rotated plain segment: build the sealed file, publish it, remove the plain one.
@@ -1687,6 +2024,7 @@ impl Syncer {
                                     signed_size: 0,
                                     checkpoint: None,
                                     history: None,
+                                    removed: 0,
                                 }),
                         };
                         a.positions.push(r.position);

@@ -28,6 +28,7 @@ pub mod history;
 mod ledger;
 pub mod merkle;
 pub mod note;
+pub mod retention;
 pub mod segment;
 pub mod storage;
 pub mod tiles;
@@ -37,7 +38,7 @@ pub mod verify;
 pub use error::{Error, Result};
 pub use ledger::{
     AccountIter, Appended, Durability, FORMAT_VERSION, KEY_NAME, KeySource, Ledger, LedgerConfig,
-    LedgerStats, META_NAME, PUBKEY_NAME, Record, TreeHead, decode_meta, encode_meta,
+    LedgerStats, META_NAME, PUBKEY_NAME, Record, Removal, TreeHead, decode_meta, encode_meta,
 };
 pub use merkle::{Hash, leaf_hash};
 pub use note::{Checkpoint, NoteSigner, NoteVerifier};

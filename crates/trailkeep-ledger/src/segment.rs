@@ -11,8 +11,17 @@ use crate::frame::{self, FrameError, MAX_ACCOUNT_LEN, RawRecord};
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TRAILKLG";
 /// Magic at the very end of a sealed segment.
 pub const SEALED_MAGIC: [u8; 8] = *b"TRAILKSL";
-/// Segment format version written by this build.
-pub const SEGMENT_VERSION: u16 = 1;
+/// Newest segment format version this build reads. Version 1 is written for every segment
+/// without tombstones (so older builds read it); version 2 only for sealed segments rewritten by
+/// retention, which hold tombstones (FORMAT.md §4.1, §5).
+pub const SEGMENT_VERSION: u16 = 2;
+/// Segment version of segments without tombstones.
+pub const SEGMENT_VERSION_PLAIN: u16 = 1;
+/// Segment version of sealed segments with tombstones.
+pub const SEGMENT_VERSION_TOMBSTONES: u16 = 2;
+/// Flag bit on the account ordinal of a record-table entry (version 2): the record is a
+/// tombstone.
+pub const TABLE_REMOVED_FLAG: u32 = 0x8000_0000;
 /// Header length.
 pub const HEADER_LEN: usize = 24;
 /// Footer length of a sealed segment.
@@ -97,11 +106,20 @@ pub fn parse_name(name: &str) -> Option<(u64, SegmentKind)> {
     Some((num.parse().ok()?, kind))
 }
 
-/// Encode a header.
+/// Encode a header (version 1).
 pub fn encode_header(kind: SegmentKind, first_position: u64) -> [u8; HEADER_LEN] {
+    encode_header_version(kind, first_position, SEGMENT_VERSION_PLAIN)
+}
+
+/// Encode a header of a given segment version.
+pub fn encode_header_version(
+    kind: SegmentKind,
+    first_position: u64,
+    version: u16,
+) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[8..10].copy_from_slice(&version.to_le_bytes());
     h[10] = kind as u8;
     h[12..20].copy_from_slice(&first_position.to_le_bytes());
     let crc = crc32fast::hash(&h[..20]);
@@ -170,6 +188,13 @@ pub fn scan_plain(buf: &[u8]) -> Result<PlainScan<'_>, SegmentError> {
     let mut next = header.first_position;
     while off < buf.len() {
         match frame::decode_frame(&buf[off..]) {
+            Ok((rec, _)) if rec.removed => {
+                tail = Some(SegmentError::at(
+                    off as u64,
+                    "a tombstone in a plain segment",
+                ));
+                break;
+            }
             Ok((rec, n)) => {
                 if rec.position != next {
                     tail = Some(SegmentError::at(
@@ -225,6 +250,9 @@ pub struct SealedIndex {
     pub accounts: Vec<String>,
     /// Per record (in position order): (account ordinal, index in the account).
     pub records: Vec<(u32, u64)>,
+    /// Per record (in position order): whether it is a tombstone (version 2 tables; all false
+    /// in version 1).
+    pub removed: Vec<bool>,
     /// The blocks, in position order.
     pub blocks: Vec<BlockMeta>,
 }
@@ -248,14 +276,24 @@ impl Default for SealOptions {
 }
 
 /// Build a sealed segment from the records of a plain segment (all must be valid and
-/// consecutive from `first_position`).
+/// consecutive from `first_position`), or of a sealed one being rewritten by retention (then some
+/// may be tombstones, and the segment is written as version 2).
 pub fn build_sealed(
     first_position: u64,
     records: &[RawRecord<'_>],
     opts: SealOptions,
 ) -> std::io::Result<Vec<u8>> {
+    let version = if records.iter().any(|r| r.removed) {
+        SEGMENT_VERSION_TOMBSTONES
+    } else {
+        SEGMENT_VERSION_PLAIN
+    };
     let mut out = Vec::new();
-    out.extend_from_slice(&encode_header(SegmentKind::Sealed, first_position));
+    out.extend_from_slice(&encode_header_version(
+        SegmentKind::Sealed,
+        first_position,
+        version,
+    ));
     let mut accounts: Vec<String> = Vec::new();
     let mut ordinals: std::collections::HashMap<&str, u32> = Default::default();
     let mut table = Vec::with_capacity(records.len() * RECORD_ENTRY_LEN);
@@ -288,15 +326,17 @@ pub fn build_sealed(
             accounts.push(r.account.to_owned());
             (accounts.len() - 1) as u32
         });
-        table.extend_from_slice(&ord.to_le_bytes());
+        let flag = if r.removed { TABLE_REMOVED_FLAG } else { 0 };
+        table.extend_from_slice(&(ord | flag).to_le_bytes());
         table.extend_from_slice(&r.index.to_le_bytes());
-        frame::encode_frame(
+        frame::encode_frame_kind(
             &mut raw,
             r.position,
             r.index,
             r.received_at,
             r.account,
             r.data,
+            r.removed,
         );
         block_count += 1;
         if raw.len() >= opts.block_target {
@@ -331,7 +371,7 @@ pub fn build_sealed(
     out.extend_from_slice(&(records.len() as u64).to_le_bytes());
     out.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
     out.extend_from_slice(&tables_crc.to_le_bytes());
-    out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     let fcrc = crc32fast::hash(&out[footer_start..]);
     out.extend_from_slice(&fcrc.to_le_bytes());
@@ -352,6 +392,8 @@ pub struct Footer {
     pub block_count: u32,
     /// CRC-32 of the tables.
     pub tables_crc: u32,
+    /// Segment version (must equal the header's).
+    pub version: u16,
 }
 
 /// Decode the footer (the last [`FOOTER_LEN`] bytes of a segment of `file_len` bytes).
@@ -388,6 +430,7 @@ pub fn decode_footer(buf: &[u8], file_len: u64) -> Result<Footer, SegmentError> 
         record_count: u64_at(16),
         block_count: u32::from_le_bytes(buf[24..28].try_into().expect("4")),
         tables_crc: u32::from_le_bytes(buf[28..32].try_into().expect("4")),
+        version,
     };
     let end = f.tables_offset.checked_add(f.tables_len);
     if f.tables_offset < HEADER_LEN as u64 || end != Some(at) {
@@ -409,6 +452,12 @@ pub fn decode_tables(
     tables: &[u8],
 ) -> Result<SealedIndex, SegmentError> {
     let base = footer.tables_offset;
+    if footer.version != header.version {
+        return Err(SegmentError::at(
+            base + footer.tables_len + 32,
+            "footer and header versions differ",
+        ));
+    }
     if tables.len() as u64 != footer.tables_len {
         return Err(SegmentError::at(base, "tables truncated"));
     }
@@ -444,9 +493,15 @@ pub fn decode_tables(
     let n_records = footer.record_count as usize;
     need(at, n_records * RECORD_ENTRY_LEN)?;
     let mut records = Vec::with_capacity(n_records);
+    let mut removed = Vec::with_capacity(n_records);
     for i in 0..n_records {
         let e = &tables[at + i * RECORD_ENTRY_LEN..at + (i + 1) * RECORD_ENTRY_LEN];
-        let ord = u32::from_le_bytes(e[0..4].try_into().expect("4"));
+        let mut ord = u32::from_le_bytes(e[0..4].try_into().expect("4"));
+        let gone = header.version >= SEGMENT_VERSION_TOMBSTONES && ord & TABLE_REMOVED_FLAG != 0;
+        if gone {
+            ord &= !TABLE_REMOVED_FLAG;
+        }
+        removed.push(gone);
         if ord as usize >= accounts.len() {
             return Err(SegmentError::at(
                 base + (at + i * RECORD_ENTRY_LEN) as u64,
@@ -499,6 +554,7 @@ pub fn decode_tables(
         header,
         accounts,
         records,
+        removed,
         blocks,
     })
 }
@@ -596,6 +652,7 @@ mod tests {
                 index: i as u64 / 2,
                 account: if i % 2 == 0 { "a" } else { "b" },
                 data: d,
+                removed: false,
             })
             .collect();
         let opts = SealOptions {

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::frame::{self, BODY_FIXED_LEN, FRAME_HEADER_LEN};
 use crate::history;
 use crate::ledger::{KEY_NAME, META_NAME, PUBKEY_NAME, decode_meta};
-use crate::merkle::{self, Frontier, Hash};
+use crate::merkle::{Frontier, Hash};
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
 use crate::segment::{self, SegmentKind};
 use crate::storage::{LocalDir, Storage};
@@ -46,6 +46,9 @@ pub enum ProblemKind {
     CheckpointInvalid,
     /// A validly signed checkpoint whose root differs from the stored tree at its size.
     CheckpointMismatch,
+    /// A record body removed (a tombstone) that no retention record in the account's log,
+    /// covered by a signed checkpoint, states.
+    UnrecordedRemoval,
     /// Anything else structural (metadata, names, missing key).
     Format,
 }
@@ -62,6 +65,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::TreeMismatch => "tree-mismatch",
             ProblemKind::CheckpointInvalid => "checkpoint-invalid",
             ProblemKind::CheckpointMismatch => "checkpoint-mismatch",
+            ProblemKind::UnrecordedRemoval => "unrecorded-removal",
             ProblemKind::Format => "format",
         })
     }
@@ -152,6 +156,8 @@ pub struct AccountReport {
     pub checkpoints: u64,
     /// Size of the latest valid checkpoint.
     pub latest_checkpoint: Option<u64>,
+    /// Records whose bodies retention removed (tombstones), each covered by a retention record.
+    pub removed: u64,
 }
 
 /// The result of a verification.
@@ -200,6 +206,13 @@ impl VerifyReport {
             self.accounts.len(),
             self.checkpoints
         );
+        let removed: u64 = self.accounts.iter().map(|a| a.removed).sum();
+        if removed > 0 {
+            s = format!(
+                "{}, {removed} bodies removed by recorded retention: ",
+                s.trim_end_matches(": ")
+            );
+        }
         if self.is_ok() {
             s.push_str("OK");
         } else {
@@ -264,6 +277,8 @@ struct Obs {
     /// inside the uncompressed block). Formatted only when a problem is reported.
     offset: u64,
     in_block: Option<u32>,
+    /// For a tombstone: the index of the retention record that states the removal.
+    removed_by: Option<u64>,
 }
 
 impl Obs {
@@ -282,6 +297,35 @@ struct SegOut {
     /// (account, index) of records whose bytes are damaged.
     damaged: Vec<(String, u64)>,
     records: u64,
+    /// Retention statements found: (account, index of the statement, range stated).
+    statements: Vec<(Arc<str>, u64, crate::retention::Statement)>,
+}
+
+impl SegOut {
+    fn observe(
+        &mut self,
+        names: &mut HashMap<String, Arc<str>>,
+        r: &frame::RawRecord<'_>,
+        offset: u64,
+        in_block: Option<u32>,
+    ) {
+        let account = intern(names, r.account);
+        if !r.removed
+            && let Some(s) = crate::retention::parse_statement(r.data)
+        {
+            self.statements.push((account.clone(), r.index, s));
+        }
+        self.records += 1;
+        self.obs.push(Obs {
+            position: r.position,
+            account,
+            index: r.index,
+            leaf: r.leaf(),
+            offset,
+            in_block,
+            removed_by: r.tombstone().map(|(_, by)| by),
+        });
+    }
 }
 
 /// Best-effort (account, index, position) of a frame whose CRC failed.
@@ -334,15 +378,16 @@ fn check_plain(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
         let rest = &buf[off..];
         match frame::decode_frame(rest) {
             Ok((r, n)) => {
-                out.records += 1;
-                out.obs.push(Obs {
-                    position: r.position,
-                    account: intern(&mut names, r.account),
-                    index: r.index,
-                    leaf: merkle::leaf_hash(r.data),
-                    offset: off as u64,
-                    in_block: None,
-                });
+                if r.removed {
+                    out.problems.push(
+                        Problem::new(ProblemKind::Damaged, "a tombstone in a plain segment")
+                            .account(r.account)
+                            .index(r.index)
+                            .position(r.position)
+                            .at(format!("{name}@{off}")),
+                    );
+                }
+                out.observe(&mut names, &r, off as u64, None);
                 off += n;
             }
             Err(frame::FrameError::Truncated { needed, available }) => {
@@ -440,15 +485,22 @@ fn check_sealed(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
         while off < raw.len() {
             match frame::decode_frame(&raw[off..]) {
                 Ok((r, n)) => {
+                    let table_removed = idx.removed.get(first_rec + k).copied().unwrap_or(false);
                     if let Some((ord, index)) = table.get(k)
-                        && (idx.accounts[*ord as usize] != r.account || *index != r.index)
+                        && (idx.accounts[*ord as usize] != r.account
+                            || *index != r.index
+                            || table_removed != r.removed)
                     {
                         out.problems.push(
                             Problem::new(
                                 ProblemKind::Damaged,
                                 format!(
-                                    "record table says {}/{index}, record says {}/{}",
-                                    idx.accounts[*ord as usize], r.account, r.index
+                                    "record table says {}/{index}{}, record says {}/{}{}",
+                                    idx.accounts[*ord as usize],
+                                    if table_removed { " (removed)" } else { "" },
+                                    r.account,
+                                    r.index,
+                                    if r.removed { " (removed)" } else { "" },
                                 ),
                             )
                             .account(r.account)
@@ -457,15 +509,7 @@ fn check_sealed(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
                             .at(format!("{name}@{}", b.offset)),
                         );
                     }
-                    out.records += 1;
-                    out.obs.push(Obs {
-                        position: r.position,
-                        account: intern(&mut names, r.account),
-                        index: r.index,
-                        leaf: merkle::leaf_hash(r.data),
-                        offset: b.offset,
-                        in_block: Some(off as u32),
-                    });
+                    out.observe(&mut names, &r, b.offset, Some(off as u32));
                     off += n;
                     k += 1;
                 }
@@ -637,9 +681,14 @@ pub fn verify_storage(
     }
 
     // Merge: positions, account indexes.
+    #[derive(Default)]
     struct Acct {
         leaves: Vec<Option<Hash>>,
         records: u64,
+        /// Tombstones: (index, retention record index, position, location).
+        tombstones: Vec<(u64, u64, u64, String)>,
+        /// Retention statements: index → range.
+        statements: HashMap<u64, crate::retention::Statement>,
     }
     let mut accts: BTreeMap<String, Acct> = BTreeMap::new();
     let mut damaged: HashSet<(String, u64)> = HashSet::new();
@@ -653,6 +702,13 @@ pub fn verify_storage(
         report.records += out.records;
         problems.extend(out.problems);
         damaged.extend(out.damaged);
+        for (a, i, st) in out.statements {
+            accts
+                .entry(a.to_string())
+                .or_default()
+                .statements
+                .insert(i, st);
+        }
         if *first > expected && *first - expected < MAX_JUMP {
             gaps.extend(expected..*first);
             expected = *first;
@@ -701,10 +757,7 @@ pub fn verify_storage(
                 ));
                 continue;
             }
-            let a = accts.entry(o.account.to_string()).or_insert(Acct {
-                leaves: Vec::new(),
-                records: 0,
-            });
+            let a = accts.entry(o.account.to_string()).or_default();
             if o.index > o.position {
                 problems.push(prob(ProblemKind::Damaged, "index exceeds position".into()));
                 continue;
@@ -722,19 +775,17 @@ pub fn verify_storage(
             }
             a.leaves[i] = Some(o.leaf);
             a.records += 1;
+            if let Some(by) = o.removed_by {
+                a.tombstones
+                    .push((o.index, by, o.position, o.location(name)));
+            }
         }
     }
 
     // Accounts with stored trees or checkpoints but no records.
     for a in storage.list_children("log/")? {
         if frame::valid_account(&a) && !accts.contains_key(&a) {
-            accts.insert(
-                a.clone(),
-                Acct {
-                    leaves: Vec::new(),
-                    records: 0,
-                },
-            );
+            accts.insert(a.clone(), Acct::default());
         }
     }
 
@@ -759,6 +810,13 @@ pub fn verify_storage(
             &mut ar,
             &mut problems,
         )?;
+        check_removals(
+            &account,
+            &acct.tombstones,
+            &acct.statements,
+            &mut ar,
+            &mut problems,
+        );
         report.checkpoints += ar.checkpoints;
         report.accounts.push(ar);
     }
@@ -772,6 +830,46 @@ pub fn verify_storage(
     });
     report.problems = problems;
     Ok(report)
+}
+
+/// Every tombstone must be stated by a retention record of the same log that is itself present,
+/// follows the removed range, is covered by a valid signed checkpoint and names the index.
+fn check_removals(
+    account: &str,
+    tombstones: &[(u64, u64, u64, String)],
+    statements: &HashMap<u64, crate::retention::Statement>,
+    ar: &mut AccountReport,
+    problems: &mut Vec<Problem>,
+) {
+    let signed = ar.latest_checkpoint.unwrap_or(0);
+    for (index, by, position, location) in tombstones {
+        let why = match statements.get(by) {
+            _ if by <= index => Some(format!(
+                "the tombstone names record {by} as its retention record, which does not follow it"
+            )),
+            None => Some(format!(
+                "body removed, but record {account}/{by} is no retention record (or is missing)"
+            )),
+            Some(s) if !(s.from..s.to).contains(index) => Some(format!(
+                "body removed, but the retention record {account}/{by} states only [{}, {})",
+                s.from, s.to
+            )),
+            Some(_) if *by >= signed => Some(format!(
+                "body removed, but the retention record {account}/{by} is not covered by a signed checkpoint (latest size {signed})"
+            )),
+            Some(_) => None,
+        };
+        match why {
+            Some(why) => problems.push(
+                Problem::new(ProblemKind::UnrecordedRemoval, why)
+                    .account(account)
+                    .index(*index)
+                    .position(*position)
+                    .at(location.clone()),
+            ),
+            None => ar.removed += 1,
+        }
+    }
 }
 
 /// One checkpoint found in storage.

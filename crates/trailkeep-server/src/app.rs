@@ -209,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routing::routes(state.clone()))
         .merge(crate::web::routes(state.clone()))
         .merge(crate::archive::http::routes(state.clone()))
+        .merge(crate::retention::http::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 

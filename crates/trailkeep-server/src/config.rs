@@ -247,6 +247,32 @@ pub struct ServeOptions {
     /// Time between two background archive runs [default: 5m].
     #[arg(long, env = "TRAILKEEP_ARCHIVE_INTERVAL", value_name = "DURATION")]
     pub archive_interval: Option<String>,
+
+    /// Default retention in days for accounts without their own policy; 0 keeps records
+    /// forever (docs/retention.md) [default: 0].
+    #[arg(long, env = "TRAILKEEP_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
+
+    /// How long a lowered retention policy waits before it applies [default: 7d].
+    #[arg(
+        long,
+        env = "TRAILKEEP_RETENTION_LOWERING_DELAY",
+        value_name = "DURATION"
+    )]
+    pub retention_lowering_delay: Option<String>,
+
+    /// Time between two background retention runs [default: 1h].
+    #[arg(long, env = "TRAILKEEP_RETENTION_INTERVAL", value_name = "DURATION")]
+    pub retention_interval: Option<String>,
+
+    /// Length of a retention "day" (tests only) [default: 1d].
+    #[arg(
+        long,
+        env = "TRAILKEEP_RETENTION_DAY",
+        value_name = "DURATION",
+        hide = true
+    )]
+    pub retention_day: Option<String>,
 }
 
 /// Fully resolved server options.
@@ -272,6 +298,7 @@ pub struct ServerConfig {
     pub routing: crate::routing::RoutingOptions,
     /// The archive target, when one is configured.
     pub archive: Option<crate::archive::ArchiveOptions>,
+    pub retention: crate::retention::RetentionOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +394,11 @@ impl ServeOptions {
             archive_prefix,
             archive_access_key_id,
             archive_secret_access_key,
-            archive_interval
+            archive_interval,
+            retention_days,
+            retention_lowering_delay,
+            retention_interval,
+            retention_day
         );
         Ok(self)
     }
@@ -515,7 +546,23 @@ impl ServeOptions {
                     .into(),
             ));
         }
+        if self.retention_days.is_some_and(|d| d > 36_500) {
+            return Err(ConfigError::Invalid(
+                "retention_days must be at most 36500 (0 keeps records forever)".into(),
+            ));
+        }
+        let retention = crate::retention::RetentionOptions {
+            default_days: self.retention_days.filter(|d| *d > 0),
+            lowering_delay: duration(
+                "retention_lowering_delay",
+                &self.retention_lowering_delay,
+                7 * 86_400,
+            )?,
+            interval: duration("retention_interval", &self.retention_interval, 3_600)?,
+            day: duration("retention_day", &self.retention_day, 86_400)?,
+        };
         let config = ServerConfig {
+            retention,
             archive,
             data_dir: self
                 .data_dir

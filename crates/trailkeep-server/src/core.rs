@@ -123,6 +123,8 @@ pub struct Core {
     /// The archive to object storage, attached by `Archive::start` when a target is configured;
     /// retention asks it how far each account is archived (`Archive::archived_count`).
     pub archive: OnceLock<Arc<crate::archive::Archive>>,
+    /// Retention (issue #8), attached by `Retention::start`.
+    pub retention: OnceLock<Arc<crate::retention::Retention>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -246,6 +248,7 @@ impl Core {
             alerts: OnceLock::new(),
             routing: OnceLock::new(),
             archive: OnceLock::new(),
+            retention: OnceLock::new(),
         }))
     }
 
@@ -431,6 +434,15 @@ impl Core {
         if records.is_empty() {
             return Ok(());
         }
+        self.record_report(records).await.map(|_| ())
+    }
+
+    /// [`Core::record`], answering where each record was stored (retention needs the index of
+    /// its statement).
+    pub async fn record_report(
+        self: &Arc<Self>,
+        records: Vec<AuditRecord>,
+    ) -> Result<IngestReport, ApiError> {
         let now = OffsetDateTime::now_utc();
         let mut body = Vec::new();
         for r in &records {
@@ -463,7 +475,7 @@ impl Core {
                 }
             }
         }
-        self.commit(to_write, None, results).await.map(|_| ())
+        self.commit(to_write, None, results).await
     }
 
     /// Records in the background: for reads, whose answer should not wait for an fsync. A crash

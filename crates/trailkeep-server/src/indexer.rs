@@ -51,6 +51,8 @@ enum Message {
     Jobs(Vec<IndexJob>, Option<OwnedSemaphorePermit>),
     /// Reply once everything sent before is committed and searchable.
     Flush(Sender<()>),
+    /// Retention removed these index ranges `[from, to)` of the account from the ledger.
+    Delete(String, Vec<(u64, u64)>),
 }
 
 /// Handle to the indexer thread.
@@ -107,6 +109,18 @@ impl Indexer {
         self.pending.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         if let Some(tx) = self.tx.lock().expect("indexer lock").as_ref() {
             let _ = tx.send(Message::Jobs(jobs, room));
+        }
+    }
+
+    /// Deletes the documents of records whose bodies retention removed (committed with the
+    /// next commit). Best effort: searches skip hits the ledger no longer has anyway.
+    pub fn delete(&self, account: &str, ranges: Vec<(u64, u64)>) {
+        if ranges.is_empty() {
+            return;
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = self.tx.lock().expect("indexer lock").as_ref() {
+            let _ = tx.send(Message::Delete(account.to_string(), ranges));
         }
     }
 
@@ -258,6 +272,18 @@ fn run(
                 }
                 drop(jobs);
                 drop(room);
+                oldest.get_or_insert_with(Instant::now);
+            }
+            Ok(Message::Delete(account, ranges)) => {
+                // During a pending catch-up the entries stay (they are skipped when read).
+                if resync_due.is_none() {
+                    for (from, to) in ranges {
+                        if let Err(e) = writer.delete_range(&account, from, to) {
+                            tracing::warn!(%account, from, to, error = %e, "deleting removed records from the index failed");
+                        }
+                    }
+                }
+                uncommitted += 1;
                 oldest.get_or_insert_with(Instant::now);
             }
             Ok(Message::Flush(reply)) => {

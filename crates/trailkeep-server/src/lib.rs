@@ -25,6 +25,7 @@ pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod objects;
+pub mod retention;
 pub mod routing;
 pub mod run;
 pub mod web;

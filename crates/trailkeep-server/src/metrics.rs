@@ -48,6 +48,7 @@ pub struct Metrics {
     pub alerts: crate::alerts::AlertMetrics,
     pub routing: crate::routing::RoutingMetrics,
     pub archive: crate::archive::ArchiveMetrics,
+    pub retention: crate::retention::RetentionMetrics,
 }
 
 impl Default for Metrics {
@@ -130,7 +131,9 @@ impl Metrics {
         let alerts = crate::alerts::AlertMetrics::register(&mut registry);
         let routing = crate::routing::RoutingMetrics::register(&mut registry);
         let archive = crate::archive::ArchiveMetrics::register(&mut registry);
+        let retention = crate::retention::RetentionMetrics::register(&mut registry);
         Metrics {
+            retention,
             archive,
             alerts,
             routing,

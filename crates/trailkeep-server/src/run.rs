@@ -33,6 +33,8 @@ pub enum RunError {
     Alerts(#[from] crate::alerts::store::StoreError),
     #[error("loading demo data: {0}")]
     Demo(String),
+    #[error("retention: {0}")]
+    Retention(std::io::Error),
 }
 
 /// A started server: its address and the means to stop it.
@@ -75,6 +77,14 @@ pub async fn start(config: ServerConfig, demo: bool) -> Result<Started, RunError
             metrics.archive.clone(),
         )?;
     }
+    crate::retention::Retention::start(
+        &core,
+        &config.data_dir,
+        config.retention.clone(),
+        metrics.retention.clone(),
+    )
+    .await
+    .map_err(RunError::Retention)?;
     if demo && core.ledger.is_empty() {
         load_demo(&core).await?;
     }
@@ -111,6 +121,9 @@ impl Started {
         let result = self.listener.serve(app, shutdown).await;
         if let Some(archive) = self.core.archive.get() {
             archive.stop();
+        }
+        if let Some(retention) = self.core.retention.get() {
+            retention.stop();
         }
         let core = self.core.clone();
         tokio::task::spawn_blocking(move || core.close())

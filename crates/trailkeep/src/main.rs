@@ -72,6 +72,9 @@ enum Command {
     /// Archive to S3-compatible object storage: run now, status, list objects (admin key).
     #[command(subcommand)]
     Archive(cmd::archive::ArchiveCommand),
+    /// Retention per account: show, set (raising at once, lowering after a delay), run now.
+    #[command(subcommand)]
+    Retention(cmd::retention::RetentionCommand),
     /// Restore archived events into the data directory of a stopped server
     /// (`--from-archive s3://bucket[/prefix]`), verified against the archived checkpoints.
     Import(Box<cmd::import::ImportArgs>),
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Reindex(args) => cmd::reindex::run(args),
         Command::Archive(command) => cmd::archive::run(command),
+        Command::Retention(command) => cmd::retention::run(command),
         Command::Import(args) => cmd::import::run(*args),
         Command::Views(command) => cmd::views::run(command),
         Command::Targets(command) => cmd::targets::run(command),

@@ -9,5 +9,6 @@ mod paging;
 mod persistence;
 mod properties;
 mod ranges;
+mod retention;
 mod search;
 mod support;

@@ -11,6 +11,7 @@ mod kill;
 mod model;
 mod mutate;
 mod proofs;
+mod retention;
 mod tamper;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod reindex;
+pub mod retention;
 pub mod routes;
 pub mod search;
 pub mod send;

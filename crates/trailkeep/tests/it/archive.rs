@@ -24,7 +24,7 @@ use crate::{text, trailkeep};
 const BUCKET: &str = "tk-archive";
 
 /// A single-node Garage on loopback ports, its data in a directory of the test.
-struct Garage {
+pub struct Garage {
     bin: PathBuf,
     config: PathBuf,
     s3_port: u16,
@@ -59,7 +59,7 @@ fn garage_binary() -> PathBuf {
 
 impl Garage {
     /// Starts Garage in `dir` and brings up a layout, the bucket and a key.
-    fn start(dir: &Path) -> Garage {
+    pub fn start(dir: &Path) -> Garage {
         std::fs::create_dir_all(dir).unwrap();
         let rpc = free_port();
         let s3_port = free_port();
@@ -194,7 +194,7 @@ impl Drop for Garage {
 
 /// `trailkeep serve` archiving to `garage`, the secret passed by environment as an operator
 /// would, plus `env` (like `Server::start`, which sets no extra variables).
-fn start_server(data: &Path, garage: &Garage, interval: &str, env: &[(&str, &str)]) -> Server {
+pub fn start_server(data: &Path, garage: &Garage, interval: &str, env: &[(&str, &str)]) -> Server {
     use std::io::BufRead as _;
     std::fs::create_dir_all(data).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_trailkeep"))

@@ -10,6 +10,7 @@ mod event_check;
 mod export;
 mod history;
 mod reliability;
+mod retention;
 mod routing;
 mod server;
 mod ui;

@@ -19,7 +19,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailkeep"));
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         // A test that restarts a server on the same port passes its own --listen.
         if !extra.contains(&"--listen") {
