@@ -6,7 +6,9 @@
 //! the same few blocks again and again. The cache keeps the most recently used blocks up to a
 //! byte budget; everything else is dropped, so memory stays bounded whatever is read.
 //!
-//! Sealed segments never change, so a cached block cannot go stale.
+//! Sealed segments change only when retention replaces one with a copy whose removed bodies
+//! are tombstones; it then calls [`BlockCache::clear`], so a removed body is never served from
+//! memory.
 
 use std::sync::{Arc, Mutex};
 
@@ -76,6 +78,13 @@ impl BlockCache {
         }
     }
 
+    /// Forgets every block (after retention replaced a segment).
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.blocks.clear();
+        inner.bytes = 0;
+    }
+
     /// Bytes held now.
     #[cfg(test)]
     fn bytes(&self) -> usize {
@@ -106,6 +115,9 @@ mod tests {
         cache.insert(9, Arc::new(vec![0; 301]));
         assert!(cache.get(9).is_none());
         assert_eq!(cache.bytes(), 300);
+        cache.clear();
+        assert_eq!(cache.bytes(), 0);
+        assert!(cache.get(0).is_none());
     }
 
     #[test]

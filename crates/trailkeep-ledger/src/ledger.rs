@@ -1522,7 +1522,8 @@ fn rewrite_segment(
                 blocks: new_idx.blocks,
             };
         }
-        *shared.block_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // The old blocks hold the removed bodies: none may be served from memory.
+        shared.block_cache.clear();
     }
     fail_point("retention-after-swap");
     Ok((removed_bytes, last))
