@@ -777,6 +777,34 @@ impl Core {
             .inc();
     }
 
+    /// The derived fields of a stored event (`"derived"` of an item), `None` while it is not
+    /// indexed yet.
+    pub fn item_derived(
+        &self,
+        account: &str,
+        index: u64,
+        event: &Value,
+    ) -> Result<Option<ItemDerived>, ApiError> {
+        Ok(
+            match self
+                .index
+                .derived(account, index)
+                .map_err(ApiError::internal)?
+            {
+                Some((class, description)) => Some(ItemDerived {
+                    class,
+                    description,
+                    changes: Vec::new(),
+                    object: self
+                        .objects
+                        .object_ref(account, event)
+                        .map_err(ApiError::internal)?,
+                }),
+                None => None,
+            },
+        )
+    }
+
     /// Reads one stored event as an API item.
     pub fn item(&self, account: &str, index: u64) -> Result<Option<Item>, ApiError> {
         let Some(record) = self
@@ -787,22 +815,7 @@ impl Core {
             return Ok(None);
         };
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
-        let derived = match self
-            .index
-            .derived(account, index)
-            .map_err(ApiError::internal)?
-        {
-            Some((class, description)) => Some(ItemDerived {
-                class,
-                description,
-                changes: Vec::new(),
-                object: self
-                    .objects
-                    .object_ref(account, &event)
-                    .map_err(ApiError::internal)?,
-            }),
-            None => None,
-        };
+        let derived = self.item_derived(account, index, &event)?;
         Ok(Some(Item {
             account: account.to_string(),
             index,

@@ -6,8 +6,16 @@
 //! 16 lower-case hex digits) and a `cursor` file. A segment is a sequence of records
 //! `[u32 LE length][u32 LE CRC-32 of the payload][payload]`; a payload is the JSON
 //! `{"account", "queuedAt" (unix ns), "event"}`. A segment grows to [`SEGMENT_BYTES`], then the
-//! next one starts. `cursor` is `{"version": 1, "segment": n, "offset": n}`: everything before
-//! it was delivered; it is replaced atomically (fsync, rename, fsync of the directory).
+//! next one starts. `cursor` is `{"version": 1, "segment": n, "offset": n, "seq": n}`:
+//! everything before it was delivered, `seq` events in all (the sequence number of the next
+//! event; absent in cursors of older builds, read as 0); it is replaced atomically (fsync,
+//! rename, fsync of the directory).
+//!
+//! `batch` (optional) pins the next batch: `{"version": 1, "segment", "offset", "seq",
+//! "count"}` — the batch that starts at that cursor holds exactly `count` events. A target whose
+//! receiver names what it writes after the batch (the `s3` target: object keys carry the
+//! events' sequence numbers) pins each batch before sending it ([`Outbox::pin`]), so a batch
+//! sent again after a crash is the very same batch, whatever arrived meanwhile.
 //!
 //! # Protocol
 //!
@@ -46,6 +54,17 @@ struct CursorFile {
     version: u32,
     segment: u64,
     offset: u64,
+    #[serde(default)]
+    seq: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchFile {
+    version: u32,
+    segment: u64,
+    offset: u64,
+    seq: u64,
+    count: usize,
 }
 
 /// One queued event.
@@ -63,6 +82,8 @@ struct Inner {
     head: Position,
     file: Option<File>,
     cursor: Position,
+    /// Events delivered before the cursor (the sequence number of the next one).
+    seq: u64,
     /// Events between the cursor and the head.
     backlog: u64,
 }
@@ -123,6 +144,7 @@ impl Outbox {
             })
             .collect();
         segments.sort_unstable();
+        let mut seq = 0u64;
         let cursor = match std::fs::read(dir.join("cursor")) {
             Ok(b) => {
                 let c: CursorFile = serde_json::from_slice(&b)
@@ -134,6 +156,7 @@ impl Outbox {
                         c.version
                     )));
                 }
+                seq = c.seq;
                 Position {
                     segment: c.segment,
                     offset: c.offset,
@@ -190,6 +213,7 @@ impl Outbox {
                 head,
                 file: Some(file),
                 cursor,
+                seq,
                 backlog,
             }),
         })
@@ -198,6 +222,50 @@ impl Outbox {
     /// Events queued and not yet delivered.
     pub fn backlog(&self) -> u64 {
         self.inner.lock().expect("outbox lock").backlog
+    }
+
+    /// The sequence number of the next event to deliver (events delivered so far).
+    pub fn seq(&self) -> u64 {
+        self.inner.lock().expect("outbox lock").seq
+    }
+
+    /// The pinned size of the batch at the cursor, if one was pinned there ([`Outbox::pin`]).
+    pub fn pinned(&self) -> std::io::Result<Option<usize>> {
+        let (cursor, seq) = {
+            let inner = self.inner.lock().expect("outbox lock");
+            (inner.cursor, inner.seq)
+        };
+        let b: BatchFile = match std::fs::read(self.dir.join("batch")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io_err(format!("{}/batch: {e}", self.dir.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok((b.version == CURSOR_VERSION
+            && b.segment == cursor.segment
+            && b.offset == cursor.offset
+            && b.seq == seq
+            && b.count > 0)
+            .then_some(b.count))
+    }
+
+    /// Pins the batch at the cursor to `count` events, durably, before it is sent.
+    pub fn pin(&self, count: usize) -> std::io::Result<()> {
+        let (cursor, seq) = {
+            let inner = self.inner.lock().expect("outbox lock");
+            (inner.cursor, inner.seq)
+        };
+        let b = BatchFile {
+            version: CURSOR_VERSION,
+            segment: cursor.segment,
+            offset: cursor.offset,
+            seq,
+            count,
+        };
+        crate::auth::write_atomically(
+            &self.dir.join("batch"),
+            &serde_json::to_vec(&b).expect("serialises"),
+        )
     }
 
     /// Appends payloads and syncs them to disk before returning.
@@ -336,12 +404,14 @@ impl Outbox {
             version: CURSOR_VERSION,
             segment: to.segment,
             offset: to.offset,
+            seq: inner.seq + n,
         };
         crate::auth::write_atomically(
             &self.dir.join("cursor"),
             &serde_json::to_vec(&file).expect("serialises"),
         )?;
         inner.cursor = to;
+        inner.seq += n;
         inner.backlog = inner.backlog.saturating_sub(n);
         drop(inner);
         for seq in old.segment..to.segment {
@@ -395,6 +465,38 @@ mod tests {
         outbox.ack(pos, 4).unwrap();
         assert_eq!(outbox.backlog(), 0);
         assert!(outbox.peek(100, 1 << 20).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_pinned_batch_is_the_same_batch_after_a_reopen_and_sequence_numbers_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .append(&(0..3).map(payload).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(outbox.pinned().unwrap(), None);
+        let (batch, _) = outbox.peek(100, 1 << 20).unwrap();
+        outbox.pin(batch.len()).unwrap();
+        drop(outbox);
+        // A crash before the acknowledgement; more events arrive after the restart.
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .append(&(3..6).map(payload).collect::<Vec<_>>())
+            .unwrap();
+        let n = outbox.pinned().unwrap().expect("the batch stays pinned");
+        let (again, pos) = outbox.peek(n, usize::MAX).unwrap();
+        assert_eq!(ids(&again), ["e0", "e1", "e2"]);
+        outbox.ack(pos, 3).unwrap();
+        assert_eq!(
+            outbox.pinned().unwrap(),
+            None,
+            "the pin is behind the cursor"
+        );
+        assert_eq!(outbox.seq(), 3);
+        drop(outbox);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(outbox.seq(), 3);
+        assert_eq!(outbox.backlog(), 3);
     }
 
     #[test]

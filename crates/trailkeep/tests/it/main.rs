@@ -11,6 +11,7 @@ mod export;
 mod history;
 mod reliability;
 mod routing;
+mod routing_s3;
 mod server;
 mod ui;
 mod verifier;
