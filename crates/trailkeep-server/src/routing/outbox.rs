@@ -21,7 +21,10 @@
 //!
 //! * **Append** (ingest): frames are written to the newest segment and `fdatasync`ed before
 //!   [`Outbox::append`] returns; only then does the ingest request go on to the ledger and, later,
-//!   answer. Readers see only what was synced.
+//!   answer. Readers see only what was synced. Appends of concurrent requests are **grouped**:
+//!   each queues its frames; whichever caller holds the commit lock writes everything queued in
+//!   one write and one `fdatasync`, and hands every queued caller its result — so N requests
+//!   arriving while a sync runs cost one more sync, not N.
 //! * **Deliver**: the target's worker reads a batch from the cursor, sends it, and after the
 //!   receiver acknowledged it moves the cursor past it and deletes segments wholly behind it.
 //! * **Crash points**: a torn record at the end of the newest segment (a crash mid-append, never
@@ -93,6 +96,29 @@ struct Inner {
 pub struct Outbox {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Appends waiting for the next group commit.
+    queue: Mutex<Vec<Queued>>,
+    /// Held by the caller that writes and syncs a group.
+    commit: Mutex<()>,
+}
+
+/// The result of a queued append, filled in by the caller that committed its group.
+type Slot = std::sync::Arc<Mutex<Option<Result<(), (std::io::ErrorKind, Option<i32>, String)>>>>;
+
+#[derive(Debug)]
+struct Queued {
+    frames: Vec<u8>,
+    events: u64,
+    slot: Slot,
+}
+
+fn take_result(slot: &Slot) -> Option<std::io::Result<()>> {
+    slot.lock().expect("slot lock").take().map(|r| {
+        r.map_err(|(kind, os, message)| match os {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(kind, message),
+        })
+    })
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -216,6 +242,8 @@ impl Outbox {
                 seq,
                 backlog,
             }),
+            queue: Mutex::new(Vec::new()),
+            commit: Mutex::new(()),
         })
     }
 
@@ -268,20 +296,53 @@ impl Outbox {
         )
     }
 
-    /// Appends payloads and syncs them to disk before returning.
+    /// Appends payloads and syncs them to disk before returning (grouped with the appends of
+    /// concurrent callers: see the module docs).
     pub fn append(&self, payloads: &[Vec<u8>]) -> std::io::Result<()> {
         if payloads.is_empty() {
             return Ok(());
         }
-        let mut inner = self.inner.lock().expect("outbox lock");
-        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
+        let mut frames = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
         for p in payloads {
-            buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
-            buf.extend_from_slice(p);
+            frames.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            frames.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+            frames.extend_from_slice(p);
         }
+        let slot: Slot = std::sync::Arc::new(Mutex::new(None));
+        self.queue.lock().expect("queue lock").push(Queued {
+            frames,
+            events: payloads.len() as u64,
+            slot: slot.clone(),
+        });
+        let _commit = self.commit.lock().expect("commit lock");
+        // A caller that committed meanwhile may have taken this append into its group.
+        if let Some(result) = take_result(&slot) {
+            return result;
+        }
+        let mut group = std::mem::take(&mut *self.queue.lock().expect("queue lock"));
+        let (buf, events) = if group.len() == 1 {
+            (std::mem::take(&mut group[0].frames), group[0].events)
+        } else {
+            let mut buf = Vec::with_capacity(group.iter().map(|q| q.frames.len()).sum());
+            for q in &group {
+                buf.extend_from_slice(&q.frames);
+            }
+            (buf, group.iter().map(|q| q.events).sum())
+        };
+        let result = self
+            .write_synced(&buf, events)
+            .map_err(|e| (e.kind(), e.raw_os_error(), e.to_string()));
+        for q in &group {
+            *q.slot.lock().expect("slot lock") = Some(result.clone());
+        }
+        take_result(&slot).expect("this append was in the group it committed")
+    }
+
+    /// Writes whole frames of `events` events at the head and syncs them.
+    fn write_synced(&self, buf: &[u8], events: u64) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().expect("outbox lock");
         let file = inner.file.as_mut().expect("the head segment is open");
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        let written = file.write_all(buf).and_then(|()| file.sync_data());
         if let Err(e) = written {
             // Cut whatever part was written, so the segment stays a sequence of whole records.
             let keep = inner.head.offset;
@@ -291,7 +352,7 @@ impl Outbox {
             return Err(e);
         }
         inner.head.offset += buf.len() as u64;
-        inner.backlog += payloads.len() as u64;
+        inner.backlog += events;
         if inner.head.offset >= SEGMENT_BYTES {
             let next = inner.head.segment + 1;
             let f = OpenOptions::new()
@@ -497,6 +558,46 @@ mod tests {
         let outbox = Outbox::open(dir.path()).unwrap();
         assert_eq!(outbox.seq(), 3);
         assert_eq!(outbox.backlog(), 3);
+    }
+
+    #[test]
+    fn concurrent_appends_are_grouped_and_each_lands_once_in_its_callers_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = std::sync::Arc::new(Outbox::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let outbox = outbox.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let p = format!(
+                            "{{\"account\":\"acme\",\"queuedAt\":1,\"event\":{{\"id\":\"t{t}-{i:02}\"}}}}"
+                        );
+                        outbox.append(&[p.into_bytes()]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(outbox.backlog(), 200);
+        drop(outbox);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(
+            outbox.backlog(),
+            200,
+            "every grouped append was synced whole"
+        );
+        let (all, _) = outbox.peek(1000, usize::MAX).unwrap();
+        let ids = ids(&all);
+        for t in 0..8 {
+            let mine: Vec<&String> = ids
+                .iter()
+                .filter(|i| i.starts_with(&format!("t{t}-")))
+                .collect();
+            let want: Vec<String> = (0..25).map(|i| format!("t{t}-{i:02}")).collect();
+            assert_eq!(mine, want.iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -1220,7 +1220,19 @@ fn route_id_of(server: &Server, name: &str) -> String {
 
 #[test]
 fn bench_routing_prints_its_figures() {
-    let out = trailkeep(&["bench", "routing", "--events", "1500"], b"");
+    let out = trailkeep(
+        &[
+            "bench",
+            "routing",
+            "--events",
+            "1500",
+            "--fsync-requests",
+            "200",
+            "--concurrency",
+            "8",
+        ],
+        b"",
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     for line in [
@@ -1229,6 +1241,7 @@ fn bench_routing_prints_its_figures() {
         "ingest hook",
         "ingest CPU",
         "routing share",
+        "fsync durability     200 single-event requests, 8 in flight: ",
     ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
