@@ -36,6 +36,14 @@ pub enum Failure {
         /// The server's error message.
         message: String,
     },
+    /// The server accepted the event as valid but its routing stored it nowhere (no route took
+    /// it and no default target is set); resending it would not help.
+    Dropped {
+        /// The event id.
+        id: String,
+        /// The server's reason.
+        reason: String,
+    },
     /// The in-memory queue was full and there is no spool (or the spool is full or failed).
     QueueFull,
     /// The spool reached its size limit.
@@ -94,6 +102,7 @@ pub struct Counters {
     sent: AtomicU64,
     failed: AtomicU64,
     rejected: AtomicU64,
+    dropped: AtomicU64,
     retries: AtomicU64,
 }
 
@@ -110,6 +119,8 @@ pub struct CounterSnapshot {
     pub failed: u64,
     /// Of `failed`, events the server rejected.
     pub rejected: u64,
+    /// Of `failed`, events the server's routing dropped (stored nowhere).
+    pub dropped: u64,
     /// Requests that were retried.
     pub retries: u64,
 }
@@ -128,6 +139,7 @@ impl Counters {
             sent: self.sent.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
         }
     }
@@ -145,8 +157,14 @@ impl Metrics for Counters {
     }
     fn failed(&self, failure: &Failure) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        if matches!(failure, Failure::Rejected { .. }) {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
+        match failure {
+            Failure::Rejected { .. } => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Failure::Dropped { .. } => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
     fn retrying(&self, _attempt: u32, _delay: Duration, _error: &str) {

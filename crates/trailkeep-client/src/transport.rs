@@ -25,6 +25,12 @@ pub enum ItemResult {
     },
     /// Rejected with these errors.
     Rejected(Vec<ItemError>),
+    /// Valid, but the server's routing stored it nowhere: no route took it and no default
+    /// target is set (`"status": "dropped"`). Resending it would not help.
+    Dropped {
+        /// The server's reason.
+        reason: String,
+    },
 }
 
 /// What one request achieved.
@@ -217,6 +223,8 @@ struct ReportItem {
     duplicate: bool,
     #[serde(default)]
     errors: Vec<ReportError>,
+    #[serde(default)]
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +246,13 @@ fn parse_report(body: &[u8], n: usize) -> Result<Vec<ItemResult>, String> {
         .map(|r| match r.status.as_str() {
             "accepted" => ItemResult::Accepted {
                 duplicate: r.duplicate,
+            },
+            "dropped" => ItemResult::Dropped {
+                reason: if r.reason.is_empty() {
+                    "the server's routing stored the event nowhere".to_string()
+                } else {
+                    r.reason
+                },
             },
             _ => ItemResult::Rejected(
                 r.errors
@@ -287,8 +302,9 @@ mod tests {
     fn answers_are_classified() {
         let ok = br#"{"accepted":1,"rejected":1,"results":[
             {"status":"accepted","account":"a","index":3,"id":"x","duplicate":true},
-            {"status":"rejected","errors":[{"path":"action","reason":"bad"}]}]}"#;
-        match classify(200, None, ok, 2) {
+            {"status":"rejected","errors":[{"path":"action","reason":"bad"}]},
+            {"status":"dropped","account":"a","id":"y","reason":"no route handles location \"jp-tok\""}]}"#;
+        match classify(200, None, ok, 3) {
             SendOutcome::Done(items) => assert_eq!(
                 items,
                 vec![
@@ -296,13 +312,16 @@ mod tests {
                     ItemResult::Rejected(vec![ItemError {
                         path: "action".into(),
                         reason: "bad".into()
-                    }])
+                    }]),
+                    ItemResult::Dropped {
+                        reason: "no route handles location \"jp-tok\"".into()
+                    }
                 ]
             ),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            classify(200, None, ok, 3),
+            classify(200, None, ok, 2),
             SendOutcome::Retry { .. }
         ));
         let busy = br#"{"error":{"code":"overloaded","message":"busy"}}"#;

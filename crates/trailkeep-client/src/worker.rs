@@ -419,6 +419,13 @@ impl Worker {
                         errors: errors.clone(),
                     });
                 }
+                Outcome::Item(ItemResult::Dropped { reason }) => {
+                    tracing::warn!(id = %r.id, %reason, "trailkeep-client: the server's routing dropped an audit event (stored nowhere)");
+                    metrics.failed(&Failure::Dropped {
+                        id: r.id.to_string(),
+                        reason: reason.clone(),
+                    });
+                }
                 Outcome::Refused { status, message } => {
                     tracing::error!(id = %r.id, status, %message, "trailkeep-client: the server refused an audit event");
                     metrics.failed(&Failure::Refused {

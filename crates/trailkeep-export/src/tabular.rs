@@ -68,8 +68,20 @@ impl<W: Write + Send> TabularWriter<W> {
 
     /// Appends one item.
     pub fn write(&mut self, item: &ExportItem<'_>) -> Result<(), ExportError> {
+        self.write_with_derived(item, None)
+    }
+
+    /// Appends one item with its derived fields: `derived` is the JSON object the search API
+    /// answers as an item's `"derived"` (class, description, object). NDJSON writes it as the
+    /// item's `"derived"` member, so an NDJSON line is the item exactly as search returns it;
+    /// CSV and Parquet have fixed columns ([`COLUMNS`]) and leave it out.
+    pub fn write_with_derived(
+        &mut self,
+        item: &ExportItem<'_>,
+        derived: Option<&[u8]>,
+    ) -> Result<(), ExportError> {
         match &mut self.inner {
-            Inner::Ndjson(w) => write_ndjson(w, item)?,
+            Inner::Ndjson(w) => write_ndjson(w, item, derived)?,
             Inner::Csv(w) => {
                 let f = Fields::of(item)?;
                 let index = f.index.to_string();
@@ -129,7 +141,11 @@ fn opt<'a>(v: &'a Option<std::borrow::Cow<'_, str>>) -> &'a [u8] {
 
 /// `{"account":…,"index":…,"receivedAt":…,"event":<stored bytes>}` and a newline: the API item
 /// with the event's bytes copied as they are stored.
-fn write_ndjson(w: &mut impl Write, item: &ExportItem<'_>) -> Result<(), ExportError> {
+fn write_ndjson(
+    w: &mut impl Write,
+    item: &ExportItem<'_>,
+    derived: Option<&[u8]>,
+) -> Result<(), ExportError> {
     let received =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(item.received_at_unix_nanos))
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -142,6 +158,10 @@ fn write_ndjson(w: &mut impl Write, item: &ExportItem<'_>) -> Result<(), ExportE
         crate::format_time(received)
     )?;
     w.write_all(item.bytes)?;
+    if let Some(d) = derived {
+        w.write_all(b",\"derived\":")?;
+        w.write_all(d)?;
+    }
     w.write_all(b"}\n")?;
     Ok(())
 }

@@ -86,7 +86,16 @@ async fn ingest(
         // (a bucket may go into debt by one request).
         state.spend(&caller, Spend::Ingest, 1)?;
         // Batches forwarded by another instance's routing (issue #9) are not forwarded again.
+        // Only forwarder keys may say so: otherwise any writer could bypass this instance's
+        // residency routes.
         let forwarded = headers.contains_key("x-trailkeep-forwarded-from");
+        if forwarded && !state.keys.is_forwarder(&caller.key_id) {
+            let mut e = ApiError::forbidden(
+                "X-Trailkeep-Forwarded-From is accepted only from forwarder keys (writer keys created with \"forwarder\": true, for another instance's routing); send without it",
+            );
+            e.code = "not_a_forwarder";
+            return Err(e);
+        }
         let report = core(&state)
             .ingest_routed(&caller, decoded, format, forwarded)
             .await?;

@@ -94,6 +94,10 @@ pub struct StoredKey {
     pub revoked_at: Option<String>,
     #[serde(default)]
     pub limits: KeyLimits,
+    /// A writer key another Trailkeep instance's routing uses: only such keys may send
+    /// `X-Trailkeep-Forwarded-From` (issue #9).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarder: bool,
     pub secret_sha256: String,
     #[serde(default)]
     pub revoked: bool,
@@ -119,6 +123,8 @@ pub struct KeyInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
     pub limits: KeyLimits,
+    /// Whether the key may send `X-Trailkeep-Forwarded-From` (another instance's routing).
+    pub forwarder: bool,
     /// `active`, `revoked` or `expired`.
     pub status: &'static str,
 }
@@ -145,6 +151,7 @@ impl StoredKey {
             rotated_at: self.rotated_at.clone(),
             revoked_at: self.revoked_at.clone(),
             limits: self.limits,
+            forwarder: self.forwarder,
             status: if self.revoked {
                 "revoked"
             } else if self.expired_at(now) {
@@ -173,6 +180,9 @@ pub struct NewKey {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub limits: KeyLimits,
+    /// A forwarder key (writer keys only): see [`StoredKey::forwarder`].
+    #[serde(default)]
+    pub forwarder: bool,
 }
 
 /// The authenticated caller of one request.
@@ -351,6 +361,7 @@ impl KeyStore {
                 rotated_at: None,
                 revoked_at: None,
                 limits: KeyLimits::default(),
+                forwarder: false,
                 secret_sha256: hash,
                 revoked: false,
             }),
@@ -474,6 +485,13 @@ impl KeyStore {
             (None, AccountScope::Only(ids)) => ids[0].clone(),
             (None, AccountScope::All) => "default".to_string(),
         };
+        if spec.forwarder && spec.role != Role::Writer {
+            return Err(invalid(
+                "forwarder",
+                "only writer keys can be forwarders (the key another instance's routing uses)"
+                    .into(),
+            ));
+        }
         if !spec.action_prefixes.is_empty() && spec.role != Role::Writer {
             return Err(invalid(
                 "actionPrefixes",
@@ -521,6 +539,7 @@ impl KeyStore {
             rotated_at: None,
             revoked_at: None,
             limits: spec.limits,
+            forwarder: spec.forwarder,
             secret_sha256: hash_secret(&secret),
             revoked: false,
         };
@@ -532,6 +551,12 @@ impl KeyStore {
             return Err(e);
         }
         Ok((info, secret))
+    }
+
+    /// Whether the key is a forwarder key ([`StoredKey::forwarder`]).
+    pub fn is_forwarder(&self, id: &str) -> bool {
+        let keys = self.keys.read().expect("key store lock poisoned");
+        keys.iter().any(|k| k.id == id && k.forwarder)
     }
 
     /// Whether the key still works (not revoked, not expired, not removed).
@@ -678,6 +703,7 @@ mod tests {
             action_prefixes: Vec::new(),
             expires_at: None,
             limits: KeyLimits::default(),
+            forwarder: false,
         }
     }
 

@@ -789,6 +789,42 @@ impl Core {
             .inc();
     }
 
+    /// The derived fields of a stored event (`"derived"` of an item), `None` while it is not
+    /// indexed yet.
+    pub fn item_derived(
+        &self,
+        account: &str,
+        index: u64,
+        event: &Value,
+    ) -> Result<Option<ItemDerived>, ApiError> {
+        let stored = self
+            .index
+            .derived(account, index)
+            .map_err(ApiError::internal)?;
+        self.derived_of(account, stored, event)
+    }
+
+    /// An item's derived fields from the class and description the index stored for it.
+    fn derived_of(
+        &self,
+        account: &str,
+        stored: Option<(String, String)>,
+        event: &Value,
+    ) -> Result<Option<ItemDerived>, ApiError> {
+        Ok(match stored {
+            Some((class, description)) => Some(ItemDerived {
+                class,
+                description,
+                changes: Vec::new(),
+                object: self
+                    .objects
+                    .object_ref(account, event)
+                    .map_err(ApiError::internal)?,
+            }),
+            None => None,
+        })
+    }
+
     /// Reads one stored event as an API item.
     pub fn item(&self, account: &str, index: u64) -> Result<Option<Item>, ApiError> {
         let derived = self
@@ -817,18 +853,7 @@ impl Core {
             return Ok(None);
         };
         let event: Value = serde_json::from_slice(&record.bytes).map_err(ApiError::internal)?;
-        let derived = match derived {
-            Some((class, description)) => Some(ItemDerived {
-                class,
-                description,
-                changes: Vec::new(),
-                object: self
-                    .objects
-                    .object_ref(account, &event)
-                    .map_err(ApiError::internal)?,
-            }),
-            None => None,
-        };
+        let derived = self.derived_of(account, derived, &event)?;
         Ok(Some(Item {
             account: account.to_string(),
             index,

@@ -310,6 +310,17 @@ impl Job {
                     bytes: &record.bytes,
                 };
                 match &mut sink {
+                    // NDJSON lines are items exactly as search answers them, `derived` included.
+                    Sink::Table(w) if self.format == Format::Ndjson => {
+                        let event: serde_json::Value = serde_json::from_slice(&record.bytes)
+                            .map_err(|e| RunError::Other(e.to_string()))?;
+                        let derived = self
+                            .core
+                            .item_derived(&hit.account, hit.index, &event)
+                            .map_err(|e| RunError::Other(e.message))?
+                            .map(|d| serde_json::to_vec(&d).expect("derived fields serialise"));
+                        w.write_with_derived(&item, derived.as_deref())?
+                    }
                     Sink::Table(w) => w.write(&item)?,
                     Sink::Bundle(b) => {
                         if !b.has_checkpoint(&hit.account) {

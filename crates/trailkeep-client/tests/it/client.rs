@@ -85,6 +85,59 @@ async fn a_rejected_event_is_reported_once_and_not_retried() {
     server.stop().await;
 }
 
+/// A server whose routing has no route and no default target stores events nowhere and says
+/// so per item (`"status": "dropped"` with a reason): the client reports that as its own
+/// failure, with the server's reason, and does not retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_routing_drops_is_reported_as_dropped_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), None).await;
+    let r = crate::support::http()
+        .put(format!("{}/v1/settings", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("Content-Type", "application/json")
+        .body(r#"{"defaultTargets": []}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let recorder = Arc::new(Recorder::default());
+    let (client, counters) = client_with_counters(client_builder(&server.url));
+    let client2 = client_builder(&server.url)
+        .metrics(recorder.clone())
+        .build()
+        .unwrap();
+    let dropped = event(7);
+    let dropped_id = dropped.id().to_string();
+    client2.emit(dropped).unwrap();
+    client2.flush().await.unwrap();
+    client.emit(event(8)).unwrap();
+    client.flush().await.unwrap();
+
+    assert_eq!(*recorder.sent.lock().unwrap(), 0);
+    let failures = recorder.failures.lock().unwrap().clone();
+    match failures.as_slice() {
+        [Failure::Dropped { id, reason }] => {
+            assert_eq!(id, &dropped_id);
+            assert!(
+                reason.contains("no default target is set"),
+                "the server's reason: {reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(recorder.delays.lock().unwrap().is_empty(), "no retry");
+    let c = counters.snapshot();
+    assert_eq!(
+        (c.sent, c.failed, c.dropped, c.rejected),
+        (0, 1, 1, 0),
+        "{c:?}"
+    );
+    client.shutdown().await.unwrap();
+    client2.shutdown().await.unwrap();
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_and_a_413_splits_the_batch() {
     let sink = Sink {

@@ -61,6 +61,21 @@ pub enum TargetKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         server_name: Option<String>,
     },
+    /// Objects in an S3-compatible bucket (NDJSON or Parquet, the export formats), partitioned
+    /// `<prefix>/<account>/<location>/<yyyy>/<mm>/<dd>/<hh>/<first>-<last>.<ext>` (`send::s3`).
+    S3 {
+        /// `http(s)://host[:port]` of a self-hosted server; `None` for AWS S3 itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        bucket: String,
+        region: String,
+        #[serde(default)]
+        prefix: String,
+        access_key_id: String,
+        secret_access_key: String,
+        /// `ndjson` or `parquet`.
+        format: String,
+    },
 }
 
 impl TargetKind {
@@ -70,6 +85,7 @@ impl TargetKind {
             TargetKind::Trailkeep { .. } => "trailkeep",
             TargetKind::Webhook { .. } => "webhook",
             TargetKind::Syslog { .. } => "syslog",
+            TargetKind::S3 { .. } => "s3",
         }
     }
 
@@ -121,6 +137,25 @@ impl Target {
                 if let Some(n) = server_name {
                     v["serverName"] = json!(n);
                 }
+            }
+            TargetKind::S3 {
+                endpoint,
+                bucket,
+                region,
+                prefix,
+                access_key_id,
+                secret_access_key,
+                format,
+            } => {
+                if let Some(e) = endpoint {
+                    v["endpoint"] = json!(e);
+                }
+                v["bucket"] = json!(bucket);
+                v["region"] = json!(region);
+                v["prefix"] = json!(prefix);
+                v["accessKeyId"] = json!(access_key_id);
+                v["secretAccessKeySet"] = json!(!secret_access_key.is_empty());
+                v["format"] = json!(format);
             }
         }
         if !self.created_at.is_empty() {
@@ -275,13 +310,15 @@ pub fn parse_kind(
         "trailkeep" => &["url", "key"],
         "webhook" => &["url", "secret"],
         "syslog" => &["address", "tls", "caCert", "serverName"],
-        "s3" => {
-            p.add(
-                "type",
-                "s3 targets are not supported by this version yet (local, trailkeep, webhook, syslog are)",
-            );
-            return None;
-        }
+        "s3" => &[
+            "endpoint",
+            "bucket",
+            "region",
+            "prefix",
+            "accessKeyId",
+            "secretAccessKey",
+            "format",
+        ],
         _ => {
             p.add(
                 "type",
@@ -316,6 +353,7 @@ pub fn parse_kind(
     };
     match t {
         "local" => Some(TargetKind::Local),
+        "s3" => parse_s3(p, body, old),
         "trailkeep" | "webhook" => {
             let url = required(p, "url");
             if let Some(u) = &url {
@@ -389,6 +427,174 @@ pub fn parse_kind(
             })
         }
     }
+}
+
+/// The fields of an `s3` target; with `old` (a PATCH), fields left out keep their old values.
+fn parse_s3(p: &mut Problems, body: &Value, old: Option<&TargetKind>) -> Option<TargetKind> {
+    let old = match old {
+        Some(TargetKind::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            access_key_id,
+            secret_access_key,
+            format,
+        }) => Some((
+            endpoint.clone(),
+            bucket.clone(),
+            region.clone(),
+            prefix.clone(),
+            access_key_id.clone(),
+            secret_access_key.clone(),
+            format.clone(),
+        )),
+        _ => None,
+    };
+    let endpoint = match body.get("endpoint") {
+        None => old.as_ref().and_then(|o| o.0.clone()),
+        Some(Value::Null) => None,
+        Some(_) => {
+            let e = p.text(body, "endpoint", "endpoint", false);
+            if let Some(u) = &e {
+                match reqwest::Url::parse(u) {
+                    Ok(url)
+                        if matches!(url.scheme(), "http" | "https")
+                            && url.host().is_some()
+                            && url.query().is_none() => {}
+                    Ok(_) => p.add(
+                        "endpoint",
+                        "must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:3900)",
+                    ),
+                    Err(e) => p.add("endpoint", format!("is not a URL: {e}")),
+                }
+            }
+            e
+        }
+    };
+    let field = |p: &mut Problems, f: &str, old: Option<String>, default: Option<&str>| {
+        let required = old.is_none() && default.is_none();
+        match p.text(body, f, f, required) {
+            Some(v) => Some(v),
+            // A wrong value (already reported).
+            None if body.get(f).is_some_and(|v| !v.is_null()) => None,
+            None => old.or(default.map(str::to_string)),
+        }
+    };
+    let bucket = field(p, "bucket", old.as_ref().map(|o| o.1.clone()), None);
+    if let Some(b) = &bucket
+        && !is_valid_bucket(b)
+    {
+        p.add(
+            "bucket",
+            "must be a bucket name: 3 to 63 lower-case letters, digits, '.' or '-', starting and ending with a letter or digit",
+        );
+    }
+    let region = field(
+        p,
+        "region",
+        old.as_ref().map(|o| o.2.clone()),
+        Some("us-east-1"),
+    );
+    if let Some(r) = &region
+        && (r.len() > 64
+            || !r
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        p.add(
+            "region",
+            "must be letters, digits, '-' or '_' (e.g. us-east-1, garage)",
+        );
+    }
+    let prefix = match body.get("prefix") {
+        None => old.as_ref().map(|o| o.3.clone()).unwrap_or_default(),
+        Some(Value::String(s)) => {
+            let trimmed = s.trim_matches('/').to_string();
+            if let Err(why) = check_prefix(&trimmed) {
+                p.add("prefix", why);
+            }
+            trimmed
+        }
+        Some(_) => {
+            p.add(
+                "prefix",
+                "must be text (a key prefix such as audit/us-south)",
+            );
+            String::new()
+        }
+    };
+    let access_key_id = field(p, "accessKeyId", old.as_ref().map(|o| o.4.clone()), None);
+    let secret_access_key = field(
+        p,
+        "secretAccessKey",
+        old.as_ref().map(|o| o.5.clone()),
+        None,
+    );
+    let format = field(
+        p,
+        "format",
+        old.as_ref().map(|o| o.6.clone()),
+        Some("ndjson"),
+    );
+    if let Some(f) = &format
+        && f != "ndjson"
+        && f != "parquet"
+    {
+        p.add("format", "must be ndjson or parquet");
+    }
+    for (f, v) in [
+        ("accessKeyId", &access_key_id),
+        ("secretAccessKey", &secret_access_key),
+    ] {
+        if v.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            p.add(f, "must not be empty");
+        }
+    }
+    Some(TargetKind::S3 {
+        endpoint,
+        bucket: bucket?,
+        region: region?,
+        prefix,
+        access_key_id: access_key_id?,
+        secret_access_key: secret_access_key?,
+        format: format?,
+    })
+}
+
+/// An S3 bucket name (the common rules of AWS S3, Garage and MinIO).
+fn is_valid_bucket(b: &str) -> bool {
+    let bytes = b.as_bytes();
+    (3..=63).contains(&b.len())
+        && bytes
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[b.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
+}
+
+/// A key prefix: at most 512 bytes of `[A-Za-z0-9._-]` segments separated by `/`, no empty,
+/// `.` or `..` segment.
+fn check_prefix(prefix: &str) -> Result<(), &'static str> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    if prefix.len() > 512 {
+        return Err("is longer than 512 bytes");
+    }
+    for seg in prefix.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err("must be segments separated by single '/' (no empty, '.' or '..' segment)");
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err("may hold only letters, digits, '-', '_', '.' and '/'");
+        }
+    }
+    Ok(())
 }
 
 fn check_url(p: &mut Problems, u: &str) {
@@ -705,11 +911,59 @@ mod tests {
             ]
         );
         let got = problems(|p| {
-            parse_target(p, &json!({"name": "x", "type": "s3", "bucket": "b"}));
+            parse_target(
+                p,
+                &json!({"name": "x", "type": "s3", "bucket": "B", "prefix": "a/../b", "format": "csv", "endpoint": "ftp://h", "secretAccessKey": 1}),
+            );
         });
-        assert!(
-            got[0].starts_with("type: s3 targets are not supported"),
-            "{got:?}"
+        assert_eq!(
+            got,
+            vec![
+                "endpoint: must be an http:// or https:// URL with a host (e.g. http://127.0.0.1:3900)",
+                "bucket: must be a bucket name: 3 to 63 lower-case letters, digits, '.' or '-', starting and ending with a letter or digit",
+                "prefix: must be segments separated by single '/' (no empty, '.' or '..' segment)",
+                "accessKeyId: is required",
+                "secretAccessKey: must be a string",
+                "format: must be ndjson or parquet",
+            ]
+        );
+        let mut p = Problems::default();
+        let (_, s3) = parse_target(
+            &mut p,
+            &json!({"name": "b", "type": "s3", "bucket": "audit-1", "prefix": "/tk/us/",
+                    "accessKeyId": "GK1", "secretAccessKey": "s3-very-secret"}),
+        )
+        .unwrap();
+        assert!(p.0.is_empty(), "{:?}", p.0);
+        let t = Target {
+            id: "tgt_s3".into(),
+            name: "b".into(),
+            kind: s3,
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        };
+        let api = t.to_api();
+        assert_eq!(api["prefix"], "tk/us");
+        assert_eq!(api["region"], "us-east-1");
+        assert_eq!(api["format"], "ndjson");
+        assert_eq!(api["secretAccessKeySet"], true);
+        assert!(!api.to_string().contains("s3-very-secret"), "{api}");
+        // A PATCH keeps the secret and the fields it leaves out.
+        let mut p = Problems::default();
+        let kind = parse_kind(&mut p, "s3", &json!({"format": "parquet"}), Some(&t.kind)).unwrap();
+        assert!(p.0.is_empty(), "{:?}", p.0);
+        let TargetKind::S3 {
+            secret_access_key,
+            format,
+            bucket,
+            ..
+        } = kind
+        else {
+            panic!("an s3 target")
+        };
+        assert_eq!(
+            (secret_access_key.as_str(), format.as_str(), bucket.as_str()),
+            ("s3-very-secret", "parquet", "audit-1")
         );
         let mut p = Problems::default();
         let (name, kind) = parse_target(

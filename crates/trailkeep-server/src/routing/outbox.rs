@@ -6,14 +6,25 @@
 //! 16 lower-case hex digits) and a `cursor` file. A segment is a sequence of records
 //! `[u32 LE length][u32 LE CRC-32 of the payload][payload]`; a payload is the JSON
 //! `{"account", "queuedAt" (unix ns), "event"}`. A segment grows to [`SEGMENT_BYTES`], then the
-//! next one starts. `cursor` is `{"version": 1, "segment": n, "offset": n}`: everything before
-//! it was delivered; it is replaced atomically (fsync, rename, fsync of the directory).
+//! next one starts. `cursor` is `{"version": 1, "segment": n, "offset": n, "seq": n}`:
+//! everything before it was delivered, `seq` events in all (the sequence number of the next
+//! event; absent in cursors of older builds, read as 0); it is replaced atomically (fsync,
+//! rename, fsync of the directory).
+//!
+//! `batch` (optional) pins the next batch: `{"version": 1, "segment", "offset", "seq",
+//! "count"}` — the batch that starts at that cursor holds exactly `count` events. A target whose
+//! receiver names what it writes after the batch (the `s3` target: object keys carry the
+//! events' sequence numbers) pins each batch before sending it ([`Outbox::pin`]), so a batch
+//! sent again after a crash is the very same batch, whatever arrived meanwhile.
 //!
 //! # Protocol
 //!
 //! * **Append** (ingest): frames are written to the newest segment and `fdatasync`ed before
 //!   [`Outbox::append`] returns; only then does the ingest request go on to the ledger and, later,
-//!   answer. Readers see only what was synced.
+//!   answer. Readers see only what was synced. Appends of concurrent requests are **grouped**:
+//!   each queues its frames; whichever caller holds the commit lock writes everything queued in
+//!   one write and one `fdatasync`, and hands every queued caller its result — so N requests
+//!   arriving while a sync runs cost one more sync, not N.
 //! * **Deliver**: the target's worker reads a batch from the cursor, sends it, and after the
 //!   receiver acknowledged it moves the cursor past it and deletes segments wholly behind it.
 //! * **Crash points**: a torn record at the end of the newest segment (a crash mid-append, never
@@ -46,6 +57,17 @@ struct CursorFile {
     version: u32,
     segment: u64,
     offset: u64,
+    #[serde(default)]
+    seq: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchFile {
+    version: u32,
+    segment: u64,
+    offset: u64,
+    seq: u64,
+    count: usize,
 }
 
 /// One queued event.
@@ -63,6 +85,8 @@ struct Inner {
     head: Position,
     file: Option<File>,
     cursor: Position,
+    /// Events delivered before the cursor (the sequence number of the next one).
+    seq: u64,
     /// Events between the cursor and the head.
     backlog: u64,
 }
@@ -72,6 +96,29 @@ struct Inner {
 pub struct Outbox {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Appends waiting for the next group commit.
+    queue: Mutex<Vec<Queued>>,
+    /// Held by the caller that writes and syncs a group.
+    commit: Mutex<()>,
+}
+
+/// The result of a queued append, filled in by the caller that committed its group.
+type Slot = std::sync::Arc<Mutex<Option<Result<(), (std::io::ErrorKind, Option<i32>, String)>>>>;
+
+#[derive(Debug)]
+struct Queued {
+    frames: Vec<u8>,
+    events: u64,
+    slot: Slot,
+}
+
+fn take_result(slot: &Slot) -> Option<std::io::Result<()>> {
+    slot.lock().expect("slot lock").take().map(|r| {
+        r.map_err(|(kind, os, message)| match os {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(kind, message),
+        })
+    })
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -123,6 +170,7 @@ impl Outbox {
             })
             .collect();
         segments.sort_unstable();
+        let mut seq = 0u64;
         let cursor = match std::fs::read(dir.join("cursor")) {
             Ok(b) => {
                 let c: CursorFile = serde_json::from_slice(&b)
@@ -134,6 +182,7 @@ impl Outbox {
                         c.version
                     )));
                 }
+                seq = c.seq;
                 Position {
                     segment: c.segment,
                     offset: c.offset,
@@ -190,8 +239,11 @@ impl Outbox {
                 head,
                 file: Some(file),
                 cursor,
+                seq,
                 backlog,
             }),
+            queue: Mutex::new(Vec::new()),
+            commit: Mutex::new(()),
         })
     }
 
@@ -200,20 +252,97 @@ impl Outbox {
         self.inner.lock().expect("outbox lock").backlog
     }
 
-    /// Appends payloads and syncs them to disk before returning.
+    /// The sequence number of the next event to deliver (events delivered so far).
+    pub fn seq(&self) -> u64 {
+        self.inner.lock().expect("outbox lock").seq
+    }
+
+    /// The pinned size of the batch at the cursor, if one was pinned there ([`Outbox::pin`]).
+    pub fn pinned(&self) -> std::io::Result<Option<usize>> {
+        let (cursor, seq) = {
+            let inner = self.inner.lock().expect("outbox lock");
+            (inner.cursor, inner.seq)
+        };
+        let b: BatchFile = match std::fs::read(self.dir.join("batch")) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| io_err(format!("{}/batch: {e}", self.dir.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok((b.version == CURSOR_VERSION
+            && b.segment == cursor.segment
+            && b.offset == cursor.offset
+            && b.seq == seq
+            && b.count > 0)
+            .then_some(b.count))
+    }
+
+    /// Pins the batch at the cursor to `count` events, durably, before it is sent.
+    pub fn pin(&self, count: usize) -> std::io::Result<()> {
+        let (cursor, seq) = {
+            let inner = self.inner.lock().expect("outbox lock");
+            (inner.cursor, inner.seq)
+        };
+        let b = BatchFile {
+            version: CURSOR_VERSION,
+            segment: cursor.segment,
+            offset: cursor.offset,
+            seq,
+            count,
+        };
+        crate::auth::write_atomically(
+            &self.dir.join("batch"),
+            &serde_json::to_vec(&b).expect("serialises"),
+        )
+    }
+
+    /// Appends payloads and syncs them to disk before returning (grouped with the appends of
+    /// concurrent callers: see the module docs).
     pub fn append(&self, payloads: &[Vec<u8>]) -> std::io::Result<()> {
         if payloads.is_empty() {
             return Ok(());
         }
-        let mut inner = self.inner.lock().expect("outbox lock");
-        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
+        let mut frames = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
         for p in payloads {
-            buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
-            buf.extend_from_slice(p);
+            frames.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            frames.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+            frames.extend_from_slice(p);
         }
+        let slot: Slot = std::sync::Arc::new(Mutex::new(None));
+        self.queue.lock().expect("queue lock").push(Queued {
+            frames,
+            events: payloads.len() as u64,
+            slot: slot.clone(),
+        });
+        let _commit = self.commit.lock().expect("commit lock");
+        // A caller that committed meanwhile may have taken this append into its group.
+        if let Some(result) = take_result(&slot) {
+            return result;
+        }
+        let mut group = std::mem::take(&mut *self.queue.lock().expect("queue lock"));
+        let (buf, events) = if group.len() == 1 {
+            (std::mem::take(&mut group[0].frames), group[0].events)
+        } else {
+            let mut buf = Vec::with_capacity(group.iter().map(|q| q.frames.len()).sum());
+            for q in &group {
+                buf.extend_from_slice(&q.frames);
+            }
+            (buf, group.iter().map(|q| q.events).sum())
+        };
+        let result = self
+            .write_synced(&buf, events)
+            .map_err(|e| (e.kind(), e.raw_os_error(), e.to_string()));
+        for q in &group {
+            *q.slot.lock().expect("slot lock") = Some(result.clone());
+        }
+        take_result(&slot).expect("this append was in the group it committed")
+    }
+
+    /// Writes whole frames of `events` events at the head and syncs them.
+    fn write_synced(&self, buf: &[u8], events: u64) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().expect("outbox lock");
         let file = inner.file.as_mut().expect("the head segment is open");
-        let written = file.write_all(&buf).and_then(|()| file.sync_data());
+        let written = file.write_all(buf).and_then(|()| file.sync_data());
         if let Err(e) = written {
             // Cut whatever part was written, so the segment stays a sequence of whole records.
             let keep = inner.head.offset;
@@ -223,7 +352,7 @@ impl Outbox {
             return Err(e);
         }
         inner.head.offset += buf.len() as u64;
-        inner.backlog += payloads.len() as u64;
+        inner.backlog += events;
         if inner.head.offset >= SEGMENT_BYTES {
             let next = inner.head.segment + 1;
             let f = OpenOptions::new()
@@ -336,12 +465,14 @@ impl Outbox {
             version: CURSOR_VERSION,
             segment: to.segment,
             offset: to.offset,
+            seq: inner.seq + n,
         };
         crate::auth::write_atomically(
             &self.dir.join("cursor"),
             &serde_json::to_vec(&file).expect("serialises"),
         )?;
         inner.cursor = to;
+        inner.seq += n;
         inner.backlog = inner.backlog.saturating_sub(n);
         drop(inner);
         for seq in old.segment..to.segment {
@@ -395,6 +526,78 @@ mod tests {
         outbox.ack(pos, 4).unwrap();
         assert_eq!(outbox.backlog(), 0);
         assert!(outbox.peek(100, 1 << 20).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_pinned_batch_is_the_same_batch_after_a_reopen_and_sequence_numbers_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .append(&(0..3).map(payload).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(outbox.pinned().unwrap(), None);
+        let (batch, _) = outbox.peek(100, 1 << 20).unwrap();
+        outbox.pin(batch.len()).unwrap();
+        drop(outbox);
+        // A crash before the acknowledgement; more events arrive after the restart.
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .append(&(3..6).map(payload).collect::<Vec<_>>())
+            .unwrap();
+        let n = outbox.pinned().unwrap().expect("the batch stays pinned");
+        let (again, pos) = outbox.peek(n, usize::MAX).unwrap();
+        assert_eq!(ids(&again), ["e0", "e1", "e2"]);
+        outbox.ack(pos, 3).unwrap();
+        assert_eq!(
+            outbox.pinned().unwrap(),
+            None,
+            "the pin is behind the cursor"
+        );
+        assert_eq!(outbox.seq(), 3);
+        drop(outbox);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(outbox.seq(), 3);
+        assert_eq!(outbox.backlog(), 3);
+    }
+
+    #[test]
+    fn concurrent_appends_are_grouped_and_each_lands_once_in_its_callers_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = std::sync::Arc::new(Outbox::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let outbox = outbox.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let p = format!(
+                            "{{\"account\":\"acme\",\"queuedAt\":1,\"event\":{{\"id\":\"t{t}-{i:02}\"}}}}"
+                        );
+                        outbox.append(&[p.into_bytes()]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(outbox.backlog(), 200);
+        drop(outbox);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(
+            outbox.backlog(),
+            200,
+            "every grouped append was synced whole"
+        );
+        let (all, _) = outbox.peek(1000, usize::MAX).unwrap();
+        let ids = ids(&all);
+        for t in 0..8 {
+            let mine: Vec<&String> = ids
+                .iter()
+                .filter(|i| i.starts_with(&format!("t{t}-")))
+                .collect();
+            let want: Vec<String> = (0..25).map(|i| format!("t{t}-{i:02}")).collect();
+            assert_eq!(mine, want.iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]

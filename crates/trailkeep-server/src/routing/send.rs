@@ -13,6 +13,13 @@
 //!   `X-Trailkeep-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">` (the alert webhooks'
 //!   scheme, `alerts::notify::signature`). Any 2xx acknowledges.
 //! * **syslog** — see [`super::syslog`].
+//! * **s3** — objects in an S3-compatible bucket ([`s3_objects`]): each batch is split by
+//!   account, location and UTC hour of receipt into objects
+//!   `<prefix>/<account>/<location>/<yyyy>/<mm>/<dd>/<hh>/<first>-<last>.<ndjson|parquet>`,
+//!   written with the export writer (the columns of an export, `index` being the event's sequence
+//!   number in this target's stream). The batch is pinned in the outbox before it is sent, so a
+//!   batch sent again (a failure, a crash before the cursor moved) writes the very same keys
+//!   with the very same bytes: objects are replaced, never duplicated.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -23,6 +30,8 @@ use serde_json::Value;
 use super::model::{Target, TargetKind};
 use super::outbox::Entry;
 use super::{Routing, RoutingMetrics, Worker, now_nanos};
+use crate::archive::object::{event_location, location_segment};
+use crate::archive::s3::{Bucket, S3Target};
 
 /// Largest batch in bytes (the receiving server's default body limit is 16 MiB).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -40,6 +49,7 @@ type Sent = Result<u64, String>;
 pub async fn run(routing: Weak<Routing>, worker: Arc<Worker>) {
     let mut attempts = 0u32;
     let mut syslog: Option<(String, super::syslog::Connection)> = None;
+    let mut bucket: Option<(String, Bucket)> = None;
     loop {
         if worker.stopped.load(Ordering::SeqCst) {
             return;
@@ -56,10 +66,29 @@ pub async fn run(routing: Weak<Routing>, worker: Arc<Worker>) {
         let target = worker.target.read().expect("target lock").clone();
         let label = RoutingMetrics::label(&target.id);
         let w = worker.clone();
-        let peeked = tokio::task::spawn_blocking(move || w.outbox.peek(batch, MAX_BATCH_BYTES))
-            .await
-            .expect("reading the outbox does not panic");
-        let (entries, next) = match peeked {
+        let pin = matches!(target.kind, TargetKind::S3 { .. });
+        let peeked = tokio::task::spawn_blocking(move || {
+            let seq = w.outbox.seq();
+            if !pin {
+                return w
+                    .outbox
+                    .peek(batch, MAX_BATCH_BYTES)
+                    .map(|(e, n)| (e, n, seq));
+            }
+            match w.outbox.pinned()? {
+                Some(count) => w.outbox.peek(count, usize::MAX).map(|(e, n)| (e, n, seq)),
+                None => {
+                    let (entries, next) = w.outbox.peek(batch, MAX_BATCH_BYTES)?;
+                    if !entries.is_empty() {
+                        w.outbox.pin(entries.len())?;
+                    }
+                    Ok((entries, next, seq))
+                }
+            }
+        })
+        .await
+        .expect("reading the outbox does not panic");
+        let (entries, next, first_seq) = match peeked {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(target_id = %target.id, error = %e, "reading a routing outbox failed");
@@ -96,6 +125,7 @@ pub async fn run(routing: Weak<Routing>, worker: Arc<Worker>) {
             TargetKind::Syslog { .. } => {
                 send_syslog(&target, &mut syslog, &entries, &location).await
             }
+            TargetKind::S3 { .. } => send_s3(&target, &mut bucket, &entries, first_seq).await,
             TargetKind::Local => Ok(0),
         };
         if worker.stopped.load(Ordering::SeqCst) {
@@ -299,4 +329,165 @@ async fn send_syslog(
     }
     let (_, c) = conn.as_mut().expect("just set");
     c.send(entries, location).await.map(|()| 0)
+}
+
+/// The objects of one batch of an `s3` target whose first event has sequence number
+/// `first_seq`: one per account, location and UTC hour of receipt, in key order, as
+/// `(key relative to the prefix, bytes)`. The same batch always gives the same keys and bytes.
+pub fn s3_objects(
+    entries: &[Entry],
+    first_seq: u64,
+    format: &str,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use std::collections::BTreeMap;
+    use trailkeep_export::{ExportItem, Format, TabularWriter};
+    let format = Format::parse(format).ok_or_else(|| format!("unknown format {format:?}"))?;
+    type Part = (String, String, i32, u8, u8, u8);
+    let mut groups: BTreeMap<Part, Vec<(u64, &Entry)>> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.queued_at))
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let part = (
+            location_segment(&e.account),
+            location_segment(&event_location(e.event.get().as_bytes())),
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+        );
+        groups
+            .entry(part)
+            .or_default()
+            .push((first_seq + i as u64, e));
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for ((account, location, y, m, d, h), rows) in groups {
+        let first = rows.first().map_or(0, |r| r.0);
+        let last = rows.last().map_or(0, |r| r.0);
+        let key = format!(
+            "{account}/{location}/{y:04}/{m:02}/{d:02}/{h:02}/{first}-{last}.{}",
+            format.extension()
+        );
+        let mut writer = TabularWriter::new(format, Vec::new()).map_err(|e| e.to_string())?;
+        for (seq, e) in rows {
+            writer
+                .write(&ExportItem {
+                    account: &e.account,
+                    index: seq,
+                    received_at_unix_nanos: e.queued_at,
+                    bytes: e.event.get().as_bytes(),
+                })
+                .map_err(|e| format!("{key}: {e}"))?;
+        }
+        out.push((key, writer.finish().map_err(|e| e.to_string())?));
+    }
+    Ok(out)
+}
+
+/// A test hook: in debug builds, `TRAILKEEP_TEST_ROUTING_FAULT=<point>` aborts the process at
+/// that point (`exit-after-s3-objects`: every object of a batch written, the cursor not moved).
+fn test_fault(point: &str) {
+    if cfg!(debug_assertions)
+        && std::env::var("TRAILKEEP_TEST_ROUTING_FAULT").is_ok_and(|p| p == point)
+    {
+        eprintln!("routing test fault {point}: aborting");
+        std::process::abort();
+    }
+}
+
+async fn send_s3(
+    target: &Target,
+    cache: &mut Option<(String, Bucket)>,
+    entries: &[Entry],
+    first_seq: u64,
+) -> Sent {
+    let TargetKind::S3 {
+        endpoint,
+        bucket,
+        region,
+        prefix,
+        access_key_id,
+        secret_access_key,
+        format,
+    } = &target.kind
+    else {
+        return Err("not an s3 target".into());
+    };
+    // A changed target gets a new client.
+    if cache.as_ref().is_none_or(|(v, _)| *v != target.updated_at) {
+        let b = Bucket::new(&S3Target {
+            endpoint: endpoint.clone(),
+            bucket: bucket.clone(),
+            region: region.clone(),
+            access_key_id: access_key_id.clone(),
+            secret_access_key: secret_access_key.clone(),
+            prefix: prefix.clone(),
+            // The worker's own backoff takes over after this.
+            retry: Duration::from_secs(10),
+        })
+        .map_err(|e| e.to_string())?;
+        *cache = Some((target.updated_at.clone(), b));
+    }
+    let (_, b) = cache.as_ref().expect("just set");
+    let objects = s3_objects(entries, first_seq, format)?;
+    for (key, bytes) in objects {
+        b.put(&key, bytes)
+            .await
+            .map_err(|e| format!("{}: {e}", b.describe()))?;
+    }
+    test_fault("exit-after-s3-objects");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(account: &str, location: &str, id: &str, at: i64) -> Entry {
+        let event = format!(
+            r#"{{"id":"{id}","logSourceCRN":"crn:v1:bluemix:public:svc:{location}:a/{account}:::"}}"#
+        );
+        Entry {
+            account: account.into(),
+            queued_at: at,
+            event: serde_json::value::RawValue::from_string(event).unwrap(),
+        }
+    }
+
+    #[test]
+    fn s3_objects_are_partitioned_by_account_location_and_hour_and_named_by_sequence() {
+        let h = 1_763_769_600_000_000_000i64; // 2025-11-22T00:00:00Z
+        let hour = 3_600_000_000_000i64;
+        let entries = vec![
+            entry("acme", "eu-de", "a", h),
+            entry("acme", "", "b", h),
+            entry("acme", "eu-de", "c", h + 10),
+            entry("acme", "eu-de", "d", h + hour),
+            entry("globex", "eu-de", "e", h),
+        ];
+        let objects = s3_objects(&entries, 40, "ndjson").unwrap();
+        let keys: Vec<&str> = objects.iter().map(|o| o.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "acme/eu-de/2025/11/22/00/40-42.ndjson",
+                "acme/eu-de/2025/11/22/01/43-43.ndjson",
+                "acme/global/2025/11/22/00/41-41.ndjson",
+                "globex/eu-de/2025/11/22/00/44-44.ndjson",
+            ]
+        );
+        let lines: Vec<serde_json::Value> = std::str::from_utf8(&objects[0].1)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["index"], 42);
+        assert_eq!(lines[1]["event"]["id"], "c");
+        // The same batch gives the same objects, byte for byte, in both formats.
+        assert_eq!(s3_objects(&entries, 40, "ndjson").unwrap(), objects);
+        let parquet = s3_objects(&entries, 40, "parquet").unwrap();
+        assert_eq!(parquet[0].0, "acme/eu-de/2025/11/22/00/40-42.parquet");
+        assert_eq!(s3_objects(&entries, 40, "parquet").unwrap(), parquet);
+    }
 }

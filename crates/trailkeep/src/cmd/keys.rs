@@ -55,6 +55,11 @@ pub struct CreateArgs {
     /// This key's limit of read requests per second [default: the server's].
     #[arg(long, value_name = "REQUESTS")]
     query_rate: Option<u32>,
+    /// A forwarder key (writers only): the key another Trailkeep instance's `trailkeep` routing
+    /// target uses. Only forwarder keys may send X-Trailkeep-Forwarded-From (their events are
+    /// stored here and not routed on to another Trailkeep); other keys sending it get 403.
+    #[arg(long)]
+    forwarder: bool,
     /// Print the whole answer as JSON instead of the secret alone.
     #[arg(long)]
     json: bool,
@@ -123,6 +128,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         "actionPrefixes": args.actions,
         "expiresAt": expires_at,
         "limits": limits,
+        "forwarder": args.forwarder,
     });
     let remote = Remote::new(&args.remote)?;
     let answer = remote
@@ -167,7 +173,7 @@ fn by_id(args: IdArgs, method: &str, suffix: &str) -> anyhow::Result<ExitCode> {
 
 fn print_table(keys: &[Value]) {
     println!(
-        "{:<20} {:<24} {:<8} {:<8} {:<28} EXPIRES",
+        "{:<20} {:<24} {:<10} {:<8} {:<28} EXPIRES",
         "ID", "NAME", "ROLE", "STATUS", "ACCOUNTS"
     );
     for k in keys {
@@ -183,11 +189,17 @@ fn print_table(keys: &[Value]) {
                 })
                 .unwrap_or_default(),
         };
+        // A forwarder key shows as `writer+fwd`.
+        let role = format!(
+            "{}{}",
+            k["role"].as_str().unwrap_or("-"),
+            if k["forwarder"] == true { "+fwd" } else { "" }
+        );
         println!(
-            "{:<20} {:<24} {:<8} {:<8} {:<28} {}",
+            "{:<20} {:<24} {:<10} {:<8} {:<28} {}",
             k["id"].as_str().unwrap_or("-"),
             k["name"].as_str().unwrap_or("-"),
-            k["role"].as_str().unwrap_or("-"),
+            role,
             k["status"].as_str().unwrap_or("-"),
             accounts,
             k["expiresAt"].as_str().unwrap_or("never"),

@@ -43,6 +43,34 @@ pub struct TargetFields {
     /// syslog with TLS: the name the receiver's certificate must carry (default: its host).
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// s3: http(s)://host[:port] of a self-hosted S3-compatible server (Garage, MinIO, Ceph);
+    /// left out for AWS S3 itself.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// s3: the bucket. Objects are written as
+    /// <prefix>/<account>/<location>/<yyyy>/<mm>/<dd>/<hh>/<first>-<last>.<ndjson|parquet>.
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+    /// s3: the region [server default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// s3: a key prefix, e.g. audit/us-south (may be empty).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// s3: the access key id.
+    #[arg(long, value_name = "ID")]
+    pub access_key_id: Option<String>,
+    /// s3: the secret access key (never shown again: GET answers secretAccessKeySet).
+    #[arg(
+        long,
+        env = "TRAILKEEP_TARGET_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub secret_access_key: Option<String>,
+    /// s3: object format, ndjson or parquet [server default: ndjson].
+    #[arg(long = "object-format", value_name = "FORMAT")]
+    pub object_format: Option<String>,
 }
 
 impl TargetFields {
@@ -70,6 +98,19 @@ impl TargetFields {
         if let Some(v) = self.server_name {
             body["serverName"] = json!(v);
         }
+        for (field, v) in [
+            ("endpoint", self.endpoint),
+            ("bucket", self.bucket),
+            ("region", self.region),
+            ("prefix", self.prefix),
+            ("accessKeyId", self.access_key_id),
+            ("secretAccessKey", self.secret_access_key),
+            ("format", self.object_format),
+        ] {
+            if let Some(v) = v {
+                body[field] = json!(v);
+            }
+        }
         Ok(())
     }
 }
@@ -83,7 +124,9 @@ pub enum TargetsCommand {
         /// The target's name.
         #[arg(long)]
         name: String,
-        /// local, trailkeep (another instance), webhook, or syslog.
+        /// local, trailkeep (another instance), webhook, syslog, or s3 (objects in an
+        /// S3-compatible bucket: --bucket, --access-key-id, --secret-access-key, and optionally
+        /// --endpoint, --region, --prefix, --object-format ndjson|parquet).
         #[arg(long = "type", value_name = "TYPE")]
         kind: String,
         #[command(flatten)]
@@ -150,9 +193,13 @@ pub fn run(command: TargetsCommand) -> anyhow::Result<ExitCode> {
                 "ID", "TYPE", "BACKLOG", "FAILURES", "NAME"
             );
             for t in &targets {
+                let bucket = t["bucket"]
+                    .as_str()
+                    .map(|b| format!("s3://{b}/{}", t["prefix"].as_str().unwrap_or_default()));
                 let place = t["url"]
                     .as_str()
                     .or(t["address"].as_str())
+                    .or(bucket.as_deref())
                     .unwrap_or("this instance");
                 println!(
                     "{:<38} {:<10} {:>8} {:>8} {:<24} {}",

@@ -21,16 +21,16 @@ use crate::server::{ADMIN_KEY, Server, enc, get, post_json, request};
 use crate::verifier::{open_note, root_from_inclusion};
 use crate::{text, trailkeep};
 
-const BUCKET: &str = "tk-archive";
+pub(crate) const BUCKET: &str = "tk-archive";
 
 /// A single-node Garage on loopback ports, its data in a directory of the test.
-pub struct Garage {
+pub(crate) struct Garage {
     bin: PathBuf,
     config: PathBuf,
-    s3_port: u16,
+    pub(crate) s3_port: u16,
     child: Option<Child>,
-    key_id: String,
-    secret: String,
+    pub(crate) key_id: String,
+    pub(crate) secret: String,
 }
 
 fn free_port() -> u16 {
@@ -59,7 +59,7 @@ fn garage_binary() -> PathBuf {
 
 impl Garage {
     /// Starts Garage in `dir` and brings up a layout, the bucket and a key.
-    pub fn start(dir: &Path) -> Garage {
+    pub(crate) fn start(dir: &Path) -> Garage {
         std::fs::create_dir_all(dir).unwrap();
         let rpc = free_port();
         let s3_port = free_port();
@@ -110,7 +110,7 @@ impl Garage {
         g
     }
 
-    fn run_server(&mut self) {
+    pub(crate) fn run_server(&mut self) {
         let child = Command::new(&self.bin)
             .args(["-c"])
             .arg(&self.config)
@@ -158,14 +158,14 @@ impl Garage {
         text(&out.stdout)
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 

@@ -12,6 +12,7 @@ mod history;
 mod reliability;
 mod retention;
 mod routing;
+mod routing_s3;
 mod server;
 mod ui;
 mod verifier;

@@ -172,18 +172,23 @@ fn tls_config() -> (Arc<rustls::ServerConfig>, String) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn admin(server: &Server, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) fn admin(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
     call(server, ADMIN_KEY, method, path, body)
 }
 
-fn created(server: &Server, path: &str, body: Value) -> Value {
+pub(crate) fn created(server: &Server, path: &str, body: Value) -> Value {
     let (status, v) = admin(server, "POST", path, Some(&body));
     assert_eq!(status, 201, "{path}: {v}");
     v
 }
 
 /// An event of account acme in `location` (`global`: a CRN without location).
-fn ev(location: &str, id: &str) -> Value {
+pub(crate) fn ev(location: &str, id: &str) -> Value {
     let mut e = event(
         "acme",
         id,
@@ -198,7 +203,7 @@ fn ev(location: &str, id: &str) -> Value {
     e
 }
 
-fn ingest(server: &Server, events: &[Value]) -> Value {
+pub(crate) fn ingest(server: &Server, events: &[Value]) -> Value {
     let (status, report) = admin(
         server,
         "POST",
@@ -287,7 +292,7 @@ fn wait_search(server: &Server, account: &str, q: &str, want: usize) -> (Vec<Val
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let started = Instant::now();
     while !f() {
         assert!(
@@ -305,7 +310,7 @@ fn sorted(ids: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 /// The value of one metric line (`name{labels}`), 0 when absent.
-fn metric(server: &Server, line_start: &str) -> f64 {
+pub(crate) fn metric(server: &Server, line_start: &str) -> f64 {
     let r = request("GET", &format!("{}/metrics", server.url), None, &[], None);
     r.text()
         .lines()
@@ -324,7 +329,7 @@ fn writer_key(server: &Server) -> String {
     let key = created(
         server,
         "/v1/keys",
-        json!({"name": "routed from us-south", "role": "writer", "accounts": ["acme"]}),
+        json!({"name": "routed from us-south", "role": "writer", "accounts": ["acme"], "forwarder": true}),
     );
     key["secret"].as_str().unwrap().to_string()
 }
@@ -683,7 +688,7 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
     us.stop();
 }
 
-fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
     let mut all = args.to_vec();
     all.extend(["--url", &server.url, "--key", ADMIN_KEY]);
     let out = trailkeep(&all, b"");
@@ -692,6 +697,135 @@ fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
         text(&out.stdout),
         text(&out.stderr),
     )
+}
+
+/// `X-Trailkeep-Forwarded-From` keeps events here (never routed on to another Trailkeep, and
+/// stored locally whatever the routes say), so only forwarder keys may send it: a plain writer
+/// key would bypass residency routing with it.
+#[test]
+fn forwarded_from_is_accepted_only_from_forwarder_keys_issue_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--location", "us-south", "--routing-retry-initial", "1h"],
+    );
+    created(
+        &server,
+        "/v1/accounts",
+        json!({"id": "acme", "name": "Acme"}),
+    );
+    let hook = created(
+        &server,
+        "/v1/targets",
+        json!({"name": "elsewhere", "type": "webhook", "url": "http://127.0.0.1:9/x", "secret": "s-0123456789abcdef"}),
+    );
+    created(
+        &server,
+        "/v1/routes",
+        json!({"name": "all away", "rules": [{"locations": ["*"], "targetIds": [hook["id"]]}]}),
+    );
+    let plain = created(
+        &server,
+        "/v1/keys",
+        json!({"name": "app", "role": "writer", "accounts": ["acme"]}),
+    );
+    assert_eq!(plain["forwarder"], false, "{plain}");
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "from jp-tok",
+            "--role",
+            "writer",
+            "--account",
+            "acme",
+            "--forwarder",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let fwd: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(fwd["forwarder"], true, "{fwd}");
+    let (status, e) = admin(
+        &server,
+        "POST",
+        "/v1/keys",
+        Some(&json!({"name": "r", "role": "reader", "accounts": ["acme"], "forwarder": true})),
+    );
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e.to_string().contains("only writer keys can be forwarders"),
+        "{e}"
+    );
+    let (_, keys) = admin(&server, "GET", "/v1/keys", None);
+    let flag = |id: &Value| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == *id)
+            .unwrap()["forwarder"]
+            .clone()
+    };
+    assert_eq!(
+        (flag(&plain["id"]), flag(&fwd["id"])),
+        (json!(false), json!(true))
+    );
+    let (code, table, _) = cli(&server, &["keys", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("from jp-tok") && l.contains("writer+fwd")),
+        "{table}"
+    );
+
+    let send = |key: &str, forwarded: bool, id: &str| {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if forwarded {
+            headers.push(("X-Trailkeep-Forwarded-From", "jp-tok"));
+        }
+        let r = request(
+            "POST",
+            &format!("{}/v1/events", server.url),
+            Some(key),
+            &headers,
+            Some(json!([ev("jp-tok", id)]).to_string().as_bytes()),
+        );
+        (r.status, r.json())
+    };
+    // A plain writer key with the header: refused, nothing stored or queued.
+    let (status, e) = send(plain["secret"].as_str().unwrap(), true, "plain-fwd");
+    assert_eq!(status, 403, "{e}");
+    assert_eq!(e["error"]["code"], "not_a_forwarder", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Trailkeep-Forwarded-From"),
+        "{e}"
+    );
+    // Without it, its events go where the routes say (away).
+    let (status, r) = send(plain["secret"].as_str().unwrap(), false, "plain");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"][0]["targets"], json!([hook["id"]]), "{r}");
+    assert!(r["results"][0]["index"].is_null(), "not stored here: {r}");
+    // A forwarder key with the header: stored here.
+    let (status, r) = send(fwd["secret"].as_str().unwrap(), true, "forwarded");
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(wait_stored(&server, 1), ["forwarded"]);
+    let (_, t) = admin(
+        &server,
+        "GET",
+        &format!("/v1/targets/{}", hook["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(
+        t["status"]["backlog"], 2,
+        "the plain event and the forwarded one wait for the webhook: {t}"
+    );
 }
 
 #[test]
@@ -1086,7 +1220,19 @@ fn route_id_of(server: &Server, name: &str) -> String {
 
 #[test]
 fn bench_routing_prints_its_figures() {
-    let out = trailkeep(&["bench", "routing", "--events", "1500"], b"");
+    let out = trailkeep(
+        &[
+            "bench",
+            "routing",
+            "--events",
+            "1500",
+            "--fsync-requests",
+            "200",
+            "--concurrency",
+            "8",
+        ],
+        b"",
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     for line in [
@@ -1095,6 +1241,7 @@ fn bench_routing_prints_its_figures() {
         "ingest hook",
         "ingest CPU",
         "routing share",
+        "fsync durability     200 single-event requests, 8 in flight: ",
     ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }

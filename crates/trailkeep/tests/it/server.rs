@@ -25,7 +25,6 @@ impl Server {
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailkeep"));
-        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         // A test that restarts a server on the same port passes its own --listen.
         if !extra.contains(&"--listen") {
@@ -37,6 +36,7 @@ impl Server {
             .env("TRAILKEEP_ADMIN_KEY", ADMIN_KEY)
             .env("TRAILKEEP_LOG", "warn")
             .env_remove("TRAILKEEP_CONFIG")
+            .envs(env.iter().copied())
             .current_dir(data_dir.parent().unwrap_or(data_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

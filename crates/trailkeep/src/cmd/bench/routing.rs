@@ -13,6 +13,11 @@
 //!
 //! The share printed is decision ÷ ingest CPU per event; ingest runs with relaxed durability
 //! (fsync waits cost no CPU anyway).
+//!
+//! A fourth figure is about waiting, not CPU: with fsync durability, `--concurrency` tasks send
+//! `--fsync-requests` single-event requests in all, once with every event stored locally and once
+//! with every event also routed to a remote (webhook) target, whose outbox append is fsynced
+//! before each request is answered. It prints requests per second (wall clock) of both.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,6 +49,12 @@ pub struct RoutingArgs {
     /// Seed of the corpus.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Single-event requests of the fsync figure, per run (two runs; 0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub fsync_requests: u64,
+    /// Requests in flight at once in the fsync figure.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
 }
 
 const REGIONS: [&str; 8] = [
@@ -172,9 +183,128 @@ fn ingest_run(
     Ok((used / accepted.max(1) as u32, hook, accepted))
 }
 
+/// With fsync durability: `requests` single-event requests, `concurrency` at a time, into a fresh
+/// core; with `remote`, every event also goes to a webhook target (which never answers: its
+/// worker waits, the outbox only grows). Returns requests per second (wall clock).
+fn fsync_run(
+    runtime: &tokio::runtime::Runtime,
+    chunks: &[Vec<u8>],
+    requests: u64,
+    concurrency: usize,
+    remote: bool,
+) -> anyhow::Result<f64> {
+    use trailkeep_server::routing::model::TargetKind;
+    let dir = tempfile::tempdir()?;
+    let config = ServeOptions {
+        data_dir: Some(dir.path().to_path_buf()),
+        durability: Some(DurabilityMode::Fsync),
+        location: Some("us-south".into()),
+        ..Default::default()
+    }
+    .resolve()?;
+    let metrics = Arc::new(Metrics::new());
+    let core = Core::open(&config, metrics)?;
+    let mut options = RoutingOptions::default();
+    options.retry.initial = Duration::from_secs(3600);
+    options.retry.max = Duration::from_secs(3600);
+    let routing = runtime.block_on(async { Routing::start(&core, dir.path(), options) })?;
+    if remote {
+        let target = Target {
+            id: "tgt_bench".into(),
+            name: "bench webhook".into(),
+            kind: TargetKind::Webhook {
+                url: "http://127.0.0.1:9/never".into(),
+                secret: "bench-secret-0123456789".into(),
+            },
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        };
+        let route = Route {
+            id: "route_all".into(),
+            name: "all".into(),
+            rules: vec![Rule {
+                locations: vec!["*".into()],
+                target_ids: vec!["local".into(), "tgt_bench".into()],
+            }],
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let stored = target.clone();
+        routing.store.update(|c| {
+            c.targets.push(stored);
+            c.routes = vec![route];
+            Ok::<_, trailkeep_server::alerts::store::StoreError>(())
+        })?;
+        runtime.block_on(async { routing.target_changed(&target) })?;
+        routing.rebuild();
+    }
+    let admin = Principal {
+        key_id: "bench".into(),
+        key_name: "bench routing".into(),
+        role: Role::Admin,
+        accounts: AccountScope::All,
+        default_account: "default".into(),
+        action_prefixes: Vec::new(),
+        limits: Default::default(),
+        client: None,
+    };
+    let lines: Vec<Vec<u8>> = chunks
+        .iter()
+        .flat_map(|c| c.split(|b| *b == b'\n').filter(|l| !l.is_empty()))
+        .take(requests as usize)
+        .map(<[u8]>::to_vec)
+        .collect();
+    let lines = Arc::new(lines);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let done: u64 = runtime
+        .block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (core, admin, lines, next) =
+                    (core.clone(), admin.clone(), lines.clone(), next.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(line) = lines.get(i) else {
+                            return Ok::<u64, String>(n);
+                        };
+                        let report = core
+                            .ingest(&admin, line.clone(), trailkeep_event::InputFormat::Ndjson)
+                            .await
+                            .map_err(|e| e.message)?;
+                        n += report.accepted as u64;
+                    }
+                }));
+            }
+            let mut total = 0;
+            for t in tasks {
+                total += t.await.map_err(|e| e.to_string())??;
+            }
+            Ok::<u64, String>(total)
+        })
+        .map_err(|e| anyhow::anyhow!("ingest: {e}"))?;
+    let elapsed = started.elapsed();
+    if remote {
+        let backlog = routing
+            .worker("tgt_bench")
+            .map_or(0, |w| w.outbox.backlog());
+        anyhow::ensure!(
+            backlog == done,
+            "the outbox holds {backlog} of {done} events"
+        );
+    }
+    core.close();
+    Ok(done as f64 / elapsed.as_secs_f64())
+}
+
 pub fn run(args: RoutingArgs) -> anyhow::Result<ExitCode> {
     if args.events > 25_000 {
         anyhow::bail!("--events is at most 25000 (four ingest runs)");
+    }
+    if args.fsync_requests > 10_000 || args.concurrency == 0 || args.concurrency > 256 {
+        anyhow::bail!("--fsync-requests is at most 10000 and --concurrency 1 to 256");
     }
     // The decision alone, over the locations of the corpus.
     let (targets, routes, settings) = configuration(args.routes, args.rules);
@@ -248,5 +378,33 @@ pub fn run(args: RoutingArgs) -> anyhow::Result<ExitCode> {
         decide_ns / base * 100.0,
         hook / base * 100.0
     );
+    if args.fsync_requests > 0 {
+        let chunks = corpus(&args, 9)?;
+        let (mut local, mut remote) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            local.push(fsync_run(
+                &runtime,
+                &chunks,
+                args.fsync_requests,
+                args.concurrency,
+                false,
+            )?);
+            remote.push(fsync_run(
+                &runtime,
+                &chunks,
+                args.fsync_requests,
+                args.concurrency,
+                true,
+            )?);
+        }
+        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (l, r) = (avg(&local), avg(&remote));
+        println!(
+            "fsync durability     {} single-event requests, {} in flight: {l:.0} req/s stored locally, {r:.0} req/s also routed to a remote target ({:+.1} %)",
+            args.fsync_requests.min(args.events),
+            args.concurrency,
+            (r / l - 1.0) * 100.0
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
