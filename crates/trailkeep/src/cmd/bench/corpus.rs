@@ -153,6 +153,19 @@ fn widen(event: Value, account: &str, region: &str, rng: &mut Rng) -> Value {
         text = text.replace(demo, account);
     }
     let mut event: Value = serde_json::from_str(&text).expect("generated events are JSON");
+    // A third of the events that are not part of a multi-service request come from the other
+    // services of a large account, in the same style.
+    let action = event["action"].as_str().unwrap_or_default();
+    let fanned_out = [
+        "codeengine.application.create",
+        "codeengine.buildrun.create",
+        "container-registry.image.push",
+    ]
+    .contains(&action);
+    if !fanned_out && rng.chance(33) {
+        let kind = *rng.pick(&MORE_KINDS);
+        as_kind(&mut event, kind, account, rng);
+    }
     for field in ["logSourceCRN"] {
         if let Some(crn) = event[field].as_str() {
             event[field] = json!(with_region(crn, region));
@@ -234,6 +247,51 @@ fn widen(event: Value, account: &str, region: &str, rng: &mut Rng) -> Value {
     event["responseData"]["etag"] = json!(format!("W/\"{:x}\"", rng.next_u64() >> 16));
     event["responseData"]["resourceVersion"] = json!(rng.below(10_000_000_000).to_string());
     event
+}
+
+/// More services and actions in the style of DESIGN §1: (service, object, verb, data event).
+#[rustfmt::skip]
+const MORE_KINDS: [(&str, &str, &str, bool); 20] = [
+    ("cloud-object-storage", "bucket", "create", false),
+    ("cloud-object-storage", "bucket", "delete", false),
+    ("cloud-object-storage", "object", "read", true),
+    ("cloud-object-storage", "object", "write", true),
+    ("is", "instance", "create", false),
+    ("is", "instance", "start", false),
+    ("is", "instance", "stop", false),
+    ("is", "security-group-rule", "update", false),
+    ("databases-for-postgresql", "backup", "create", false),
+    ("databases-for-postgresql", "user", "update", false),
+    ("secrets-manager", "secret", "read", true),
+    ("secrets-manager", "secret", "rotate", false),
+    ("iam-groups", "member", "add", false),
+    ("iam-groups", "member", "remove", false),
+    ("iam-access-management", "policy", "update", false),
+    ("resource-controller", "instance", "create", false),
+    ("containers-kubernetes", "cluster", "update", false),
+    ("containers-kubernetes", "worker", "reload", false),
+    ("event-streams", "topic", "create", false),
+    ("logs", "alert", "update", false),
+];
+
+const MORE_NAMES: [&str; 12] = [
+    "prod-assets", "backups-eu", "ml-datasets", "web-01", "web-02", "bastion", "orders-db",
+    "payments-api-key", "platform-admins", "ingest-topic", "edge-cluster", "error-rate",
+];
+
+/// Turns `event` into one of `kind` (action, target, source CRN, data-event flag).
+fn as_kind(event: &mut Value, kind: (&str, &str, &str, bool), account: &str, rng: &mut Rng) {
+    let (service, object, verb, data_event) = kind;
+    let name = format!("{}-{}", rng.pick(&MORE_NAMES), rng.below(40));
+    let instance = format!("{:08x}-{:04x}-4000-8000-{:012x}", rng.below(8), service.len(), object.len());
+    event["action"] = json!(format!("{service}.{object}.{verb}"));
+    event["dataEvent"] = json!(data_event);
+    event["logSourceCRN"] = json!(format!("crn:v1:bluemix:public:{service}:us-south:a/{account}:{instance}::"));
+    event["target"]["id"] = json!(format!(
+        "crn:v1:bluemix:public:{service}:us-south:a/{account}:{instance}:{object}:{name}"
+    ));
+    event["target"]["name"] = json!(name);
+    event["target"]["typeURI"] = json!(format!("{service}/{object}"));
 }
 
 /// A CRN with its location (the sixth field) set to `region`; global CRNs stay global.
