@@ -275,18 +275,35 @@ const MORE_KINDS: [(&str, &str, &str, bool); 20] = [
 ];
 
 const MORE_NAMES: [&str; 12] = [
-    "prod-assets", "backups-eu", "ml-datasets", "web-01", "web-02", "bastion", "orders-db",
-    "payments-api-key", "platform-admins", "ingest-topic", "edge-cluster", "error-rate",
+    "prod-assets",
+    "backups-eu",
+    "ml-datasets",
+    "web-01",
+    "web-02",
+    "bastion",
+    "orders-db",
+    "payments-api-key",
+    "platform-admins",
+    "ingest-topic",
+    "edge-cluster",
+    "error-rate",
 ];
 
 /// Turns `event` into one of `kind` (action, target, source CRN, data-event flag).
 fn as_kind(event: &mut Value, kind: (&str, &str, &str, bool), account: &str, rng: &mut Rng) {
     let (service, object, verb, data_event) = kind;
     let name = format!("{}-{}", rng.pick(&MORE_NAMES), rng.below(40));
-    let instance = format!("{:08x}-{:04x}-4000-8000-{:012x}", rng.below(8), service.len(), object.len());
+    let instance = format!(
+        "{:08x}-{:04x}-4000-8000-{:012x}",
+        rng.below(8),
+        service.len(),
+        object.len()
+    );
     event["action"] = json!(format!("{service}.{object}.{verb}"));
     event["dataEvent"] = json!(data_event);
-    event["logSourceCRN"] = json!(format!("crn:v1:bluemix:public:{service}:us-south:a/{account}:{instance}::"));
+    event["logSourceCRN"] = json!(format!(
+        "crn:v1:bluemix:public:{service}:us-south:a/{account}:{instance}::"
+    ));
     event["target"]["id"] = json!(format!(
         "crn:v1:bluemix:public:{service}:us-south:a/{account}:{instance}:{object}:{name}"
     ));
