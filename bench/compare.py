@@ -645,8 +645,8 @@ def print_table(results, expected, n, ratio, peers):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--events", type=int, default=1_000_000, help="corpus size (default 1,000,000)")
+    ap.add_argument("--seed", type=int, default=1, help="corpus and query-value seed")
     ap.add_argument("--peers", default=",".join(PEERS),
                     help="comma-separated subset of postgres,sqlite,clickhouse (or none)")
     ap.add_argument("--queries-per-row", type=int, default=200, metavar="K",
