@@ -309,7 +309,45 @@ fn as_kind(event: &mut Value, kind: (&str, &str, &str, bool), account: &str, rng
     ));
     event["target"]["name"] = json!(name);
     event["target"]["typeURI"] = json!(format!("{service}/{object}"));
+    // These services fail a little more often than the demo's (~6 % overall, as in the issue).
+    if event["outcome"] == "success" && rng.chance(5) {
+        let (code, reason_type, why) = *rng.pick(&MORE_FAILURES);
+        event["outcome"] = json!("failure");
+        event["reason"] = json!({
+            "reasonCode": code,
+            "reasonType": reason_type,
+            "reasonForFailure": why,
+        });
+    }
 }
+
+const MORE_FAILURES: [(u64, &str, &str); 5] = [
+    (
+        409,
+        "Conflict",
+        "The bucket name is already in use by another account",
+    ),
+    (
+        403,
+        "Forbidden",
+        "The service ID is not authorized to perform this operation",
+    ),
+    (
+        422,
+        "Unprocessable Entity",
+        "The security group rule overlaps an existing rule",
+    ),
+    (
+        429,
+        "Too Many Requests",
+        "The instance quota for this region was exceeded",
+    ),
+    (
+        503,
+        "Service Unavailable",
+        "The secrets vault is sealed and cannot serve requests",
+    ),
+];
 
 /// A CRN with its location (the sixth field) set to `region`; global CRNs stay global.
 fn with_region(crn: &str, region: &str) -> String {
