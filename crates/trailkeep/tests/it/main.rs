@@ -5,6 +5,7 @@ mod alerts;
 mod archive;
 mod bundle;
 mod client;
+mod compare;
 mod disk_full;
 mod event_check;
 mod export;

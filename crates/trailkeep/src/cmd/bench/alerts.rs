@@ -81,7 +81,7 @@ pub fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         .prefix("trailkeep-bench-alerts-")
         .tempdir_in(std::env::current_dir()?)?;
     let corpus = dir.path().join("corpus.ndjson");
-    let bytes = write_file(
+    let written = write_file(
         CorpusSpec {
             seed: args.seed,
             events: args.events,
@@ -90,11 +90,7 @@ pub fn run(args: AlertsArgs) -> anyhow::Result<ExitCode> {
         },
         &corpus,
     )?;
-    eprintln!(
-        "corpus: {} events, {} bytes per event on average",
-        args.events,
-        bytes / args.events.max(1)
-    );
+    eprintln!("{}", written.summary());
     eprintln!("run 1: no rules");
     let base = one_run(&args, &corpus, 0)?;
     eprintln!("run 2: {} rules", args.rules);

@@ -54,6 +54,10 @@ pub struct IngestArgs {
     /// Leave the started server running (prints its URL and key) for `trailkeep bench query`.
     #[arg(long)]
     keep: bool,
+
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// What the sending threads found.
@@ -83,12 +87,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 end_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
                 span_secs: 7 * 86_400,
             };
-            let bytes = write_file(spec, &path)?;
-            eprintln!(
-                "corpus: {} events, {} bytes per event on average",
-                args.events,
-                bytes / args.events.max(1)
-            );
+            eprintln!("{}", write_file(spec, &path)?.summary());
             (path, Some(dir))
         }
     };
@@ -177,6 +176,24 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let data_dir = target.data_dir.clone();
 
     let total = sent.accepted + sent.rejected;
+    let events_per_s = sent.accepted as f64 / elapsed.as_secs_f64();
+    let mut figures = json!({
+        "system": "trailkeep",
+        "events": sent.accepted,
+        "rejected": sent.rejected,
+        "seconds": elapsed.as_secs_f64(),
+        "events_per_s": events_per_s,
+        "connections": args.connections,
+        "batch": args.batch,
+        "indexed": caught_up.is_some(),
+    });
+    let write_json = |figures: &serde_json::Value| -> anyhow::Result<()> {
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_vec_pretty(figures)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    };
     println!("== trailkeep bench ingest ==");
     println!(
         "corpus              {} events, {:.0} bytes/event ({})",
@@ -196,7 +213,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "throughput          {:.0} events/s durable ({} accepted, {} rejected, {} retries after 429/5xx, {:.1} s)",
-        sent.accepted as f64 / elapsed.as_secs_f64(),
+        events_per_s,
         sent.accepted,
         sent.rejected,
         sent.retries,
@@ -232,6 +249,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             target.remote.url,
             target.remote.key.as_deref().unwrap_or("")
         );
+        write_json(&figures)?;
         // Leak the child on purpose: the caller stops it.
         std::mem::forget(target);
         return Ok(ExitCode::SUCCESS);
@@ -249,7 +267,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             index as f64 / events,
             100.0 * all as f64 / corpus_bytes.max(1) as f64
         );
+        figures["disk_bytes"] = json!(all);
+        figures["bytes_per_event"] = json!(all as f64 / events);
     }
+    write_json(&figures)?;
     Ok(ExitCode::SUCCESS)
 }
 

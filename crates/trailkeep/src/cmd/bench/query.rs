@@ -22,6 +22,50 @@ pub struct QueryArgs {
     /// Timed runs of each query (after a warm-up of a tenth as many).
     #[arg(long, default_value_t = 300)]
     iterations: usize,
+
+    /// Query these values (JSON, written by `bench/compare`) instead of values sampled from
+    /// the newest events, with absolute time bounds; before timing, each query is run once
+    /// per value and the results are counted, so other systems can be checked against them.
+    #[arg(long, value_name = "FILE")]
+    params: Option<std::path::PathBuf>,
+
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+}
+
+/// The values of the five queries, chosen from the corpus by `bench/compare`; times RFC 3339.
+#[derive(Debug, serde::Deserialize)]
+pub struct QueryParams {
+    /// The window of the correlation id, target and full-text queries: `[from, to)`.
+    pub from: String,
+    pub to: String,
+    /// Start of the failures query's window (24 h before `to`).
+    pub failures_from: String,
+    /// Start of the counts query's window (7 days before `to`).
+    pub counts_from: String,
+    pub correlation_ids: Vec<String>,
+    pub target_ids: Vec<String>,
+    /// The account of the failures query.
+    pub account: String,
+    pub words: Vec<String>,
+}
+
+impl QueryParams {
+    fn read(path: &std::path::Path) -> anyhow::Result<QueryParams> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let p: QueryParams =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if p.correlation_ids.is_empty() || p.target_ids.is_empty() || p.words.is_empty() {
+            bail!(
+                "{}: correlation_ids, target_ids and words need a value each",
+                path.display()
+            );
+        }
+        Ok(p)
+    }
 }
 
 /// Runs the `i`-th repetition of a query and returns how many results it gave.
@@ -31,6 +75,8 @@ type RunQuery = Box<dyn Fn(&Remote, usize) -> Result<usize, String>>;
 struct Reference {
     name: &'static str,
     target: Duration,
+    /// How many distinct values it is run with (each is run once to count the results).
+    values: usize,
     run: RunQuery,
 }
 
@@ -40,79 +86,10 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     }
     let target = Target::start(&args.target, &[])?;
     let remote = Remote::new(&target.remote)?;
-    let samples = QueryValues::collect(&remote)?;
-    eprintln!(
-        "sample values: {} correlation ids, {} targets, busiest account {} ({} of the newest 1000 failures of the last 24 h)",
-        samples.correlations.len(),
-        samples.targets.len(),
-        samples.busiest.0,
-        samples.busiest.1
-    );
-    let s = std::sync::Arc::new(samples);
-    let pick = |v: &[String], i: usize| v[i % v.len()].clone();
-    let refs: Vec<Reference> = vec![
-        {
-            let s = s.clone();
-            Reference {
-                name: "one correlationId",
-                target: Duration::from_millis(2),
-                run: Box::new(move |r, i| {
-                    search(
-                        r,
-                        &format!("correlationId:\"{}\"", pick(&s.correlations, i)),
-                        "now-30d",
-                        None,
-                    )
-                }),
-            }
-        },
-        {
-            let s = s.clone();
-            Reference {
-                name: "one target.id, newest 100",
-                target: Duration::from_millis(20),
-                run: Box::new(move |r, i| {
-                    search(
-                        r,
-                        &format!("target.id:\"{}\"", pick(&s.targets, i)),
-                        "now-30d",
-                        None,
-                    )
-                }),
-            }
-        },
-        {
-            let s = s.clone();
-            Reference {
-                name: "one account's failures in 24 h, newest 100",
-                target: Duration::from_millis(20),
-                run: Box::new(move |r, _| {
-                    search(r, "outcome:failure", "now-24h", Some(&s.busiest.0))
-                }),
-            }
-        },
-        Reference {
-            name: "full-text word, newest 100",
-            target: Duration::from_millis(50),
-            run: Box::new(|r, i| {
-                let word = ["unavailable", "expired", "conflict", "reconciling"][i % 4];
-                search(r, word, "now-7d", None)
-            }),
-        },
-        Reference {
-            name: "counts by action over 7 days",
-            target: Duration::from_millis(50),
-            run: Box::new(|r, _| {
-                let v = r
-                    .get_json(
-                        "/v1/aggregate",
-                        &[("by", "action"), ("from", "now-7d"), ("size", "100")],
-                    )
-                    .map_err(|e| e.to_string())?;
-                Ok(v["terms"].as_array().map_or(0, Vec::len))
-            }),
-        },
-    ];
+    let refs = match &args.params {
+        Some(path) => with_params(QueryParams::read(path)?),
+        None => sampled(&remote)?,
+    };
     println!(
         "== trailkeep bench query ({} runs each) ==",
         args.iterations
@@ -121,11 +98,20 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         "{:<46} {:>10} {:>10} {:>10} {:>8}",
         "query", "p50", "p99", "target", "hits"
     );
+    let mut figures = Vec::new();
     for q in &refs {
         let warmup = (args.iterations / 10).max(1);
         let mut hits = 0;
         for i in 0..warmup {
             hits = (q.run)(&remote, i).map_err(|e| anyhow::anyhow!("{}: {e}", q.name))?;
+        }
+        if q.values > 0 {
+            // With given values: the results of every value, added up (what other systems
+            // must also find).
+            hits = 0;
+            for i in 0..q.values {
+                hits += (q.run)(&remote, i).map_err(|e| anyhow::anyhow!("{}: {e}", q.name))?;
+            }
         }
         let mut lat = Samples::default();
         for i in 0..args.iterations {
@@ -143,6 +129,17 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             hits,
             if p99 <= q.target { "met" } else { "MISSED" }
         );
+        figures.push(serde_json::json!({
+            "name": q.name,
+            "p50_ms": lat.percentile(50.0).as_secs_f64() * 1e3,
+            "p99_ms": p99.as_secs_f64() * 1e3,
+            "hits": hits,
+            "runs": args.iterations,
+        }));
+    }
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "system": "trailkeep", "queries": figures });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
     }
     if let Some((peak, _)) = target.memory() {
         println!("server peak RSS {} MiB", peak >> 20);
@@ -151,9 +148,197 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The five queries with values sampled from the newest events the server holds.
+fn sampled(remote: &Remote) -> anyhow::Result<Vec<Reference>> {
+    let samples = QueryValues::collect(remote)?;
+    eprintln!(
+        "sample values: {} correlation ids, {} targets, busiest account {} ({} of the newest 1000 failures of the last 24 h)",
+        samples.correlations.len(),
+        samples.targets.len(),
+        samples.busiest.0,
+        samples.busiest.1
+    );
+    let s = std::sync::Arc::new(samples);
+    let pick = |v: &[String], i: usize| v[i % v.len()].clone();
+    Ok(vec![
+        {
+            let s = s.clone();
+            Reference {
+                name: "one correlationId",
+                target: Duration::from_millis(2),
+                values: 0,
+                run: Box::new(move |r, i| {
+                    search(
+                        r,
+                        &format!("correlationId:\"{}\"", pick(&s.correlations, i)),
+                        "now-30d",
+                        None,
+                    )
+                }),
+            }
+        },
+        {
+            let s = s.clone();
+            Reference {
+                name: "one target.id, newest 100",
+                target: Duration::from_millis(20),
+                values: 0,
+                run: Box::new(move |r, i| {
+                    search(
+                        r,
+                        &format!("target.id:\"{}\"", pick(&s.targets, i)),
+                        "now-30d",
+                        None,
+                    )
+                }),
+            }
+        },
+        {
+            let s = s.clone();
+            Reference {
+                name: "one account's failures in 24 h, newest 100",
+                target: Duration::from_millis(20),
+                values: 0,
+                run: Box::new(move |r, _| {
+                    search(r, "outcome:failure", "now-24h", Some(&s.busiest.0))
+                }),
+            }
+        },
+        Reference {
+            name: "full-text word, newest 100",
+            target: Duration::from_millis(50),
+            values: 0,
+            run: Box::new(|r, i| {
+                let word = ["unavailable", "expired", "conflict", "reconciling"][i % 4];
+                search(r, word, "now-7d", None)
+            }),
+        },
+        Reference {
+            name: "counts by action over 7 days",
+            target: Duration::from_millis(50),
+            values: 0,
+            run: Box::new(|r, _| {
+                let v = r
+                    .get_json(
+                        "/v1/aggregate",
+                        &[("by", "action"), ("from", "now-7d"), ("size", "100")],
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok(v["terms"].as_array().map_or(0, Vec::len))
+            }),
+        },
+    ])
+}
+
+/// The five queries with the values and absolute time bounds of `p`: the same queries
+/// `bench/compare` runs against the other systems.
+fn with_params(p: QueryParams) -> Vec<Reference> {
+    let p = std::sync::Arc::new(p);
+    let pick = |v: &[String], i: usize| v[i % v.len()].clone();
+    vec![
+        {
+            let p = p.clone();
+            Reference {
+                name: "one correlationId",
+                target: Duration::from_millis(2),
+                values: p.correlation_ids.len(),
+                run: Box::new(move |r, i| {
+                    let q = format!("correlationId:\"{}\"", pick(&p.correlation_ids, i));
+                    search_between(r, &q, &p.from, &p.to, None)
+                }),
+            }
+        },
+        {
+            let p = p.clone();
+            Reference {
+                name: "one target.id, newest 100",
+                target: Duration::from_millis(20),
+                values: p.target_ids.len(),
+                run: Box::new(move |r, i| {
+                    let q = format!("target.id:\"{}\"", pick(&p.target_ids, i));
+                    search_between(r, &q, &p.from, &p.to, None)
+                }),
+            }
+        },
+        {
+            let p = p.clone();
+            Reference {
+                name: "one account's failures in 24 h, newest 100",
+                target: Duration::from_millis(20),
+                values: 1,
+                run: Box::new(move |r, _| {
+                    search_between(
+                        r,
+                        "outcome:failure",
+                        &p.failures_from,
+                        &p.to,
+                        Some(&p.account),
+                    )
+                }),
+            }
+        },
+        {
+            let p = p.clone();
+            Reference {
+                name: "full-text word, newest 100",
+                target: Duration::from_millis(50),
+                values: p.words.len(),
+                run: Box::new(move |r, i| {
+                    search_between(r, &pick(&p.words, i), &p.from, &p.to, None)
+                }),
+            }
+        },
+        Reference {
+            name: "counts by action over 7 days",
+            target: Duration::from_millis(50),
+            values: 1,
+            run: Box::new(move |r, _| {
+                let v = r
+                    .get_json(
+                        "/v1/aggregate",
+                        &[
+                            ("by", "action"),
+                            ("from", &p.counts_from),
+                            ("to", &p.to),
+                            ("size", "1000"),
+                        ],
+                    )
+                    .map_err(|e| e.to_string())?;
+                // The events counted, less the server's own records of the benchmark's reads
+                // (other systems hold only the corpus).
+                Ok(v["terms"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| !t["key"].as_str().unwrap_or("").starts_with("trailkeep."))
+                    .map(|t| t["count"].as_u64().unwrap_or(0) as usize)
+                    .sum())
+            }),
+        },
+    ]
+}
+
 /// A search of newest 100; the number of events returned.
 fn search(remote: &Remote, q: &str, from: &str, account: Option<&str>) -> Result<usize, String> {
     let mut query = vec![("q", q), ("from", from), ("limit", "100")];
+    if let Some(a) = account {
+        query.push(("account", a));
+    }
+    let page = remote
+        .get_json("/v1/events", &query)
+        .map_err(|e| e.to_string())?;
+    Ok(page["events"].as_array().map_or(0, Vec::len))
+}
+
+/// A search of newest 100 in `[from, to)`; the number of events returned.
+fn search_between(
+    remote: &Remote,
+    q: &str,
+    from: &str,
+    to: &str,
+    account: Option<&str>,
+) -> Result<usize, String> {
+    let mut query = vec![("q", q), ("from", from), ("to", to), ("limit", "100")];
     if let Some(a) = account {
         query.push(("account", a));
     }
