@@ -789,23 +789,9 @@ impl Core {
             .inc();
     }
 
-    /// The derived fields of a stored event (`"derived"` of an item), `None` while it is not
-    /// indexed yet.
-    pub fn item_derived(
-        &self,
-        account: &str,
-        index: u64,
-        event: &Value,
-    ) -> Result<Option<ItemDerived>, ApiError> {
-        let stored = self
-            .index
-            .derived(account, index)
-            .map_err(ApiError::internal)?;
-        self.derived_of(account, stored, event)
-    }
-
-    /// An item's derived fields from the class and description the index stored for it.
-    fn derived_of(
+    /// An item's derived fields from the class and description the index stored for it (a
+    /// search [`trailkeep_index::Hit`] carries them).
+    pub fn derived_of(
         &self,
         account: &str,
         stored: Option<(String, String)>,

@@ -316,7 +316,7 @@ impl Job {
                             .map_err(|e| RunError::Other(e.to_string()))?;
                         let derived = self
                             .core
-                            .item_derived(&hit.account, hit.index, &event)
+                            .derived_of(&hit.account, hit.derived.clone(), &event)
                             .map_err(|e| RunError::Other(e.message))?
                             .map(|d| serde_json::to_vec(&d).expect("derived fields serialise"));
                         w.write_with_derived(&item, derived.as_deref())?
