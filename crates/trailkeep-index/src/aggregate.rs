@@ -167,7 +167,7 @@ impl EventIndex {
                     (from, to)
                 } else {
                     let mut compiler = Compiler::new(&self.index, &self.fields)?;
-                    let query = compiler.compile_for_accounts(req.plan, req.accounts);
+                    let query = compiler.compile_for_accounts(req.plan, req.accounts, &searcher)?;
                     let extent = Counter {
                         from,
                         to,
@@ -213,7 +213,7 @@ impl EventIndex {
         };
 
         let mut compiler = Compiler::new(&self.index, &self.fields)?;
-        let query = compiler.compile_for_accounts(req.plan, req.accounts);
+        let query = compiler.compile_for_accounts(req.plan, req.accounts, &searcher)?;
         let collector = Counter {
             from,
             to,

@@ -9,7 +9,7 @@ use tantivy::query::{
 };
 use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
-use tantivy::{DateTime, Index};
+use tantivy::{DateTime, Index, Searcher};
 
 use crate::query::{FieldKind, JsonOp, KnownField, Plan, TextKind};
 use crate::schema::{Fields, WORDS, hash64, json_token};
@@ -29,8 +29,23 @@ impl<'a> Compiler<'a> {
         Ok(Compiler { fields, words })
     }
 
-    /// The query for `plan`, restricted to `accounts` (which must not be empty).
-    pub fn compile_for_accounts(&mut self, plan: &Plan, accounts: &[String]) -> BoxQuery {
+    /// The query for `plan`, restricted to `accounts` (which must not be empty), to be run on
+    /// `searcher`.
+    ///
+    /// A restriction that excludes nothing in `searcher` (the caller may read every account it
+    /// holds, as an admin usually may) is left out: over dozens of accounts it would read every
+    /// posting of every account into a bitset, which made a one-event lookup cost as much as a
+    /// scan. The collectors check every hit's account against `accounts` either way.
+    pub fn compile_for_accounts(
+        &mut self,
+        plan: &Plan,
+        accounts: &[String],
+        searcher: &Searcher,
+    ) -> tantivy::Result<BoxQuery> {
+        let user = self.compile(plan);
+        if self.holds_only(searcher, accounts)? {
+            return Ok(user);
+        }
         let term = |a: &String| Term::from_field_text(self.fields.account, a);
         // Term queries stay lazy (skip lists), so a selective query over a large account costs
         // little; a term set reads every posting into a bitset first, which pays off only for
@@ -48,11 +63,26 @@ impl<'a> Compiler<'a> {
             )),
             many => Box::new(TermSetQuery::new(many.iter().map(term))),
         };
-        let user = self.compile(plan);
-        Box::new(BooleanQuery::new(vec![
+        Ok(Box::new(BooleanQuery::new(vec![
             (Occur::Must, accounts),
             (Occur::Must, user),
-        ]))
+        ])))
+    }
+
+    /// Whether every account with documents in `searcher` is one of `accounts`.
+    fn holds_only(&self, searcher: &Searcher, accounts: &[String]) -> tantivy::Result<bool> {
+        let allowed: std::collections::HashSet<&[u8]> =
+            accounts.iter().map(|a| a.as_bytes()).collect();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.fields.account)?;
+            let mut terms = inverted.terms().stream()?;
+            while terms.advance() {
+                if !allowed.contains(terms.key()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     pub fn compile(&mut self, plan: &Plan) -> BoxQuery {

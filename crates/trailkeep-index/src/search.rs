@@ -3,9 +3,10 @@
 //! Order: `eventTime` descending, then account descending, then index descending — a total
 //! order, so paging has no gaps and no duplicates even among events of the same instant.
 //!
-//! **Architecture Invariant.** Every search is limited to the caller's account set, twice: in the
-//! tantivy query and again in the collector. The cursor only encodes a position in the order;
-//! it carries no accounts, query or range, so it cannot widen what a caller sees.
+//! **Architecture Invariant.** Every search is limited to the caller's account set by the
+//! collector, which checks each hit's account, and also in the tantivy query unless that filter
+//! would exclude nothing in the snapshot searched. The cursor only encodes a position in the
+//! order; it carries no accounts, query or range, so it cannot widen what a caller sees.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -136,8 +137,9 @@ impl EventIndex {
         }
         let cursor = req.cursor.map(decode_cursor).transpose()?;
         let (from, to) = micros_range(req.from, req.to);
+        let searcher = self.reader.searcher();
         let mut compiler = Compiler::new(&self.index, &self.fields)?;
-        let query = compiler.compile_for_accounts(req.plan, req.accounts);
+        let query = compiler.compile_for_accounts(req.plan, req.accounts, &searcher)?;
         let mut accounts: Vec<String> = req.accounts.to_vec();
         accounts.sort();
         accounts.dedup();
@@ -148,7 +150,6 @@ impl EventIndex {
             cursor,
             accounts,
         };
-        let searcher = self.reader.searcher();
         let mut keys = searcher.search(query.as_ref(), &collector)?;
         let more = keys.len() > req.limit;
         keys.truncate(req.limit);

@@ -160,3 +160,35 @@ fn an_open_histogram_range_does_not_reveal_other_tenants_time_extent() {
     assert!(first >= crate::support::T0, "buckets start at {first}");
     assert_eq!(r.buckets.iter().map(|b| b.count).sum::<u64>(), 2);
 }
+
+/// The account filter is left out of the tantivy query when it would exclude nothing, and kept
+/// (as terms, or as a term set beyond 16 accounts) otherwise: every shape sees exactly its
+/// accounts.
+#[test]
+fn every_shape_of_account_set_sees_exactly_its_accounts() {
+    let (_dir, index) = index_of(&corpus());
+    let everyone = accounts(&["acme", "beta"]);
+    let all_hits = hits(&index, "", &everyone);
+    assert!(all_hits.iter().any(|h| h.starts_with("acme/")));
+    assert!(all_hits.iter().any(|h| h.starts_with("beta/")));
+    // Many names, beta not among them: the term-set filter.
+    let mut many: Vec<String> = (0..20).map(|i| format!("other-{i}")).collect();
+    many.push("acme".into());
+    for q in QUERIES {
+        let seen = hits(&index, q, &many);
+        assert!(
+            seen.iter().all(|h| h.starts_with("acme/")),
+            "{q} leaked {seen:?}"
+        );
+        assert_eq!(seen, hits(&index, q, &accounts(&["acme"])), "{q}");
+        // Every account and more: no filter in the query, the same hits as the union.
+        let mut all_and_more = many.clone();
+        all_and_more.push("beta".into());
+        let mut union = hits(&index, q, &accounts(&["acme"]));
+        union.extend(hits(&index, q, &accounts(&["beta"])));
+        let mut seen = hits(&index, q, &all_and_more);
+        union.sort();
+        seen.sort();
+        assert_eq!(seen, union, "{q}");
+    }
+}

@@ -43,12 +43,12 @@ pub struct TargetFields {
     /// syslog with TLS: the name the receiver's certificate must carry (default: its host).
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
-    /// s3: http(s)://host[:port] of a self-hosted S3-compatible server (Garage, MinIO, Ceph);
+    /// s3: `http(s)://host[:port]` of a self-hosted S3-compatible server (Garage, MinIO, Ceph);
     /// left out for AWS S3 itself.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// s3: the bucket. Objects are written as
-    /// <prefix>/<account>/<location>/<yyyy>/<mm>/<dd>/<hh>/<first>-<last>.<ndjson|parquet>.
+    /// `<prefix>/<account>/<location>/<yyyy>/<mm>/<dd>/<hh>/<first>-<last>.<ndjson|parquet>`.
     #[arg(long, value_name = "NAME")]
     pub bucket: Option<String>,
     /// s3: the region [server default: us-east-1].
