@@ -347,6 +347,7 @@ def run_postgres(args, work, rows, p):
                                  "events_per_s": len(rows) / secs, "events": len(rows)})
         log(f"  postgres COPY: {len(rows) / secs:.0f} events/s")
         result["bytes_per_event"] = (after - before) / len(rows)
+        log(f"  postgres bytes on disk: {result['bytes_per_event']:.0f} per event")
 
         with psycopg.connect(dsn + " dbname=by_copy", autocommit=True) as c:
             c.execute("ANALYZE events")
@@ -423,6 +424,7 @@ def run_sqlite(args, work, rows, p):
     result = {"ingest": [{"method": "INSERT, 1,000 rows per transaction (in-process)",
                           "events_per_s": len(rows) / secs, "events": len(rows)}],
               "bytes_per_event": (after - before) / len(rows)}
+    log(f"  sqlite bytes on disk: {result['bytes_per_event']:.0f} per event")
 
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
@@ -538,6 +540,9 @@ def run_clickhouse(args, work, rows, p):
                 utc(r.us).strftime("%Y-%m-%d %H:%M:%S"), r.account, r.region, r.action, r.outcome, r.target, r.initiator,
                 r.correlation, r.code, r.id, r.text + " " + r.action.replace(".", " "), r.line)) + "\n"
                 for r in rows[i:i + 10_000]).encode())
+        # A fresh connection: ClickHouse closes one left idle while the chunks were prepared
+        # (its keep-alive timeout is a few seconds; 1M rows take longer than that).
+        ch = ClickHouse(http_port)
         t = time.perf_counter()
         for chunk in chunks:
             ch.query("INSERT INTO events FORMAT TabSeparated", chunk)
@@ -548,6 +553,7 @@ def run_clickhouse(args, work, rows, p):
         result = {"ingest": [{"method": "HTTP INSERT, 10,000 rows per request",
                               "events_per_s": len(rows) / secs, "events": len(rows)}],
                   "bytes_per_event": size / len(rows)}
+        log(f"  clickhouse bytes on disk: {result['bytes_per_event']:.0f} per event")
 
         def t(s):
             return f"toDateTime({int(datetime.datetime.fromisoformat(s.replace('Z', '+00:00')).timestamp())})"

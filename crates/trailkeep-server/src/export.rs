@@ -255,6 +255,28 @@ enum RunError {
     Other(String),
 }
 
+/// The parts of a stored event that `derived.object` is found by (`target`, `targetId`), as a
+/// small event: the rest is skipped by the parser, not built into a tree (an export reads
+/// millions of events).
+fn target_part(bytes: &[u8]) -> serde_json::Result<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    struct TargetOnly {
+        #[serde(default)]
+        target: Option<serde_json::Value>,
+        #[serde(rename = "targetId", default)]
+        target_id: Option<serde_json::Value>,
+    }
+    let parts: TargetOnly = serde_json::from_slice(bytes)?;
+    let mut event = serde_json::Map::new();
+    if let Some(t) = parts.target {
+        event.insert("target".into(), t);
+    }
+    if let Some(t) = parts.target_id {
+        event.insert("targetId".into(), t);
+    }
+    Ok(serde_json::Value::Object(event))
+}
+
 impl Job {
     fn page(&self, cursor: Option<&str>) -> Result<SearchPage, ApiError> {
         if self.accounts.is_empty() {
@@ -312,13 +334,19 @@ impl Job {
                 match &mut sink {
                     // NDJSON lines are items exactly as search answers them, `derived` included.
                     Sink::Table(w) if self.format == Format::Ndjson => {
-                        let event: serde_json::Value = serde_json::from_slice(&record.bytes)
-                            .map_err(|e| RunError::Other(e.to_string()))?;
-                        let derived = self
-                            .core
-                            .derived_of(&hit.account, hit.derived.clone(), &event)
-                            .map_err(|e| RunError::Other(e.message))?
-                            .map(|d| serde_json::to_vec(&d).expect("derived fields serialise"));
+                        let derived = match &hit.derived {
+                            None => None,
+                            Some(stored) => {
+                                let target = target_part(&record.bytes)
+                                    .map_err(|e| RunError::Other(e.to_string()))?;
+                                self.core
+                                    .derived_of(&hit.account, Some(stored.clone()), &target)
+                                    .map_err(|e| RunError::Other(e.message))?
+                                    .map(|d| {
+                                        serde_json::to_vec(&d).expect("derived fields serialise")
+                                    })
+                            }
+                        };
                         w.write_with_derived(&item, derived.as_deref())?
                     }
                     Sink::Table(w) => w.write(&item)?,
