@@ -91,6 +91,8 @@ struct Tally {
     accepted: u64,
     duplicates: u64,
     rejected: u64,
+    /// Valid, but routing stored them nowhere (no route, no default target).
+    dropped: u64,
     requests: u64,
 }
 
@@ -125,16 +127,22 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let t = &sender.tally;
     let secs = started.elapsed().as_secs_f64();
+    let dropped = if t.dropped > 0 {
+        format!(", {} dropped by routing", t.dropped)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "sent {} events in {} requests ({} accepted, {} already stored, {} rejected) in {:.1} s",
-        t.accepted + t.duplicates + t.rejected,
+        "sent {} events in {} requests ({} accepted, {} already stored, {} rejected{dropped}) in {:.1} s",
+        t.accepted + t.duplicates + t.rejected + t.dropped,
         t.requests,
         t.accepted,
         t.duplicates,
         t.rejected,
         secs
     );
-    Ok(if t.rejected == 0 {
+    // A dropped event is lost to this server as surely as a rejected one: both fail the run.
+    Ok(if t.rejected == 0 && t.dropped == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -479,8 +487,12 @@ impl Sender<'_> {
                     self.tally.duplicates += 1
                 }
                 Some("accepted") => self.tally.accepted += 1,
-                _ => {
-                    self.tally.rejected += 1;
+                status => {
+                    if status == Some("dropped") {
+                        self.tally.dropped += 1;
+                    } else {
+                        self.tally.rejected += 1;
+                    }
                     let origin = if results.len() == items.len() {
                         items[i].origin.clone()
                     } else {

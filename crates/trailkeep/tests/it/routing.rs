@@ -610,6 +610,17 @@ fn events_are_stored_where_routes_say_across_three_instances_issue_9() {
     assert_eq!(drop["requestData"]["locations"], json!({"br-sao": 2}));
     assert_eq!(drop["outcome"], "failure");
 
+    // The CLI counts a dropped event apart from a rejected one, and fails the run for it.
+    let file = dir.path().join("br-sao.ndjson");
+    std::fs::write(&file, format!("{}\n", ev("br-sao", "br-sao-cli"))).unwrap();
+    let (code, _, err) = cli(&us, &["send", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("0 rejected, 1 dropped by routing"),
+        "dropped is its own count: {err}"
+    );
+    assert!(err.contains("dropped "), "and each is reported: {err}");
+
     // jp-tok goes down; events for it wait in the outbox (also sent twice by a retrying client).
     jp.stop();
     let outage: Vec<Value> = (0..4)
