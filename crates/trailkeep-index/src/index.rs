@@ -247,3 +247,22 @@ pub(crate) fn read_payload(index: &Index) -> Result<Option<CommitPayload>> {
             }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_indexes_compress_stored_fields_with_zstd() {
+        let dir = tempfile::TempDir::new().unwrap();
+        for index in [
+            EventIndex::in_memory().unwrap(),
+            EventIndex::open(dir.path()).unwrap(),
+        ] {
+            assert!(matches!(
+                index.index.settings().docstore_compression,
+                tantivy::store::Compressor::Zstd(_)
+            ));
+        }
+    }
+}

@@ -281,3 +281,19 @@ impl Writer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_merges_twelve_segments_at_a_time() {
+        let index = EventIndex::in_memory().unwrap();
+        let writer = index.writer(WriterOptions::default()).unwrap();
+        let policy = format!("{:?}", writer.writer.get_merge_policy());
+        assert!(
+            policy.contains(&format!("min_num_segments: {MERGE_SEGMENTS}")),
+            "{policy}"
+        );
+    }
+}
