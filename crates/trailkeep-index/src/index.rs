@@ -24,6 +24,19 @@ pub(crate) struct CommitPayload {
     pub positions: Positions,
 }
 
+/// Settings of a new index: the stored fields (the derived `class` and `description`, see
+/// [`crate::schema`]) are compressed with zstd, which packs these repetitive sentences about a
+/// third smaller than tantivy's default lz4; a hit reads one 16 KiB block, a few microseconds
+/// more to decompress.
+fn settings() -> tantivy::IndexSettings {
+    tantivy::IndexSettings {
+        docstore_compression: tantivy::store::Compressor::Zstd(
+            tantivy::store::ZstdCompressor::default(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// A search index of stored events, in a directory or in memory.
 ///
 /// Cheap to share between threads (`&EventIndex` is enough to search); at most one [`Writer`]
@@ -64,7 +77,7 @@ impl EventIndex {
                 }
                 index
             } else {
-                Index::create(directory, fields.schema.clone(), Default::default())?
+                Index::create(directory, fields.schema.clone(), settings())?
             };
         EventIndex::from_index(index, fields)
     }
@@ -88,7 +101,10 @@ impl EventIndex {
     /// A fresh index in memory (tests, tools).
     pub fn in_memory() -> Result<EventIndex> {
         let fields = Fields::new();
-        let index = Index::create_in_ram(fields.schema.clone());
+        let index = Index::builder()
+            .schema(fields.schema.clone())
+            .settings(settings())
+            .create_in_ram()?;
         EventIndex::from_index(index, fields)
     }
 
@@ -229,5 +245,24 @@ pub(crate) fn read_payload(index: &Index) -> Result<Option<CommitPayload>> {
             .map_err(|e| IndexError::Corrupted {
                 reason: format!("commit payload: {e}"),
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_indexes_compress_stored_fields_with_zstd() {
+        let dir = tempfile::TempDir::new().unwrap();
+        for index in [
+            EventIndex::in_memory().unwrap(),
+            EventIndex::open(dir.path()).unwrap(),
+        ] {
+            assert!(matches!(
+                index.index.settings().docstore_compression,
+                tantivy::store::Compressor::Zstd(_)
+            ));
+        }
     }
 }

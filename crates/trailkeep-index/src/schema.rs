@@ -23,6 +23,9 @@
 //! | `scope` | derived: the object and each parent id | raw terms |
 //! | `attrs` | every other leaf of the event, by dotted path | raw terms (JSON field); strings over [`MAX_PLAIN_VALUE_BYTES`] as a hash token |
 //!
+//! No field keeps field norms (searches never score) and only the fields phrases are searched
+//! in keep positions: the rest record which documents hold a term, nothing more.
+//!
 //! Unique long values (UUIDs, request ids) dominate an index's term dictionary: a 36-byte UUID
 //! costs about 40 bytes there, its 64-bit hash about 10. So `id`, `correlationId` and long JSON
 //! strings are indexed by hash: exact matches work, prefix search does not reach them.
@@ -30,12 +33,10 @@
 //! **Architecture Invariant.** Changing anything here that changes what is indexed bumps
 //! [`FORMAT_VERSION`]; an index of another version is rebuilt from the ledger, never migrated.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 use tantivy::schema::{
-    DateOptions, DateTimePrecision, FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions,
-    NumericOptions, OwnedValue, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+    DateOptions, DateTimePrecision, Field, IndexRecordOption, JsonObjectOptions, NumericOptions,
+    OwnedValue, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
@@ -47,7 +48,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::query::KnownField;
 
 /// The version of what is indexed and how; recorded in every commit.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Tokenizer for full text: words split on non-alphanumerics, lower-cased, long words dropped.
 pub(crate) const WORDS: &str = "tk_words";
@@ -171,7 +172,18 @@ pub(crate) mod col {
 impl Fields {
     pub fn new() -> Fields {
         let mut b = Schema::builder();
-        let keyword_fast = STRING | FAST;
+        // No field keeps field norms: searches never score (hits come in log or time order), and
+        // a norm costs a byte per document and field, written and merged for nothing.
+        let keyword = || {
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("raw")
+                    .set_fieldnorms(false)
+                    .set_index_option(IndexRecordOption::Basic),
+            )
+        };
+        let keyword_fast = || keyword().set_fast("raw");
+        let indexed = || NumericOptions::default().set_indexed();
         let words = |positions: bool| {
             TextOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
@@ -184,8 +196,8 @@ impl Fields {
                     }),
             )
         };
-        let account = b.add_text_field("account", keyword_fast.clone());
-        let idx = b.add_u64_field("idx", NumericOptions::default().set_indexed().set_fast());
+        let account = b.add_text_field("account", keyword_fast());
+        let idx = b.add_u64_field("idx", indexed().set_fast());
         let event_time = b.add_date_field(
             "eventTime",
             DateOptions::default()
@@ -198,16 +210,16 @@ impl Fields {
                 .set_fast()
                 .set_precision(DateTimePrecision::Seconds),
         );
-        let action = b.add_text_field("action", keyword_fast.clone());
-        let outcome = b.add_text_field("outcome", keyword_fast.clone());
-        let severity = b.add_text_field("severity", keyword_fast.clone());
-        let id = b.add_u64_field("id", INDEXED);
-        let correlation_id = b.add_u64_field("correlationId", INDEXED);
-        let target_id = b.add_text_field("target.id", keyword_fast.clone());
-        let initiator_id = b.add_text_field("initiator.id", keyword_fast);
-        let log_source_crn = b.add_text_field("logSourceCRN", STRING);
-        let reason_code = b.add_i64_field("reasonCode", INDEXED | FAST);
-        let data_event = b.add_bool_field("dataEvent", INDEXED | FAST);
+        let action = b.add_text_field("action", keyword_fast());
+        let outcome = b.add_text_field("outcome", keyword_fast());
+        let severity = b.add_text_field("severity", keyword_fast());
+        let id = b.add_u64_field("id", indexed());
+        let correlation_id = b.add_u64_field("correlationId", indexed());
+        let target_id = b.add_text_field("target.id", keyword_fast());
+        let initiator_id = b.add_text_field("initiator.id", keyword_fast());
+        let log_source_crn = b.add_text_field("logSourceCRN", keyword());
+        let reason_code = b.add_i64_field("reasonCode", indexed().set_fast());
+        let data_event = b.add_bool_field("dataEvent", indexed().set_fast());
         let message = b.add_text_field("message", words(true));
         let reason_for_failure = b.add_text_field("reasonForFailure", words(true));
         let action_words = b.add_text_field("actionWords", words(false));
@@ -223,9 +235,9 @@ impl Fields {
                 .set_expand_dots_enabled(),
         );
         // Class and description are also stored: items are returned with them (issue #11).
-        let class = b.add_text_field("class", STRING | FAST | STORED);
+        let class = b.add_text_field("class", keyword_fast().set_stored());
         let description = b.add_text_field("description", words(true).set_stored());
-        let scope = b.add_text_field("scope", STRING);
+        let scope = b.add_text_field("scope", keyword());
         Fields {
             schema: b.build(),
             class,
@@ -381,7 +393,9 @@ pub(crate) fn build_document(
         return doc;
     };
 
-    let mut attrs: BTreeMap<String, OwnedValue> = BTreeMap::new();
+    // Keys of a JSON object are unique, so the leaves go straight into the document's object
+    // (no sorted map in between: tantivy does not need the keys in order).
+    let mut attrs: Vec<(String, OwnedValue)> = Vec::with_capacity(map.len());
     for (key, value) in map {
         match (key.as_str(), value) {
             ("eventTime", _) => {}
@@ -411,7 +425,7 @@ pub(crate) fn build_document(
                     skip = &["id"];
                 }
                 if let Some(v) = attr_object(obj, skip) {
-                    attrs.insert(key.clone(), v);
+                    attrs.push((key.clone(), v));
                 }
             }
             ("reason", Value::Object(reason)) => {
@@ -430,19 +444,19 @@ pub(crate) fn build_document(
                     skip.push("reasonForFailure");
                 }
                 if let Some(v) = attr_object(reason, &skip) {
-                    attrs.insert(key.clone(), v);
+                    attrs.push((key.clone(), v));
                 }
             }
             // Anything else (and known keys of an unexpected type), by dotted path.
             _ => {
                 if let Some(v) = attr_value(value) {
-                    attrs.insert(key.clone(), v);
+                    attrs.push((key.clone(), v));
                 }
             }
         }
     }
     if !attrs.is_empty() {
-        doc.add_object(f.attrs, attrs);
+        doc.add_field_value(f.attrs, &OwnedValue::Object(attrs));
     }
     doc
 }
@@ -457,5 +471,31 @@ mod tests {
         assert_eq!(f.schema.get_field_name(f.account), col::ACCOUNT);
         assert_eq!(f.schema.get_field_name(f.idx), col::IDX);
         assert_eq!(f.schema.get_field_name(f.event_time), col::EVENT_TIME);
+    }
+
+    #[test]
+    fn no_field_keeps_field_norms_or_more_than_phrases_need() {
+        let f = Fields::new();
+        let with_positions = [f.message, f.reason_for_failure, f.description];
+        for (field, entry) in f.schema.fields() {
+            assert!(!entry.has_fieldnorms(), "{} has field norms", entry.name());
+            let record = match entry.field_type() {
+                tantivy::schema::FieldType::Str(o) => {
+                    o.get_indexing_options().map(|i| i.index_option())
+                }
+                tantivy::schema::FieldType::JsonObject(o) => {
+                    o.get_text_indexing_options().map(|i| i.index_option())
+                }
+                _ => None,
+            };
+            if let Some(record) = record {
+                let want = if with_positions.contains(&field) {
+                    IndexRecordOption::WithFreqsAndPositions
+                } else {
+                    IndexRecordOption::Basic
+                };
+                assert_eq!(record, want, "{}", entry.name());
+            }
+        }
     }
 }

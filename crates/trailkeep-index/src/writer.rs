@@ -61,6 +61,23 @@ pub struct CommitInfo {
     pub positions: Positions,
 }
 
+/// Segments merged at once (tantivy's default is 8).
+///
+/// The server commits every quarter second under load, so each commit leaves a small segment
+/// (a few thousand documents) and merges rewrite every document once per level it climbs. Merging
+/// twelve segments of a level instead of eight lowers the levels a document climbs from about
+/// three to about two at a million events, which is a third less merge work, for a few more
+/// segments per search (at most eleven per level).
+pub const MERGE_SEGMENTS: usize = 12;
+
+/// The merge policy of the writer: tantivy's log merge policy, merging [`MERGE_SEGMENTS`] at a
+/// time.
+fn merge_policy() -> tantivy::indexer::LogMergePolicy {
+    let mut policy = tantivy::indexer::LogMergePolicy::default();
+    policy.set_min_num_segments(MERGE_SEGMENTS);
+    policy
+}
+
 /// The single writer of an [`EventIndex`].
 pub struct Writer {
     writer: IndexWriter,
@@ -83,7 +100,8 @@ impl Writer {
     pub(crate) fn new(index: &EventIndex, options: WriterOptions) -> Result<Writer> {
         let threads = options.threads.max(1);
         let budget = options.memory_budget.max(threads * (16 << 20));
-        let writer = index.index.writer_with_num_threads(threads, budget)?;
+        let writer: IndexWriter = index.index.writer_with_num_threads(threads, budget)?;
+        writer.set_merge_policy(Box::new(merge_policy()));
         let positions = read_payload(&index.index)?
             .map(|p| p.positions)
             .unwrap_or_default();
@@ -261,5 +279,21 @@ impl Writer {
     pub fn finish(self) -> Result<()> {
         self.writer.wait_merging_threads()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_merges_twelve_segments_at_a_time() {
+        let index = EventIndex::in_memory().unwrap();
+        let writer = index.writer(WriterOptions::default()).unwrap();
+        let policy = format!("{:?}", writer.writer.get_merge_policy());
+        assert!(
+            policy.contains(&format!("min_num_segments: {MERGE_SEGMENTS}")),
+            "{policy}"
+        );
     }
 }

@@ -5,8 +5,10 @@
 //! catches up from the ledger (from the positions recorded in the index's last commit), so a crash
 //! between a ledger commit and an index commit loses nothing.
 //!
-//! Commits happen at most [`COMMIT_INTERVAL`] after the first uncommitted add, which keeps an
-//! acknowledged event searchable within a second.
+//! Commits happen at most [`COMMIT_INTERVAL`] after the first uncommitted add, or
+//! [`LOADED_COMMIT_INTERVAL`] when the previous commit held [`LOADED_COMMIT_DOCS`] or more (see
+//! [`commit_interval`]), which keeps an acknowledged event searchable within a second while the
+//! indexer keeps up.
 //!
 //! A failed commit (a full disk) drops what was added since the last commit; the indexer then
 //! ignores the records it is sent and, every [`RESYNC_INTERVAL`], tries to catch up from the
@@ -28,12 +30,31 @@ use trailkeep_ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::objects::{Batch, ObjectStore};
 
-/// Longest time an added document waits for its commit.
+/// Longest time an added document waits for its commit under a light load.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest time an added document waits for its commit under load.
+pub const LOADED_COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// A commit of this many documents or more means load (4,000 events/s at [`COMMIT_INTERVAL`]).
+pub const LOADED_COMMIT_DOCS: usize = 1_000;
 /// Commit early when this many documents are waiting.
 const COMMIT_BATCH: usize = 20_000;
 /// How often a failed index commit is retried by catching up from the ledger.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the first document added after a commit that held `last_commit_docs` may wait for
+/// its own commit.
+///
+/// Every commit writes a segment — term dictionaries, columns, a handful of files synced — whose
+/// cost barely depends on its size, and every segment is merged again later. Under load a
+/// longer interval means half the commits and segments for the same documents, so the indexer
+/// spends its time indexing; under a light load documents are searchable sooner.
+pub fn commit_interval(last_commit_docs: usize) -> Duration {
+    if last_commit_docs >= LOADED_COMMIT_DOCS {
+        LOADED_COMMIT_INTERVAL
+    } else {
+        COMMIT_INTERVAL
+    }
+}
 
 /// One committed record to index.
 #[derive(Debug)]
@@ -200,6 +221,8 @@ fn run(
         committed: committed_positions,
     } = link;
     let mut uncommitted = 0usize;
+    // Documents of the last commit: they choose the interval of the next one.
+    let mut last_commit_docs = 0usize;
     let mut oldest: Option<Instant> = None;
     let mut flush_waiters: Vec<Sender<()>> = Vec::new();
     // Derivations since the last commit: committed just after the index, so the object store
@@ -211,9 +234,10 @@ fn run(
     // Where the last such catch-up ended, per account.
     let mut caught_up_to: Option<trailkeep_index::Positions> = None;
     loop {
+        let interval = commit_interval(last_commit_docs);
         let timeout = match (oldest, resync_due) {
             (_, Some(due)) => due.saturating_duration_since(Instant::now()),
-            (Some(t), None) => COMMIT_INTERVAL.saturating_sub(t.elapsed()),
+            (Some(t), None) => interval.saturating_sub(t.elapsed()),
             (None, None) => Duration::from_secs(3600),
         };
         let mut disconnected = false;
@@ -313,7 +337,7 @@ fn run(
                 }
             }
         } else {
-            let due = oldest.is_some_and(|t| t.elapsed() >= COMMIT_INTERVAL);
+            let due = oldest.is_some_and(|t| t.elapsed() >= interval);
             if uncommitted > 0
                 && (due || uncommitted >= COMMIT_BATCH || disconnected || !flush_waiters.is_empty())
             {
@@ -332,6 +356,7 @@ fn run(
                 match (committed, stored) {
                     (Ok(()), None | Some(None) | Some(Some(Ok(())))) => {
                         pending.fetch_sub(uncommitted as u64, Ordering::Relaxed);
+                        last_commit_docs = uncommitted;
                         uncommitted = 0;
                     }
                     (Err(e), _) => {
@@ -371,4 +396,19 @@ fn resync(
 ) -> Result<u64, crate::core::OpenError> {
     writer.rollback()?;
     Ok(crate::core::catch_up(ledger, index, writer, objects, None)?.indexed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_wait_longer_only_after_a_commit_that_showed_load() {
+        assert_eq!(commit_interval(0), COMMIT_INTERVAL);
+        assert_eq!(commit_interval(LOADED_COMMIT_DOCS - 1), COMMIT_INTERVAL);
+        assert_eq!(commit_interval(LOADED_COMMIT_DOCS), LOADED_COMMIT_INTERVAL);
+        assert_eq!(commit_interval(COMMIT_BATCH), LOADED_COMMIT_INTERVAL);
+        // Either way a document waits less than the searchable target of one second.
+        assert!(LOADED_COMMIT_INTERVAL < Duration::from_secs(1));
+    }
 }
