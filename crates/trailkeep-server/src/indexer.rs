@@ -66,6 +66,33 @@ pub struct IndexJob {
     pub event: Arc<Value>,
 }
 
+/// When each batch of records still waiting for the indexer was sent, oldest first: the age of
+/// the oldest is how far behind the index runs, in time. Ingest holds new requests back while it
+/// is over [`INDEX_BACKLOG_TARGET`](crate::core::INDEX_BACKLOG_TARGET), so that an acknowledged
+/// event stays searchable within about a second even when clients send faster than the index
+/// can follow.
+#[derive(Debug, Default)]
+pub struct Backlog(Mutex<std::collections::VecDeque<Instant>>);
+
+impl Backlog {
+    fn push(&self, sent: Instant) {
+        self.0.lock().expect("backlog lock").push_back(sent);
+    }
+
+    fn pop(&self) {
+        self.0.lock().expect("backlog lock").pop_front();
+    }
+
+    /// How long the oldest batch not yet added to the index has waited (zero when none).
+    pub fn age(&self) -> Duration {
+        self.0
+            .lock()
+            .expect("backlog lock")
+            .front()
+            .map_or(Duration::ZERO, Instant::elapsed)
+    }
+}
+
 enum Message {
     /// Records to add, with the ingest-queue room they hold: released once they are added, so
     /// the bounded queue also bounds the indexer's backlog (and its memory).
@@ -85,6 +112,8 @@ pub struct Indexer {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Jobs sent but not yet committed.
     pending: Arc<AtomicU64>,
+    /// Batches sent but not yet added, with when they were sent.
+    backlog: Arc<Backlog>,
 }
 
 impl Indexer {
@@ -99,12 +128,14 @@ impl Indexer {
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         let pending = Arc::new(AtomicU64::new(0));
+        let backlog = Arc::new(Backlog::default());
         let (committed_tx, committed) = tokio::sync::watch::channel(writer.positions().clone());
         let thread = {
             let pending = pending.clone();
             let link = Link {
                 rx,
                 pending,
+                backlog: backlog.clone(),
                 metrics,
                 committed: committed_tx,
             };
@@ -118,6 +149,7 @@ impl Indexer {
             committed,
             thread: Mutex::new(Some(thread)),
             pending,
+            backlog,
         }
     }
 
@@ -129,8 +161,17 @@ impl Indexer {
         }
         self.pending.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         if let Some(tx) = self.tx.lock().expect("indexer lock").as_ref() {
-            let _ = tx.send(Message::Jobs(jobs, room));
+            // Pushed under the sender's lock, so the backlog's order is the channel's.
+            self.backlog.push(Instant::now());
+            if tx.send(Message::Jobs(jobs, room)).is_err() {
+                self.backlog.0.lock().expect("backlog lock").pop_back();
+            }
         }
+    }
+
+    /// How long the oldest records not yet added to the index have waited.
+    pub fn backlog_age(&self) -> Duration {
+        self.backlog.age()
     }
 
     /// Deletes the documents of records whose bodies retention removed (committed with the
@@ -203,6 +244,7 @@ struct Link {
     rx: Receiver<Message>,
     /// Jobs sent but not yet committed.
     pending: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
     metrics: Arc<Metrics>,
     committed: tokio::sync::watch::Sender<trailkeep_index::Positions>,
 }
@@ -217,6 +259,7 @@ fn run(
     let Link {
         rx,
         pending,
+        backlog,
         metrics,
         committed: committed_positions,
     } = link;
@@ -245,6 +288,7 @@ fn run(
             Ok(Message::Jobs(jobs, room)) if resync_due.is_some() => {
                 uncommitted += jobs.len();
                 drop(room);
+                backlog.pop();
             }
             Ok(Message::Jobs(mut jobs, room)) => {
                 // Records sent while a catch-up was due are in the index already. (Jobs arrive
@@ -296,6 +340,7 @@ fn run(
                 }
                 drop(jobs);
                 drop(room);
+                backlog.pop();
                 oldest.get_or_insert_with(Instant::now);
             }
             Ok(Message::Delete(account, ranges)) => {
