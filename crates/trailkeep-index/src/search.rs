@@ -127,6 +127,18 @@ pub(crate) fn micros_range(from: Option<OffsetDateTime>, to: Option<OffsetDateTi
 impl EventIndex {
     /// Finds events newest first, limited to `req.accounts`.
     pub fn search(&self, req: &SearchRequest<'_>) -> Result<SearchPage> {
+        self.search_page(req, true)
+    }
+
+    /// [`EventIndex::search`] without reading what was derived for each hit (every
+    /// [`Hit::derived`] is `None`): the hits are found from fast fields alone, no stored
+    /// document is opened. For readers that need only the positions (CSV, Parquet and bundle
+    /// exports).
+    pub fn search_positions(&self, req: &SearchRequest<'_>) -> Result<SearchPage> {
+        self.search_page(req, false)
+    }
+
+    fn search_page(&self, req: &SearchRequest<'_>, with_derived: bool) -> Result<SearchPage> {
         if req.accounts.is_empty() {
             return Err(IndexError::NoAccounts);
         }
@@ -162,7 +174,11 @@ impl EventIndex {
         for (k, address) in keys {
             // Read by address from this very snapshot: far cheaper than looking the position
             // up again in every segment.
-            let derived = self.fields.stored_derived(&searcher.doc(address)?);
+            let derived = if with_derived {
+                self.fields.stored_derived(&searcher.doc(address)?)
+            } else {
+                None
+            };
             hits.push(Hit {
                 event_time: OffsetDateTime::from_unix_timestamp_nanos(i128::from(k.micros) * 1000)
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH),
@@ -224,6 +240,17 @@ impl Collector for Newest {
         segment: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
         let ff = segment.fast_fields();
+        let time = ff.date(col::EVENT_TIME)?;
+        // A segment whose events all lie outside the range, or are all at or after the cursor
+        // (a later page of an export skips the segments of the pages already read), is not
+        // visited. The column's bounds hold every value, so nothing is skipped wrongly.
+        let (lo, hi) = (
+            time.min_value().into_timestamp_micros(),
+            time.max_value().into_timestamp_micros(),
+        );
+        if hi < self.from || lo >= self.to || self.cursor.as_ref().is_some_and(|c| lo > c.micros) {
+            return Ok(MaybeNewestSegment(None));
+        }
         let Some(account) = ff.str(col::ACCOUNT)? else {
             return Ok(MaybeNewestSegment(None));
         };
@@ -237,7 +264,7 @@ impl Collector for Newest {
             from: self.from,
             to: self.to,
             cursor: self.cursor.clone(),
-            time: ff.date(col::EVENT_TIME)?,
+            time,
             idx: ff.u64(col::IDX)?,
             ords: account.ords().clone(),
             account,
@@ -264,6 +291,9 @@ impl Collector for Newest {
             return Ok(Default::default());
         }
         let mut child = self.for_segment(segment_ord, reader)?;
+        if child.0.is_none() {
+            return Ok(Default::default());
+        }
         let alive = reader.alive_bitset();
         let mut doc = scorer.doc();
         while doc != TERMINATED {
@@ -314,6 +344,17 @@ impl NewestSegment {
         };
         let micros = t.into_timestamp_micros();
         if micros < self.from || micros >= self.to {
+            return;
+        }
+        // Cheap rejections on the time alone before the other columns are read: newer than the
+        // cursor (an earlier page), or older than every kept hit once the heap is full.
+        if self.cursor.as_ref().is_some_and(|c| micros > c.micros) {
+            return;
+        }
+        if self.heap.len() >= self.k
+            && let Some(Reverse(min)) = self.heap.peek()
+            && micros < min.0
+        {
             return;
         }
         let Some(ord) = self.ords.first(doc) else {

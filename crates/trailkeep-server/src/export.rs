@@ -6,10 +6,14 @@
 //! fixed when the request starts (for a bundle, the size of a checkpoint signed then), and hits
 //! past it are left out, so the export and its proofs agree however long it takes.
 //!
-//! **Constant memory:** a blocking task pages through the index (hits only, newest first),
-//! reads each body from the ledger and writes it through the format writer of
-//! [`trailkeep_export`] into 64 KiB chunks on a bounded channel that the response body drains;
-//! a slow client slows the task, it never makes it buffer. A failure after the first byte
+//! **Constant memory:** a blocking task pages through the index (hits only, newest first;
+//! positions alone from fast fields unless the format is NDJSON, whose items carry what was
+//! derived), reads the bodies from the ledger a batch at a time ([`Ledger::read_many`]: each
+//! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs; a
+//! second thread writes them through the format writer of [`trailkeep_export`] into 64 KiB
+//! chunks on a bounded channel that the response body drains. Between the two threads at most
+//! [`BATCHES_AHEAD`] batches of [`BATCH`] records wait, so the two halves overlap while the
+//! bodies held stay a few MiB; a slow client slows both, it never makes them buffer. A failure after the first byte
 //! aborts the chunked response, so the client sees a cut transfer rather than a short file.
 //! The file formats live in `trailkeep-export`; this module knows only HTTP and the core.
 
@@ -38,8 +42,14 @@ use crate::audit::{AuditRecord, events_target};
 use crate::core::{Core, format_time};
 use crate::error::{ApiError, ErrorDetail};
 
-/// Hits fetched from the index per page.
-const PAGE: usize = 5_000;
+/// Hits fetched from the index per page (the most a search page may hold: each page scans
+/// the index's time column once).
+const PAGE: usize = trailkeep_index::MAX_LIMIT;
+/// Records read from the ledger per batch handed from the reading thread to the writing one
+/// (with [`BATCHES_AHEAD`], what bounds the bodies held at once: a few MiB).
+const BATCH: usize = 512;
+/// Batches the reading thread may have ready before the writing one takes them.
+const BATCHES_AHEAD: usize = 2;
 /// Bytes per chunk sent to the client.
 const CHUNK: usize = 64 * 1024;
 /// Chunks waiting for the client at most (with `CHUNK`, the memory an export may hold).
@@ -285,20 +295,121 @@ impl Job {
                 next_cursor: None,
             });
         }
-        self.core
-            .index
-            .search(&SearchRequest {
-                plan: &self.plan,
-                accounts: &self.accounts,
-                from: self.from,
-                to: self.to,
-                limit: PAGE,
-                cursor,
-            })
-            .map_err(index_error)
+        let req = SearchRequest {
+            plan: &self.plan,
+            accounts: &self.accounts,
+            from: self.from,
+            to: self.to,
+            limit: PAGE,
+            cursor,
+        };
+        // Only NDJSON items carry what was derived; the other formats need the positions alone.
+        if self.format == Format::Ndjson {
+            self.core.index.search(&req)
+        } else {
+            self.core.index.search_positions(&req)
+        }
+        .map_err(index_error)
     }
 
+    /// Pages through the index and reads the bodies (and, for a bundle, builds the inclusion
+    /// proofs) on one thread, and writes the format on this one: the two halves of the work
+    /// overlap. Batches of [`BATCH`] records pass through
+    /// a channel of [`BATCHES_AHEAD`], so the bodies held at once stay bounded; when the writer
+    /// stops (the client went away), the reader finds the channel closed and stops too.
     fn run(self, first: SearchPage, out: ChannelWriter) -> Result<(), RunError> {
+        std::thread::scope(|scope| {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<Result<Vec<Fetched>, RunError>>(BATCHES_AHEAD);
+            let job = &self;
+            scope.spawn(move || {
+                if let Err(e) = job.read_all(first, &tx) {
+                    let _ = tx.send(Err(e));
+                }
+            });
+            self.write_all(rx, out)
+        })
+    }
+
+    /// The reading half: every hit inside the snapshot with its record, in batches.
+    fn read_all(
+        &self,
+        first: SearchPage,
+        tx: &std::sync::mpsc::SyncSender<Result<Vec<Fetched>, RunError>>,
+    ) -> Result<(), RunError> {
+        let ledger = &self.core.ledger;
+        let mut proofs: HashMap<String, ProofMemo> = HashMap::new();
+        let mut page = first;
+        loop {
+            // Hits past the snapshot are newer than the export; the rest are read a batch at a
+            // time (each sealed block opened once per batch).
+            let hits: Vec<trailkeep_index::Hit> = std::mem::take(&mut page.hits)
+                .into_iter()
+                .filter(|h| {
+                    self.snapshot
+                        .get(&h.account)
+                        .is_some_and(|s| h.index < s.size)
+                })
+                .collect();
+            let mut hits = hits.into_iter().peekable();
+            while hits.peek().is_some() {
+                let chunk: Vec<trailkeep_index::Hit> = hits.by_ref().take(BATCH).collect();
+                let wanted: Vec<(&str, u64)> = chunk
+                    .iter()
+                    .map(|h| (h.account.as_str(), h.index))
+                    .collect();
+                let records = ledger
+                    .read_many(&wanted)
+                    .map_err(|e| RunError::Other(e.to_string()))?;
+                drop(wanted);
+                let mut batch = Vec::with_capacity(chunk.len());
+                for (hit, record) in chunk.into_iter().zip(records) {
+                    let Some(record) = record else {
+                        tracing::warn!(account = %hit.account, index = hit.index, "export hit missing from the ledger");
+                        continue;
+                    };
+                    let proof = if self.format == Format::Bundle {
+                        if proofs.len() >= MAX_PROOF_MEMOS
+                            && !proofs.contains_key(&hit.account)
+                            && let Some(evict) = proofs.keys().next().cloned()
+                        {
+                            proofs.remove(&evict);
+                        }
+                        let size = self.snapshot[&hit.account].size;
+                        let memo = proofs
+                            .entry(hit.account.clone())
+                            .or_insert_with(|| ProofMemo::new(size));
+                        memo.proof(ledger, &hit.account, hit.index)
+                            .map_err(|e| RunError::Other(e.to_string()))?
+                    } else {
+                        Vec::new()
+                    };
+                    batch.push(Fetched {
+                        hit,
+                        received_at_unix_nanos: record.received_at_unix_nanos,
+                        bytes: record.bytes,
+                        proof,
+                    });
+                }
+                if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                    return Ok(()); // the writing half stopped; it reports why
+                }
+            }
+            let Some(cursor) = page.next_cursor.take() else {
+                return Ok(());
+            };
+            page = self
+                .page(Some(&cursor))
+                .map_err(|e| RunError::Other(e.message))?;
+        }
+    }
+
+    /// The writing half: the format writer over the batches the reading half sends.
+    fn write_all(
+        &self,
+        rx: std::sync::mpsc::Receiver<Result<Vec<Fetched>, RunError>>,
+        out: ChannelWriter,
+    ) -> Result<(), RunError> {
         let ledger = &self.core.ledger;
         let mut sink = match self.format {
             Format::Bundle => Sink::Bundle(BundleWriter::new(
@@ -308,28 +419,14 @@ impl Job {
             )?),
             f => Sink::Table(TabularWriter::new(f, out)?),
         };
-        let mut proofs: HashMap<String, ProofMemo> = HashMap::new();
-        let mut page = first;
-        loop {
-            for hit in &page.hits {
-                let Some(snap) = self.snapshot.get(&hit.account) else {
-                    continue;
-                };
-                if hit.index >= snap.size {
-                    continue; // newer than the snapshot
-                }
-                let Some(record) = ledger
-                    .read_record(&hit.account, hit.index)
-                    .map_err(|e| RunError::Other(e.to_string()))?
-                else {
-                    tracing::warn!(account = %hit.account, index = hit.index, "export hit missing from the ledger");
-                    continue;
-                };
+        for batch in rx {
+            for f in batch? {
+                let hit = &f.hit;
                 let item = ExportItem {
                     account: &hit.account,
                     index: hit.index,
-                    received_at_unix_nanos: record.received_at_unix_nanos,
-                    bytes: &record.bytes,
+                    received_at_unix_nanos: f.received_at_unix_nanos,
+                    bytes: &f.bytes,
                 };
                 match &mut sink {
                     // NDJSON lines are items exactly as search answers them, `derived` included.
@@ -337,7 +434,7 @@ impl Job {
                         let derived = match &hit.derived {
                             None => None,
                             Some(stored) => {
-                                let target = target_part(&record.bytes)
+                                let target = target_part(&f.bytes)
                                     .map_err(|e| RunError::Other(e.to_string()))?;
                                 self.core
                                     .derived_of(&hit.account, Some(stored.clone()), &target)
@@ -351,31 +448,15 @@ impl Job {
                     }
                     Sink::Table(w) => w.write(&item)?,
                     Sink::Bundle(b) => {
+                        // Every account with a hit inside the snapshot has a signed note.
+                        let snap = &self.snapshot[&hit.account];
                         if !b.has_checkpoint(&hit.account) {
                             b.checkpoint(&hit.account, snap.note.as_deref().unwrap_or_default())?;
                         }
-                        if proofs.len() >= MAX_PROOF_MEMOS
-                            && !proofs.contains_key(&hit.account)
-                            && let Some(evict) = proofs.keys().next().cloned()
-                        {
-                            proofs.remove(&evict);
-                        }
-                        let memo = proofs
-                            .entry(hit.account.clone())
-                            .or_insert_with(|| ProofMemo::new(snap.size));
-                        let proof = memo
-                            .proof(ledger, &hit.account, hit.index)
-                            .map_err(|e| RunError::Other(e.to_string()))?;
-                        b.event(&item, &proof)?;
+                        b.event(&item, &f.proof)?;
                     }
                 }
             }
-            let Some(cursor) = page.next_cursor.take() else {
-                break;
-            };
-            page = self
-                .page(Some(&cursor))
-                .map_err(|e| RunError::Other(e.message))?;
         }
         let mut out = match sink {
             Sink::Table(w) => w.finish()?,
@@ -386,6 +467,15 @@ impl Job {
         out.flush().map_err(ExportError::Io)?;
         Ok(())
     }
+}
+
+/// A hit with its record, read ahead of the writer.
+struct Fetched {
+    hit: trailkeep_index::Hit,
+    received_at_unix_nanos: i64,
+    bytes: Vec<u8>,
+    /// Its inclusion proof against the snapshot's checkpoint (bundles only).
+    proof: Vec<Hash>,
 }
 
 /// Accounts whose proof memos are kept at once (each at most [`MEMO_NODES`] hashes and

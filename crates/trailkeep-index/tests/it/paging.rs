@@ -117,3 +117,85 @@ fn the_last_page_has_no_cursor_and_bad_cursors_are_rejected() {
     });
     assert!(matches!(r, Err(IndexError::InvalidRequest(_))));
 }
+
+/// Pages over several segments whose time ranges are disjoint or overlap (a later page skips
+/// the segments wholly after its cursor): `search_positions` gives the hits of `search`, without
+/// what was derived, page after page, also within a time range.
+#[test]
+fn positions_page_like_search_over_many_segments() {
+    use trailkeep_index::WriterOptions;
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let index = trailkeep_index::EventIndex::open(dir.path()).unwrap();
+    let mut w = index.writer(WriterOptions::default()).unwrap();
+    let mut next = [0u64; 2];
+    // One commit (segment) per range of minutes: two disjoint, one overlapping both.
+    for minutes in [0..10i64, 20..30, 5..25, 40..41] {
+        for m in minutes {
+            for (k, account) in ["a", "b"].into_iter().enumerate() {
+                let outcome = if m % 4 == 0 { "failure" } else { "success" };
+                let e = event(m, "codeengine.job.run", outcome, json!({}));
+                w.add(account, next[k], crate::support::RECEIVED_AT, &e)
+                    .unwrap();
+                next[k] += 1;
+            }
+        }
+        w.commit().unwrap();
+    }
+    w.finish().unwrap();
+    index.reload().unwrap();
+    let all = accounts(&["a", "b"]);
+    let from = Some(crate::support::T0 + time::Duration::minutes(7));
+    let to = Some(crate::support::T0 + time::Duration::minutes(23));
+    for (query, from, to) in [
+        ("", None, None),
+        ("outcome:failure", None, None),
+        ("", from, to),
+    ] {
+        let plan = plan_strict(query).unwrap();
+        let full = index
+            .search(&SearchRequest {
+                plan: &plan,
+                accounts: &all,
+                from,
+                to,
+                limit: 1000,
+                cursor: None,
+            })
+            .unwrap();
+        assert!(full.next_cursor.is_none());
+        assert!(full.hits.len() > 10, "{query:?}");
+        let expected: Vec<_> = full
+            .hits
+            .iter()
+            .map(|h| (h.account.clone(), h.index, h.event_time))
+            .collect();
+        for page_size in [1, 3, 16, 17, 1000] {
+            let mut cursor: Option<String> = None;
+            let mut paged = Vec::new();
+            loop {
+                let page = index
+                    .search_positions(&SearchRequest {
+                        plan: &plan,
+                        accounts: &all,
+                        from,
+                        to,
+                        limit: page_size,
+                        cursor: cursor.as_deref(),
+                    })
+                    .unwrap();
+                assert!(page.hits.iter().all(|h| h.derived.is_none()));
+                paged.extend(
+                    page.hits
+                        .into_iter()
+                        .map(|h| (h.account, h.index, h.event_time)),
+                );
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, expected, "query {query:?}, page size {page_size}");
+        }
+    }
+}

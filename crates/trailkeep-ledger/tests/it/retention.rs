@@ -319,3 +319,61 @@ fn an_altered_body_is_not_laundered_into_a_tombstone() {
         "{r}"
     );
 }
+
+/// `read_many` answers exactly what `read_record` answers, one by one: over sealed blocks and
+/// the active segment, both accounts interleaved, in any order, with removed bodies and
+/// unknown positions as `None`.
+#[test]
+fn read_many_agrees_with_read_record() {
+    let storage = MemStorage::new();
+    let ledger = build(&storage);
+    // Some records after the rotation stay in the active (plain) segment.
+    ledger
+        .append(
+            (0..6u64)
+                .map(|n| ("acme".to_string(), event(500 + n)))
+                .collect(),
+        )
+        .unwrap();
+    let by = ledger
+        .append(vec![("acme".into(), statement(0, 30))])
+        .unwrap()[0]
+        .index;
+    ledger.remove_bodies("acme", 30, by).unwrap();
+    let sizes = [
+        ("acme", ledger.tree_head("acme").unwrap().size),
+        ("globex", ledger.tree_head("globex").unwrap().size),
+    ];
+    assert!(
+        ledger.sealed_len("acme") < sizes[0].1,
+        "some records unsealed"
+    );
+    // Newest first and interleaved (as an export reads), then oldest first, then scattered,
+    // each with positions that do not exist.
+    let mut wanted: Vec<(&str, u64)> = Vec::new();
+    for i in (0..sizes[0].1.max(sizes[1].1)).rev() {
+        for (account, size) in sizes {
+            if i < size {
+                wanted.push((account, i));
+            }
+        }
+    }
+    wanted.push(("acme", sizes[0].1));
+    wanted.push(("nobody", 0));
+    let mut forward = wanted.clone();
+    forward.reverse();
+    let scattered: Vec<(&str, u64)> = (0..wanted.len())
+        .map(|k| wanted[(k * 37) % wanted.len()])
+        .collect();
+    for order in [wanted, forward, scattered] {
+        let got = ledger.read_many(&order).unwrap();
+        assert_eq!(got.len(), order.len());
+        let mut removed = 0;
+        for (&(account, index), record) in order.iter().zip(got) {
+            let one = ledger.read_record(account, index).unwrap();
+            removed += usize::from(account == "acme" && index < 30 && one.is_none());
+            assert_eq!(record, one, "{account}/{index}");
+        }
+        assert_eq!(removed, 30, "removed bodies read as None");
+    }
+}

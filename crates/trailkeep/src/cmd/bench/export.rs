@@ -75,6 +75,7 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<ExitCode> {
                 max.max(anon_rss(pid).unwrap_or(0))
             })
         });
+        let cpu_before = target.pid().and_then(cpu_ticks);
         let started = Instant::now();
         let mut body = remote
             .get_reader("/v1/export", &[("q", &args.query), ("format", name)])
@@ -91,6 +92,10 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<ExitCode> {
             counter.feed(&buf[..n]);
         }
         let secs = started.elapsed().as_secs_f64();
+        let cpu = match (cpu_before, target.pid().and_then(cpu_ticks)) {
+            (Some(a), Some(b)) => Some((b - a) as f64 / clock_ticks_per_second()),
+            _ => None,
+        };
         sampling.store(false, std::sync::atomic::Ordering::Relaxed);
         let anon_peak = sampler.and_then(|t| t.join().ok());
         // Parquet is binary: its rows are the matching events counted before.
@@ -113,8 +118,16 @@ pub fn run(args: ExportBenchArgs) -> anyhow::Result<ExitCode> {
             }
             _ => "server memory not measured (--url)".to_string(),
         };
+        // Server CPU per event: robust where wall time is not (a machine shared with others).
+        let cpu = match cpu {
+            Some(c) if events > 0 => format!(
+                "; server CPU {c:.1} s = {:.1} µs/event",
+                c * 1e6 / events as f64
+            ),
+            _ => String::new(),
+        };
         println!(
-            "{name:>8}: {events} events, {:.1} MiB in {secs:.2} s = {:.0} events/s, {:.1} MiB/s; {memory}",
+            "{name:>8}: {events} events, {:.1} MiB in {secs:.2} s = {:.0} events/s, {:.1} MiB/s; {memory}{cpu}",
             bytes as f64 / 1048576.0,
             events as f64 / secs,
             bytes as f64 / 1048576.0 / secs
@@ -141,4 +154,25 @@ fn anon_rss(pid: u32) -> Option<u64> {
             .ok()
             .map(|kb| kb * 1024)
     })
+}
+
+/// User and system CPU time a process has used, in clock ticks (Linux only).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after its closing ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
 }
