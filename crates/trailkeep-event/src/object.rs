@@ -512,7 +512,28 @@ fn fnv(v: &Value, mut h: u64) -> u64 {
     match v {
         Value::Null => bytes(h, b"n"),
         Value::Bool(b) => bytes(h, if *b { b"t" } else { b"f" }),
-        Value::Number(n) => bytes(bytes(h, b"#"), n.to_string().as_bytes()),
+        Value::Number(n) => {
+            // The number's text, written on the stack (no allocation).
+            struct Text([u8; 40], usize);
+            impl std::fmt::Write for Text {
+                fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                    let end = self.1 + s.len();
+                    self.0
+                        .get_mut(self.1..end)
+                        .ok_or(std::fmt::Error)?
+                        .copy_from_slice(s.as_bytes());
+                    self.1 = end;
+                    Ok(())
+                }
+            }
+            let mut text = Text([0; 40], 0);
+            let h = bytes(h, b"#");
+            if std::fmt::Write::write_fmt(&mut text, format_args!("{n}")).is_ok() {
+                bytes(h, &text.0[..text.1])
+            } else {
+                bytes(h, n.to_string().as_bytes())
+            }
+        }
         Value::String(s) => bytes(bytes(h, b"\""), s.as_bytes()),
         Value::Array(items) => {
             h = bytes(h, b"[");

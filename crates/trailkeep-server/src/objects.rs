@@ -10,12 +10,13 @@
 //! # Format (version [`FORMAT_VERSION`])
 //!
 //! One redb file, `objects.redb` in the data directory (a B-tree on disk with a bounded page
-//! cache, so millions of objects cost disk, not memory), with three tables:
+//! cache, so millions of objects cost disk, not memory), with four tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
 //! | `objects` | `u128`: the first 16 bytes of SHA-256(len(account) as u64 LE ‖ account ‖ `target.id`) | the state without its id (below) |
 //! | `positions` | account | the highest log index derived |
+//! | `strings` | `u32`, numbered from 0 | a string many states share (types, attribute names, values) |
 //! | `meta` | `"format"` | [`FORMAT_VERSION`] |
 //!
 //! The key is a cryptographic digest of (account, id), not the strings themselves (which were
@@ -23,30 +24,38 @@
 //! not even on purpose, so a tenant cannot make its object read as another tenant's. Nothing
 //! lists the objects of an account; every read knows the (account, id) it looks for.
 //!
-//! A state is written as (integers `varint` = unsigned LEB128, strings `str` = varint length
-//! then UTF-8 bytes):
+//! A state is written as (integers `varint` = unsigned LEB128; strings `str` = varint length
+//! then UTF-8 bytes; `text` = varint `id << 1 | 1` for a string of the `strings` table, else
+//! varint `length << 1` then UTF-8 bytes):
 //!
 //! | field | bytes |
 //! |---|---|
 //! | tag | `0xB3` (a value of this layout) |
 //! | flags | bit 0 deleted, bit 1 has a name, bit 2 the name is the id's last segment (not stored), bit 3 has a parent |
-//! | type | `str` |
+//! | type | `text` |
 //! | name | `str`, when bit 1 is set and bit 2 is not |
 //! | parent | `str`, when bit 3 is set (never in practice: it follows from the id) |
-//! | attributes | varint count, then per attribute (in key order) `str` key and a value |
+//! | attributes | varint count, then per attribute (in key order) `text` key and a value |
 //!
 //! An attribute value is a kind byte and its payload: `0` null, `1` false, `2` true, `3` a
-//! string (`str`), `4` a long value's digest and `5` a sensitive value's digest (8 bytes, little
+//! string (`text`), `4` a long value's digest and `5` a sensitive value's digest (8 bytes, little
 //! endian; see [`object::parse_digest`]), `6` an integer (zigzag varint), `7` anything else as
-//! JSON text (`str`). A value with trailing bytes, a length past its end, an unknown tag or kind,
-//! bad UTF-8 or bad JSON is corrupt ([`StoreError::Corrupt`]).
+//! JSON text (`text`). A value with trailing bytes, a length past its end, an unknown tag or kind,
+//! a string id not in the table, bad UTF-8 or bad JSON is corrupt ([`StoreError::Corrupt`]).
 //!
-//! A file of another version is deleted and rebuilt. A batch of derivations is kept in memory
-//! and written in key order in one transaction, without fsync; a state an event left as it was
-//! is not written again. The index is committed *before*
-//! the store, so the store is never ahead of the index: after a crash it may lag, and the
-//! catch-up at start derives again (state only) what the index already holds. A store found
-//! ahead of the index (the index was deleted or rebuilt) is rebuilt from the ledger.
+//! The `strings` table is held in memory (both ways) and bounded (1,048,576 strings, 32 MiB of
+//! text; strings over 256 bytes are never in it): past that, new strings are written inline.
+//! A string is added in the transaction that first writes a state using it, and never removed
+//! (until a rebuild). A table not numbered 0, 1, 2, … makes the store be rebuilt at open.
+//!
+//! A file of another version is deleted and rebuilt. A batch of derivations is kept in memory;
+//! committed batches (after the index's commit) stay in memory, where every read sees them, and
+//! are written to the file in key order in one transaction, without fsync, once 25,000 states
+//! wait or the oldest is 10 s old, and when the store is closed; a state an event left as it
+//! was is not written again. The index is committed *before* the store, so the store is never
+//! ahead of the index: after a crash it may lag (by what was not yet written), and the catch-up
+//! at start derives again (state only) what the index already holds. A store found ahead of the
+//! index (the index was deleted or rebuilt) is rebuilt from the ledger.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -64,6 +73,7 @@ use trailkeep_event::object::{self, Change, Derived, ObjectState};
 const OBJECTS: TableDefinition<u128, &[u8]> = TableDefinition::new("objects");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STRINGS: TableDefinition<u32, &str> = TableDefinition::new("strings");
 
 /// The version of the store's tables and values.
 pub const FORMAT_VERSION: u64 = 3;
@@ -176,6 +186,8 @@ pub struct ObjectStore {
     corrupt: AtomicBool,
     /// Committed batches not yet written to the file (see [`ObjectStore::flush`]).
     unflushed: Mutex<Unflushed>,
+    /// The `strings` table.
+    dict: std::sync::RwLock<codec::Dictionary>,
 }
 
 /// Batches committed to the store but not yet to its file: every read sees them. They are
@@ -234,8 +246,30 @@ impl ObjectStore {
             meta.insert("format", FORMAT_VERSION).map_err(db_err)?;
             txn.open_table(OBJECTS).map_err(db_err)?;
             txn.open_table(POSITIONS).map_err(db_err)?;
+            txn.open_table(STRINGS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
+        let dict = {
+            let txn = db.begin_read().map_err(db_err)?;
+            let strings = txn.open_table(STRINGS).map_err(db_err)?;
+            let mut rows = Vec::new();
+            for entry in strings.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                rows.push((k.value(), v.value().to_string()));
+            }
+            codec::Dictionary::load(rows)
+        };
+        let dict = match dict {
+            Ok(d) => d,
+            // Derived data: a damaged dictionary means a store rebuilt from the ledger.
+            Err(e) => {
+                tracing::warn!(error = %e, "the object store's dictionary is damaged; rebuilding the store");
+                drop(db);
+                ObjectStore::remove(path)?;
+                let (store, _) = ObjectStore::open(path)?;
+                return Ok((store, true));
+            }
+        };
         let mut known = KeySet::default();
         {
             let txn = db.begin_read().map_err(db_err)?;
@@ -252,6 +286,7 @@ impl ObjectStore {
                 cache: Mutex::new(KeyMap::default()),
                 corrupt: AtomicBool::new(false),
                 unflushed: Mutex::new(Unflushed::default()),
+                dict: std::sync::RwLock::new(dict),
             },
             recreated,
         ))
@@ -298,9 +333,12 @@ impl ObjectStore {
         let txn = self.db.begin_write().map_err(db_err)?;
         txn.delete_table(OBJECTS).map_err(db_err)?;
         txn.delete_table(POSITIONS).map_err(db_err)?;
+        txn.delete_table(STRINGS).map_err(db_err)?;
         txn.open_table(OBJECTS).map_err(db_err)?;
         txn.open_table(POSITIONS).map_err(db_err)?;
+        txn.open_table(STRINGS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
+        *self.dict.write().expect("dictionary lock") = codec::Dictionary::default();
         self.known.lock().expect("known lock").clear();
         self.cache.lock().expect("cache lock").clear();
         *self.unflushed.lock().expect("unflushed lock") = Unflushed::default();
@@ -353,7 +391,11 @@ impl ObjectStore {
     pub fn object(&self, account: &str, id: &str) -> Result<Option<ObjectState>, StoreError> {
         match self.stored(object_key(account, id))? {
             Stored::State(s) => Ok(Some(s)),
-            Stored::Bytes(bytes) => self.checked(codec::decode(bytes.value(), id)).map(Some),
+            Stored::Bytes(bytes) => {
+                let dict = self.dict.read().expect("dictionary lock");
+                self.checked(codec::decode(bytes.value(), id, &dict))
+                    .map(Some)
+            }
             Stored::None => Ok(None),
         }
     }
@@ -371,7 +413,10 @@ impl ObjectStore {
             u.since = None;
             (states, std::mem::take(&mut u.positions))
         };
-        let written = self.write(&states, &positions);
+        let written = self.write(&states, &positions).map(|fresh| {
+            // Before the states leave memory: a read from the file may need the new strings.
+            self.dict.write().expect("dictionary lock").extend(fresh);
+        });
         let mut u = self.unflushed.lock().expect("unflushed lock");
         u.flushing = None;
         let states = std::sync::Arc::try_unwrap(states).unwrap_or_else(|s| (*s).clone());
@@ -409,7 +454,9 @@ impl ObjectStore {
         &self,
         states: &KeyMap<ObjectState>,
         positions: &BTreeMap<String, u64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<std::sync::Arc<str>>, StoreError> {
+        let dict = self.dict.read().expect("dictionary lock");
+        let mut interner = codec::Interner::new(&dict);
         let mut txn = self.db.begin_write().map_err(db_err)?;
         // No fsync: the store is derived and committed after the index; one that lost its newest
         // commits in a crash lags the index and is caught up from the ledger at the next start.
@@ -421,7 +468,7 @@ impl ObjectStore {
             let mut buf = Vec::with_capacity(256);
             for (key, state) in sorted {
                 buf.clear();
-                codec::encode(state, &mut buf);
+                codec::encode(state, &mut buf, &mut interner);
                 table.insert(*key, buf.as_slice()).map_err(db_err)?;
             }
             let mut table = txn.open_table(POSITIONS).map_err(db_err)?;
@@ -429,7 +476,16 @@ impl ObjectStore {
                 table.insert(account.as_str(), *index).map_err(db_err)?;
             }
         }
-        txn.commit().map_err(db_err)
+        let first = dict.len();
+        let fresh = interner.fresh();
+        {
+            let mut table = txn.open_table(STRINGS).map_err(db_err)?;
+            for (i, text) in fresh.iter().enumerate() {
+                table.insert((first + i) as u32, &**text).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(fresh)
     }
 
     /// The object of a stored event as it stands now, for the item's `derived.object`.
@@ -444,7 +500,10 @@ impl ObjectStore {
         // Only the head of the state (flags, type, name) is read.
         let head = match self.stored(object_key(account, id))? {
             Stored::State(s) => Some(s),
-            Stored::Bytes(bytes) => Some(self.checked(codec::decode_head(bytes.value(), id))?),
+            Stored::Bytes(bytes) => {
+                let dict = self.dict.read().expect("dictionary lock");
+                Some(self.checked(codec::decode_head(bytes.value(), id, &dict))?)
+            }
             Stored::None => None,
         };
         let deleted = head.as_ref().is_some_and(|h| h.deleted);
@@ -543,6 +602,8 @@ impl Batch<'_> {
         // Only the batch's owner touches these two: locked once per call.
         let mut cache = self.store.cache.lock().expect("cache lock");
         let known = self.store.known.lock().expect("known lock");
+        // Only the batch's owner writes the dictionary (in `flush`), never while it derives.
+        let dict = self.store.dict.read().expect("dictionary lock");
         let mine = &mut self.objects;
         let unflushed = &self.store.unflushed;
         // Brings a state the batch and the cache lack into the cache, when the store has it.
@@ -562,7 +623,7 @@ impl Batch<'_> {
                 return Ok(());
             }
             if let Some(bytes) = table.get(key).map_err(db_err)? {
-                let state = codec::decode(bytes.value(), id)?;
+                let state = codec::decode(bytes.value(), id, &dict)?;
                 cache.insert(key, state);
             }
             Ok(())
@@ -642,7 +703,114 @@ mod codec {
     use serde_json::{Map, Value};
     use trailkeep_event::object::{self, DigestKind, ObjectState};
 
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
     use super::StoreError;
+
+    /// Strings many states share (types, attribute names, repeated values), stored once in the
+    /// `strings` table and held in memory; bounded: past [`MAX_STRINGS`] strings or
+    /// [`MAX_STRING_BYTES`] bytes, new strings are written inline.
+    #[derive(Default)]
+    pub struct Dictionary {
+        ids: HashMap<Arc<str>, u32>,
+        texts: Vec<Arc<str>>,
+        bytes: usize,
+    }
+
+    /// The most strings the dictionary holds.
+    pub const MAX_STRINGS: usize = 1 << 20;
+    /// The most bytes of text the dictionary holds.
+    pub const MAX_STRING_BYTES: usize = 32 << 20;
+    /// Longer strings are always written inline (a value kept in a state is at most 128 bytes
+    /// of JSON).
+    const MAX_INTERNED_LEN: usize = 256;
+
+    impl Dictionary {
+        /// The dictionary of the `strings` table's rows, which must number the strings from 0.
+        pub fn load(
+            rows: impl IntoIterator<Item = (u32, String)>,
+        ) -> Result<Dictionary, StoreError> {
+            let mut d = Dictionary::default();
+            for (id, text) in rows {
+                if id as usize != d.texts.len() {
+                    return Err(corrupt(format!(
+                        "string {id} where {} was expected",
+                        d.texts.len()
+                    )));
+                }
+                d.push(Arc::from(text));
+            }
+            Ok(d)
+        }
+
+        fn push(&mut self, text: Arc<str>) {
+            self.bytes += text.len();
+            self.ids.insert(text.clone(), self.texts.len() as u32);
+            self.texts.push(text);
+        }
+
+        pub fn len(&self) -> usize {
+            self.texts.len()
+        }
+
+        /// Adds strings written to the table (by [`Interner`]) since.
+        pub fn extend(&mut self, fresh: Vec<Arc<str>>) {
+            for text in fresh {
+                self.push(text);
+            }
+        }
+
+        fn text(&self, id: u64) -> Result<&str, StoreError> {
+            self.texts
+                .get(usize::try_from(id).unwrap_or(usize::MAX))
+                .map(|t| &**t)
+                .ok_or_else(|| corrupt(format!("string {id} is not in the dictionary")))
+        }
+    }
+
+    /// Encodes states against a dictionary, collecting the strings it adds (to be written in
+    /// the same transaction, and added to the dictionary once it is committed).
+    pub struct Interner<'d> {
+        dict: &'d Dictionary,
+        fresh: Vec<Arc<str>>,
+        fresh_ids: HashMap<Arc<str>, u32>,
+        fresh_bytes: usize,
+    }
+
+    impl<'d> Interner<'d> {
+        pub fn new(dict: &'d Dictionary) -> Self {
+            Interner {
+                dict,
+                fresh: Vec::new(),
+                fresh_ids: HashMap::default(),
+                fresh_bytes: 0,
+            }
+        }
+
+        fn id(&mut self, s: &str) -> Option<u32> {
+            if s.len() > MAX_INTERNED_LEN {
+                return None;
+            }
+            if let Some(id) = self.dict.ids.get(s).or_else(|| self.fresh_ids.get(s)) {
+                return Some(*id);
+            }
+            let n = self.dict.texts.len() + self.fresh.len();
+            if n >= MAX_STRINGS || self.dict.bytes + self.fresh_bytes + s.len() > MAX_STRING_BYTES {
+                return None;
+            }
+            let text: Arc<str> = Arc::from(s);
+            self.fresh_bytes += s.len();
+            self.fresh_ids.insert(text.clone(), n as u32);
+            self.fresh.push(text);
+            Some(n as u32)
+        }
+
+        /// The strings added, numbered from the dictionary's length on.
+        pub fn fresh(self) -> Vec<Arc<str>> {
+            self.fresh
+        }
+    }
 
     /// The first byte of every value of this layout.
     pub const TAG: u8 = 0xB3;
@@ -677,12 +845,23 @@ mod codec {
     }
 
     fn string(out: &mut Vec<u8>, s: &str) {
-        varint(out, s.len() as u64);
-        out.extend_from_slice(s.as_bytes());
+        text(out, s, None);
+    }
+
+    /// A `text`: varint `id << 1 | 1` for a string of the dictionary, else varint `len << 1`
+    /// and the bytes.
+    fn text(out: &mut Vec<u8>, s: &str, interner: Option<&mut Interner<'_>>) {
+        match interner.and_then(|i| i.id(s)) {
+            Some(id) => varint(out, u64::from(id) << 1 | 1),
+            None => {
+                varint(out, (s.len() as u64) << 1);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
     }
 
     /// Appends `state` (without its id) to `out`.
-    pub fn encode(state: &ObjectState, out: &mut Vec<u8>) {
+    pub fn encode(state: &ObjectState, out: &mut Vec<u8>, interner: &mut Interner<'_>) {
         let mut flags = 0;
         if state.deleted {
             flags |= DELETED;
@@ -698,7 +877,7 @@ mod codec {
         }
         out.push(TAG);
         out.push(flags);
-        string(out, &state.object_type);
+        text(out, &state.object_type, Some(interner));
         if let Some(name) = &state.name
             && flags & NAME_IS_LAST_SEGMENT == 0
         {
@@ -709,12 +888,12 @@ mod codec {
         }
         varint(out, state.attributes.len() as u64);
         for (k, v) in &state.attributes {
-            string(out, k);
-            value(out, v);
+            text(out, k, Some(interner));
+            value(out, v, interner);
         }
     }
 
-    fn value(out: &mut Vec<u8>, v: &Value) {
+    fn value(out: &mut Vec<u8>, v: &Value, interner: &mut Interner<'_>) {
         match v {
             Value::Null => out.push(NULL),
             Value::Bool(false) => out.push(FALSE),
@@ -729,7 +908,7 @@ mod codec {
                 }
                 None => {
                     out.push(STRING);
-                    string(out, s);
+                    text(out, s, Some(interner));
                 }
             },
             Value::Number(n) if n.as_i64().is_some() => {
@@ -739,7 +918,7 @@ mod codec {
             }
             other => {
                 out.push(JSON);
-                string(out, &other.to_string());
+                text(out, &other.to_string(), Some(interner));
             }
         }
     }
@@ -748,6 +927,7 @@ mod codec {
     struct Reader<'b> {
         bytes: &'b [u8],
         at: usize,
+        dict: &'b Dictionary,
     }
 
     fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -797,7 +977,11 @@ mod codec {
         }
 
         fn str(&mut self) -> Result<&'b str, StoreError> {
-            let n = self.varint()?;
+            let v = self.varint()?;
+            if v & 1 == 1 {
+                return self.dict.text(v >> 1);
+            }
+            let n = v >> 1;
             if n > MAX_STR as u64 {
                 return Err(corrupt(format!(
                     "a string of {n} bytes (at most {MAX_STR})"
@@ -870,8 +1054,8 @@ mod codec {
     }
 
     /// The state of object `id` from its stored bytes.
-    pub fn decode(bytes: &[u8], id: &str) -> Result<ObjectState, StoreError> {
-        let mut r = Reader { bytes, at: 0 };
+    pub fn decode(bytes: &[u8], id: &str, dict: &Dictionary) -> Result<ObjectState, StoreError> {
+        let mut r = Reader { bytes, at: 0, dict };
         let mut state = r.head(id)?;
         let count = r.varint()?;
         // Every attribute takes at least two bytes (an empty key and a kind).
@@ -898,8 +1082,12 @@ mod codec {
     }
 
     /// The head of the state of object `id` (no attributes), from its stored bytes.
-    pub fn decode_head(bytes: &[u8], id: &str) -> Result<ObjectState, StoreError> {
-        Reader { bytes, at: 0 }.head(id)
+    pub fn decode_head(
+        bytes: &[u8],
+        id: &str,
+        dict: &Dictionary,
+    ) -> Result<ObjectState, StoreError> {
+        Reader { bytes, at: 0, dict }.head(id)
     }
 }
 
@@ -934,16 +1122,24 @@ mod tests {
         }
     }
 
-    fn round_trip(s: &ObjectState) -> Vec<u8> {
+    /// Encodes `s` against `dict` (adding its new strings), decodes it back.
+    fn round_trip_with(s: &ObjectState, dict: &mut codec::Dictionary) -> Vec<u8> {
         let mut bytes = Vec::new();
-        codec::encode(s, &mut bytes);
-        assert_eq!(&codec::decode(&bytes, &s.id).unwrap(), s);
-        let head = codec::decode_head(&bytes, &s.id).unwrap();
+        let mut interner = codec::Interner::new(dict);
+        codec::encode(s, &mut bytes, &mut interner);
+        let fresh = interner.fresh();
+        dict.extend(fresh);
+        assert_eq!(&codec::decode(&bytes, &s.id, dict).unwrap(), s);
+        let head = codec::decode_head(&bytes, &s.id, dict).unwrap();
         assert_eq!(
             (head.name.as_ref(), head.deleted, &head.object_type),
             (s.name.as_ref(), s.deleted, &s.object_type)
         );
         bytes
+    }
+
+    fn round_trip(s: &ObjectState) -> Vec<u8> {
+        round_trip_with(s, &mut codec::Dictionary::default())
     }
 
     #[test]
@@ -968,6 +1164,7 @@ mod tests {
             // Looks like a digest but is not one exactly: kept as the string it is.
             "fake": "\u{1}sha256:not-hex-at-all!",
             "short": "\u{1}sensitive:abc",
+            "long": "x".repeat(300),
         });
         // The name is the id's last segment (not stored), another name, or none.
         let named_like_id = round_trip(&state(id, Some("dep-1"), attributes.clone(), false));
@@ -984,20 +1181,33 @@ mod tests {
         with_parent.parent = Some("crn:v1:bluemix:public:mlops:eu-de:a/acme:proj-1::".into());
         round_trip(&with_parent);
 
-        // Digests take 9 bytes, not their 28-character text; an attribute-less state a few.
+        // Digests take 9 bytes, not their 28-character text; the type and attribute names one
+        // byte each (from the dictionary).
         let s = state(
             id,
             Some("dep-1"),
             json!({"labels": digest_value(DigestKind::Sensitive, 7)}),
             false,
         );
-        let mut bytes = Vec::new();
-        codec::encode(&s, &mut bytes);
-        assert_eq!(bytes.len(), 2 + 11 + 1 + 7 + 9, "{bytes:?}");
+        // Tag and flags, type, count, name of the attribute, kind and digest.
+        assert_eq!(round_trip(&s).len(), 2 + 1 + 1 + 1 + 9);
+
+        // Strings are stored once: the second state refers to the first one's.
+        let mut dict = codec::Dictionary::default();
+        let env =
+            json!({"env": [{"name": "LOG_LEVEL", "value": "info"}], "image": "us.icr.io/p/web:v7"});
+        let first = round_trip_with(&state(id, Some("a"), env.clone(), false), &mut dict);
+        let strings = dict.len();
+        let second = round_trip_with(&state(id, Some("a"), env, false), &mut dict);
+        assert_eq!((first.len(), dict.len()), (second.len(), strings));
+        assert!(second.len() < 16, "{second:?}");
+        // A string the dictionary lacks is corruption, not a guess.
+        let err = codec::decode(&second, id, &codec::Dictionary::default()).unwrap_err();
+        assert!(err.to_string().contains("not in the dictionary"), "{err}");
     }
 
     fn corrupt_reason(bytes: &[u8]) -> String {
-        match codec::decode(bytes, "dep-1") {
+        match codec::decode(bytes, "dep-1", &codec::Dictionary::default()) {
             Err(e @ StoreError::Corrupt(_)) => e.to_string(),
             other => panic!("{bytes:?} read as {other:?}"),
         }
@@ -1011,8 +1221,16 @@ mod tests {
             json!({"memory": "512Mi", "n": 5, "j": [1]}),
             false,
         );
+        // Inline strings only (a full dictionary takes none).
+        let mut full = codec::Dictionary::default();
+        full.extend(
+            (0..codec::MAX_STRINGS)
+                .map(|i| std::sync::Arc::from(i.to_string()))
+                .collect(),
+        );
         let mut good = Vec::new();
-        codec::encode(&s, &mut good);
+        codec::encode(&s, &mut good, &mut codec::Interner::new(&full));
+        assert_eq!(codec::decode(&good, "dep-1", &full).unwrap(), s);
         // Every truncation fails, none reads as a state.
         for end in 0..good.len() {
             let reason = corrupt_reason(&good[..end]);
@@ -1032,43 +1250,29 @@ mod tests {
         let mut flags = good.clone();
         flags[1] = 0x40;
         assert!(corrupt_reason(&flags).contains("flags 0x40"));
-        // A length far past the end.
-        let huge = [codec::TAG, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        // A length far past the end (inline lengths are shifted left by one bit).
+        let huge = [codec::TAG, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f];
         assert!(corrupt_reason(&huge).contains("at most"));
-        let long = [codec::TAG, 0, 0x05, b'a'];
+        let long = [codec::TAG, 0, 0x0a, b'a'];
         assert!(corrupt_reason(&long).contains("runs past"));
         // Bad UTF-8, an unknown kind, bad JSON, an endless varint.
-        assert!(corrupt_reason(&[codec::TAG, 0, 1, 0xff, 0]).contains("not UTF-8"));
+        assert!(corrupt_reason(&[codec::TAG, 0, 2, 0xff, 0]).contains("not UTF-8"));
         assert!(
-            corrupt_reason(&[codec::TAG, 0, 1, b't', 1, 1, b'k', 9])
+            corrupt_reason(&[codec::TAG, 0, 2, b't', 1, 2, b'k', 9])
                 .contains("unknown value kind 9")
         );
         assert!(
-            corrupt_reason(&[codec::TAG, 0, 1, b't', 1, 1, b'k', 7, 2, b'[', b'x'])
+            corrupt_reason(&[codec::TAG, 0, 2, b't', 1, 2, b'k', 7, 4, b'[', b'x'])
                 .contains("JSON")
         );
-        assert!(
-            corrupt_reason(&[
-                codec::TAG,
-                0,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x80,
-                0x01
-            ])
-            .contains("varint")
-        );
+        let mut endless = vec![codec::TAG, 0];
+        endless.extend([0x80; 10]);
+        endless.push(1);
+        assert!(corrupt_reason(&endless).contains("varint"));
         // More attributes than bytes to hold them, and one key twice.
-        assert!(corrupt_reason(&[codec::TAG, 0, 1, b't', 0x7f]).contains("127 attributes"));
+        assert!(corrupt_reason(&[codec::TAG, 0, 2, b't', 0x7f]).contains("127 attributes"));
         assert!(
-            corrupt_reason(&[codec::TAG, 0, 1, b't', 2, 1, b'k', 0, 1, b'k', 0]).contains("twice")
+            corrupt_reason(&[codec::TAG, 0, 2, b't', 2, 2, b'k', 0, 2, b'k', 0]).contains("twice")
         );
     }
 
