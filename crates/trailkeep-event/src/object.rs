@@ -458,12 +458,45 @@ fn kept(v: &Value, sensitive: bool) -> Value {
     if !sensitive && !longer_than(v, MAX_KEPT_BYTES) {
         return v.clone();
     }
-    let prefix = if sensitive {
-        SENSITIVE_PREFIX
+    let kind = if sensitive {
+        DigestKind::Sensitive
     } else {
-        LONG_PREFIX
+        DigestKind::Long
     };
-    Value::String(format!("{prefix}{:016x}", fnv(v, 0xcbf2_9ce4_8422_2325)))
+    digest_value(kind, fnv(v, 0xcbf2_9ce4_8422_2325))
+}
+
+/// Why an attribute value is kept as a digest in a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    /// Longer than [`MAX_KEPT_BYTES`].
+    Long,
+    /// Sensitive.
+    Sensitive,
+}
+
+/// The state's form of a digest (a string no event value is mistaken for: it starts with
+/// U+0001).
+pub fn digest_value(kind: DigestKind, digest: u64) -> Value {
+    let prefix = match kind {
+        DigestKind::Long => LONG_PREFIX,
+        DigestKind::Sensitive => SENSITIVE_PREFIX,
+    };
+    Value::String(format!("{prefix}{digest:016x}"))
+}
+
+/// The digest a state's value stands for, when it is one exactly as [`digest_value`] writes it
+/// (a store may keep it as 8 bytes).
+pub fn parse_digest(s: &str) -> Option<(DigestKind, u64)> {
+    let (kind, hex) = if let Some(h) = s.strip_prefix(LONG_PREFIX) {
+        (DigestKind::Long, h)
+    } else {
+        (DigestKind::Sensitive, s.strip_prefix(SENSITIVE_PREFIX)?)
+    };
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    Some((kind, u64::from_str_radix(hex, 16).ok()?))
 }
 
 /// FNV-1a (64 bits) over a value's structure: stable across builds, no allocation. Enough to
@@ -479,7 +512,28 @@ fn fnv(v: &Value, mut h: u64) -> u64 {
     match v {
         Value::Null => bytes(h, b"n"),
         Value::Bool(b) => bytes(h, if *b { b"t" } else { b"f" }),
-        Value::Number(n) => bytes(bytes(h, b"#"), n.to_string().as_bytes()),
+        Value::Number(n) => {
+            // The number's text, written on the stack (no allocation).
+            struct Text([u8; 40], usize);
+            impl std::fmt::Write for Text {
+                fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                    let end = self.1 + s.len();
+                    self.0
+                        .get_mut(self.1..end)
+                        .ok_or(std::fmt::Error)?
+                        .copy_from_slice(s.as_bytes());
+                    self.1 = end;
+                    Ok(())
+                }
+            }
+            let mut text = Text([0; 40], 0);
+            let h = bytes(h, b"#");
+            if std::fmt::Write::write_fmt(&mut text, format_args!("{n}")).is_ok() {
+                bytes(h, &text.0[..text.1])
+            } else {
+                bytes(h, n.to_string().as_bytes())
+            }
+        }
         Value::String(s) => bytes(bytes(h, b"\""), s.as_bytes()),
         Value::Array(items) => {
             h = bytes(h, b"[");

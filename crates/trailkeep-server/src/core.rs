@@ -989,7 +989,32 @@ pub type RecordVisitor<'a> = dyn FnMut(&str, u64, &Value) + 'a;
 /// never ahead of the index, so every record to index is derived here. Commits every 50,000
 /// records, the index before the store. With `visit`, every record of the ledger is read and
 /// shown to it (the server's start loads the ids for idempotent retries this way).
+///
+/// An object store found corrupt (a value it cannot read, here or before) is emptied and
+/// derived again from the start of the ledger: it is never trusted.
 pub fn catch_up(
+    ledger: &Ledger,
+    index: &EventIndex,
+    writer: &mut trailkeep_index::Writer,
+    objects: &ObjectStore,
+    mut visit: Option<&mut RecordVisitor<'_>>,
+) -> Result<CaughtUp, OpenError> {
+    if objects.is_corrupt() {
+        tracing::warn!("the object store is corrupt; rebuilding it from the ledger");
+        objects.reset()?;
+    }
+    match catch_up_once(ledger, index, writer, objects, visit.as_deref_mut()) {
+        Err(OpenError::Objects(e)) if e.is_corrupt() => {
+            tracing::warn!(error = %e, "rebuilding the object store from the ledger");
+            writer.rollback()?;
+            objects.reset()?;
+            catch_up_once(ledger, index, writer, objects, visit)
+        }
+        other => other,
+    }
+}
+
+fn catch_up_once(
     ledger: &Ledger,
     index: &EventIndex,
     writer: &mut trailkeep_index::Writer,

@@ -529,4 +529,63 @@ mod tests {
         );
         core.close();
     }
+
+    #[tokio::test]
+    async fn a_corrupt_object_store_is_rebuilt_from_the_ledger_issue_12() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = open(dir.path());
+        ingest(&core, &sequence("acme")).await;
+        let before = snapshot(&core, "acme");
+        core.close();
+        drop(core);
+        let dep = crn("acme", "deployment:dep-1");
+        {
+            let (store, _) =
+                crate::objects::ObjectStore::open(&dir.path().join(crate::objects::FILE_NAME))
+                    .unwrap();
+            store.put_raw("acme", &dep, b"\xb3\x01garbage");
+        }
+
+        let core = open(dir.path());
+        // Read: a clear error, never a made-up state; the timeline answers 500, not a guess.
+        let err = core.objects.object("acme", &dep).unwrap_err();
+        assert!(err.is_corrupt(), "{err}");
+        assert!(core.objects.is_corrupt());
+        assert_eq!(
+            build(&core, &["acme".to_string()], &dep)
+                .unwrap_err()
+                .status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        // The indexer sees the mark and rebuilds the store from the ledger.
+        core.indexer.flush();
+        assert!(!core.objects.is_corrupt());
+        assert_eq!(snapshot(&core, "acme"), before);
+        // And derives on top of the rebuilt state.
+        ingest(
+            &core,
+            &[ev(
+                "acme",
+                8,
+                "mlops.environment-variable.update",
+                &crn(
+                    "acme",
+                    "deployment:dep-1/versions/v1/environment-variables/ev-1",
+                ),
+                "DB_URL",
+                json!({"value": "postgres://three"}),
+            )],
+        )
+        .await;
+        assert_eq!(
+            core.item("acme", 8)
+                .unwrap()
+                .unwrap()
+                .derived
+                .unwrap()
+                .description,
+            "Updated environment variable 'DB_URL' for version 'v1': value changed"
+        );
+        core.close();
+    }
 }

@@ -361,6 +361,10 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => disconnected = true,
         }
+        // A read found a stored state it cannot read: the catch-up rebuilds the store.
+        if resync_due.is_none() && objects.is_corrupt() {
+            resync_due = Some(Instant::now());
+        }
         if let Some(due) = resync_due {
             // What was derived since the last commit is derived again by the catch-up.
             batch = None;

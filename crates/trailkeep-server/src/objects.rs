@@ -4,40 +4,79 @@
 //! **Architecture Invariant:** like the index, this is derived data. It is fed the committed
 //! records of each account in log order (by the indexer, by the catch-up at start, by `reindex`),
 //! records how far it got per account, and can be deleted at any time: it is rebuilt from the
-//! ledger. The ledger's bytes never change.
+//! ledger. The ledger's bytes never change. A value that cannot be read is never guessed at: the
+//! store is marked corrupt, and the next catch-up empties it and derives it again from the ledger.
 //!
 //! # Format (version [`FORMAT_VERSION`])
 //!
 //! One redb file, `objects.redb` in the data directory (a B-tree on disk with a bounded page
-//! cache, so millions of objects cost disk, not memory), with three tables:
+//! cache, so millions of objects cost disk, not memory), with four tables:
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `objects` | (account, `target.id`) | JSON [`ObjectState`] without its id |
+//! | `objects` | `u128`: the first 16 bytes of SHA-256(len(account) as u64 LE ‖ account ‖ `target.id`) | the state without its id (below) |
 //! | `positions` | account | the highest log index derived |
+//! | `strings` | `u32`, numbered from 0 | a string many states share (types, attribute names, values) |
 //! | `meta` | `"format"` | [`FORMAT_VERSION`] |
 //!
-//! A file of another version is deleted and rebuilt. A batch of derivations is kept in memory
-//! and written in key order in one transaction, without fsync. The index is committed *before*
-//! the store, so the store is never ahead of the index: after a crash it may lag, and the
-//! catch-up at start derives again (state only) what the index already holds. A store found
-//! ahead of the index (the index was deleted or rebuilt) is rebuilt from the ledger.
+//! The key is a cryptographic digest of (account, id), not the strings themselves (which were
+//! about 150 bytes a key): 16 bytes, and no two (account, id) pairs share one in practice —
+//! not even on purpose, so a tenant cannot make its object read as another tenant's. Nothing
+//! lists the objects of an account; every read knows the (account, id) it looks for.
+//!
+//! A state is written as (integers `varint` = unsigned LEB128; strings `str` = varint length
+//! then UTF-8 bytes; `text` = varint `id << 1 | 1` for a string of the `strings` table, else
+//! varint `length << 1` then UTF-8 bytes):
+//!
+//! | field | bytes |
+//! |---|---|
+//! | tag | `0xB3` (a value of this layout) |
+//! | flags | bit 0 deleted, bit 1 has a name, bit 2 the name is the id's last segment (not stored), bit 3 has a parent |
+//! | type | `text` |
+//! | name | `str`, when bit 1 is set and bit 2 is not |
+//! | parent | `str`, when bit 3 is set (never in practice: it follows from the id) |
+//! | attributes | varint count, then per attribute (in key order) `text` key and a value |
+//!
+//! An attribute value is a kind byte and its payload: `0` null, `1` false, `2` true, `3` a
+//! string (`text`), `4` a long value's digest and `5` a sensitive value's digest (8 bytes, little
+//! endian; see [`object::parse_digest`]), `6` an integer (zigzag varint), `7` anything else as
+//! JSON text (`text`). A value with trailing bytes, a length past its end, an unknown tag or kind,
+//! a string id not in the table, bad UTF-8 or bad JSON is corrupt ([`StoreError::Corrupt`]).
+//!
+//! The `strings` table is held in memory (both ways) and bounded (1,048,576 strings, 32 MiB of
+//! text; strings over 256 bytes are never in it): past that, new strings are written inline.
+//! A string is added in the transaction that first writes a state using it, and never removed
+//! (until a rebuild). A table not numbered 0, 1, 2, … makes the store be rebuilt at open.
+//!
+//! A file of another version is deleted and rebuilt. A batch of derivations is kept in memory;
+//! committed batches (after the index's commit) stay in memory, where every read sees them, and
+//! are written to the file in key order in one transaction, without fsync, once 25,000 states
+//! wait or the oldest is 10 s old, and when the store is closed; a state an event left as it
+//! was is not written again. The index is committed *before* the store, so the store is never
+//! ahead of the index: after a crash it may lag (by what was not yet written), and the catch-up
+//! at start derives again (state only) what the index already holds. A store found ahead of the
+//! index (the index was deleted or rebuilt) is rebuilt from the ledger.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use trailkeep_event::object::{self, Change, Derived, ObjectState};
 
-const OBJECTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("objects");
+const OBJECTS: TableDefinition<u128, &[u8]> = TableDefinition::new("objects");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STRINGS: TableDefinition<u32, &str> = TableDefinition::new("strings");
 
 /// The version of the store's tables and values.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 /// The store's file in the data directory.
 pub const FILE_NAME: &str = "objects.redb";
 /// Page cache of the store.
@@ -45,12 +84,63 @@ const CACHE_BYTES: usize = 32 << 20;
 
 /// A failure of the object store.
 #[derive(Debug, thiserror::Error)]
-#[error("object store: {0}")]
-pub struct StoreError(String);
+pub enum StoreError {
+    /// The database failed (I/O, a full disk).
+    #[error("object store: {0}")]
+    Db(String),
+    /// A stored state cannot be read: the store is derived data and is rebuilt from the ledger,
+    /// never trusted.
+    #[error("object store: a stored state is corrupt ({0}); the store is rebuilt from the ledger")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the store holds a value it cannot read (it must be rebuilt).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt(_))
+    }
+}
 
 fn db_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::Db(e.to_string())
 }
+
+/// The key of an object: the first 16 bytes of SHA-256 over the account (length-prefixed, so
+/// that no two pairs run together) and the id.
+pub fn object_key(account: &str, id: &str) -> u128 {
+    let mut h = Sha256::new();
+    h.update((account.len() as u64).to_le_bytes());
+    h.update(account.as_bytes());
+    h.update(id.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// A hasher for keys that are already uniformly distributed digests: their low 64 bits.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type KeyMap<V> = HashMap<u128, V, BuildHasherDefault<KeyHasher>>;
+type KeySet = HashSet<u64, BuildHasherDefault<KeyHasher>>;
 
 /// What the API returns with an item (`"derived"`): derived data, not part of the ledger leaf.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -85,25 +175,49 @@ pub struct ObjectRef {
 /// The object store (see the module docs).
 pub struct ObjectStore {
     db: Database,
-    /// A 64-bit hash of every (account, object) in the store: a miss means "never seen", so a
+    /// The low 64 bits of the key of every object in the store: a miss means "never seen", so a
     /// new object costs no B-tree lookup. 8 bytes (plus the set's overhead) per object.
-    known: Mutex<HashSet<u64>>,
+    known: Mutex<KeySet>,
     /// Recently used states (objects that get many events, and parents): bounded, cleared when
     /// full.
-    cache: Mutex<HashMap<u64, (String, ObjectState)>>,
+    cache: Mutex<KeyMap<ObjectState>>,
+    /// A stored value could not be read: the next catch-up empties the store and derives it
+    /// again ([`ObjectStore::reset`]).
+    corrupt: AtomicBool,
+    /// Committed batches not yet written to the file (see [`ObjectStore::flush`]).
+    unflushed: Mutex<Unflushed>,
+    /// The `strings` table.
+    dict: std::sync::RwLock<codec::Dictionary>,
 }
+
+/// Batches committed to the store but not yet to its file: every read sees them. They are
+/// written in one transaction once they hold [`FLUSH_STATES`] states or the oldest is
+/// [`FLUSH_AFTER`] old, and when the store is dropped; lost in a crash, they are derived again
+/// by the catch-up (the file's positions say how far it got).
+#[derive(Default)]
+struct Unflushed {
+    states: KeyMap<ObjectState>,
+    /// Being written: still read from here until the write is committed.
+    flushing: Option<std::sync::Arc<KeyMap<ObjectState>>>,
+    positions: BTreeMap<String, u64>,
+    since: Option<Instant>,
+}
+
+impl Unflushed {
+    fn get(&self, key: u128) -> Option<&ObjectState> {
+        self.states
+            .get(&key)
+            .or_else(|| self.flushing.as_ref().and_then(|f| f.get(&key)))
+    }
+}
+
+/// Write the committed batches to the file once they hold this many states...
+const FLUSH_STATES: usize = 25_000;
+/// ...or the oldest was committed this long ago.
+const FLUSH_AFTER: Duration = Duration::from_secs(10);
 
 /// How many states the cache holds at most.
 const CACHE_STATES: usize = 100_000;
-
-fn key_hash(account: &str, id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in account.bytes().chain([0]).chain(id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 impl std::fmt::Debug for ObjectStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,23 +246,47 @@ impl ObjectStore {
             meta.insert("format", FORMAT_VERSION).map_err(db_err)?;
             txn.open_table(OBJECTS).map_err(db_err)?;
             txn.open_table(POSITIONS).map_err(db_err)?;
+            txn.open_table(STRINGS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        let mut known = HashSet::new();
+        let dict = {
+            let txn = db.begin_read().map_err(db_err)?;
+            let strings = txn.open_table(STRINGS).map_err(db_err)?;
+            let mut rows = Vec::new();
+            for entry in strings.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                rows.push((k.value(), v.value().to_string()));
+            }
+            codec::Dictionary::load(rows)
+        };
+        let dict = match dict {
+            Ok(d) => d,
+            // Derived data: a damaged dictionary means a store rebuilt from the ledger.
+            Err(e) => {
+                tracing::warn!(error = %e, "the object store's dictionary is damaged; rebuilding the store");
+                drop(db);
+                ObjectStore::remove(path)?;
+                let (store, _) = ObjectStore::open(path)?;
+                return Ok((store, true));
+            }
+        };
+        let mut known = KeySet::default();
         {
             let txn = db.begin_read().map_err(db_err)?;
             let objects = txn.open_table(OBJECTS).map_err(db_err)?;
             for entry in objects.iter().map_err(db_err)? {
                 let (k, _) = entry.map_err(db_err)?;
-                let (account, id) = k.value();
-                known.insert(key_hash(account, id));
+                known.insert(k.value() as u64);
             }
         }
         Ok((
             ObjectStore {
                 db,
                 known: Mutex::new(known),
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(KeyMap::default()),
+                corrupt: AtomicBool::new(false),
+                unflushed: Mutex::new(Unflushed::default()),
+                dict: std::sync::RwLock::new(dict),
             },
             recreated,
         ))
@@ -184,7 +322,42 @@ impl ObjectStore {
         Ok(txn.list_tables().map_err(db_err)?.next().is_none())
     }
 
-    /// The highest log index derived, per account.
+    /// Whether a stored value was found unreadable since the last [`ObjectStore::reset`].
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
+    /// Empties the store (states and positions), so that the next catch-up derives every
+    /// account again from the ledger. No batch may be open.
+    pub fn reset(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.delete_table(OBJECTS).map_err(db_err)?;
+        txn.delete_table(POSITIONS).map_err(db_err)?;
+        txn.delete_table(STRINGS).map_err(db_err)?;
+        txn.open_table(OBJECTS).map_err(db_err)?;
+        txn.open_table(POSITIONS).map_err(db_err)?;
+        txn.open_table(STRINGS).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        *self.dict.write().expect("dictionary lock") = codec::Dictionary::default();
+        self.known.lock().expect("known lock").clear();
+        self.cache.lock().expect("cache lock").clear();
+        *self.unflushed.lock().expect("unflushed lock") = Unflushed::default();
+        self.corrupt.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Marks the store corrupt when `e` says a value could not be read.
+    fn checked<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &r
+            && e.is_corrupt()
+        {
+            tracing::error!(error = %e, "the object store holds an unreadable state; it is rebuilt at the next catch-up");
+            self.corrupt.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// The highest log index derived, per account (committed batches included).
     pub fn positions(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(POSITIONS).map_err(db_err)?;
@@ -193,23 +366,126 @@ impl ObjectStore {
             let (k, v) = entry.map_err(db_err)?;
             out.insert(k.value().to_string(), v.value());
         }
+        for (account, index) in &self.unflushed.lock().expect("unflushed lock").positions {
+            let p = out.entry(account.clone()).or_insert(*index);
+            *p = (*p).max(*index);
+        }
         Ok(out)
+    }
+
+    /// The state of `key`: from the committed batches not yet written, else from the file.
+    fn stored(&self, key: u128) -> Result<Stored, StoreError> {
+        if let Some(s) = self.unflushed.lock().expect("unflushed lock").get(key) {
+            return Ok(Stored::State(s.clone()));
+        }
+        // Read after the batches: a batch being written is read from memory until committed.
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(OBJECTS).map_err(db_err)?;
+        Ok(match table.get(key).map_err(db_err)? {
+            Some(bytes) => Stored::Bytes(bytes),
+            None => Stored::None,
+        })
     }
 
     /// The last known state of an object of `account`.
     pub fn object(&self, account: &str, id: &str) -> Result<Option<ObjectState>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(OBJECTS).map_err(db_err)?;
-        let state: Option<ObjectState> = read_json(
-            table
-                .get((account, id))
-                .map_err(db_err)?
-                .map(|g| g.value().to_vec()),
-        )?;
-        Ok(state.map(|mut s| {
-            s.id = id.to_string();
-            s
-        }))
+        match self.stored(object_key(account, id))? {
+            Stored::State(s) => Ok(Some(s)),
+            Stored::Bytes(bytes) => {
+                let dict = self.dict.read().expect("dictionary lock");
+                self.checked(codec::decode(bytes.value(), id, &dict))
+                    .map(Some)
+            }
+            Stored::None => Ok(None),
+        }
+    }
+
+    /// Writes the committed batches to the file, in key order, in one transaction (without
+    /// fsync: see the module docs).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (states, positions) = {
+            let mut u = self.unflushed.lock().expect("unflushed lock");
+            if u.states.is_empty() && u.positions.is_empty() {
+                return Ok(());
+            }
+            let states = std::sync::Arc::new(std::mem::take(&mut u.states));
+            u.flushing = Some(states.clone());
+            u.since = None;
+            (states, std::mem::take(&mut u.positions))
+        };
+        let written = self.write(&states, &positions).map(|fresh| {
+            // Before the states leave memory: a read from the file may need the new strings.
+            self.dict.write().expect("dictionary lock").extend(fresh);
+        });
+        let mut u = self.unflushed.lock().expect("unflushed lock");
+        u.flushing = None;
+        let states = std::sync::Arc::try_unwrap(states).unwrap_or_else(|s| (*s).clone());
+        match written {
+            Ok(()) => {
+                drop(u);
+                // Now in the file: the cache may keep them.
+                let mut cache = self.cache.lock().expect("cache lock");
+                if cache.len() + states.len() > CACHE_STATES {
+                    cache.clear();
+                }
+                for (key, state) in states {
+                    if cache.len() < CACHE_STATES {
+                        cache.insert(key, state);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Kept for the next try (no batch was committed meanwhile: one owner at a time).
+                for (key, state) in states {
+                    u.states.entry(key).or_insert(state);
+                }
+                for (account, index) in positions {
+                    let p = u.positions.entry(account).or_insert(index);
+                    *p = (*p).max(index);
+                }
+                u.since.get_or_insert_with(Instant::now);
+                Err(e)
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        states: &KeyMap<ObjectState>,
+        positions: &BTreeMap<String, u64>,
+    ) -> Result<Vec<std::sync::Arc<str>>, StoreError> {
+        let dict = self.dict.read().expect("dictionary lock");
+        let mut interner = codec::Interner::new(&dict);
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        // No fsync: the store is derived and committed after the index; one that lost its newest
+        // commits in a crash lags the index and is caught up from the ledger at the next start.
+        txn.set_durability(redb::Durability::Eventual);
+        {
+            let mut table = txn.open_table(OBJECTS).map_err(db_err)?;
+            let mut sorted: Vec<(&u128, &ObjectState)> = states.iter().collect();
+            sorted.sort_unstable_by_key(|(k, _)| **k);
+            let mut buf = Vec::with_capacity(256);
+            for (key, state) in sorted {
+                buf.clear();
+                codec::encode(state, &mut buf, &mut interner);
+                table.insert(*key, buf.as_slice()).map_err(db_err)?;
+            }
+            let mut table = txn.open_table(POSITIONS).map_err(db_err)?;
+            for (account, index) in positions {
+                table.insert(account.as_str(), *index).map_err(db_err)?;
+            }
+        }
+        let first = dict.len();
+        let fresh = interner.fresh();
+        {
+            let mut table = txn.open_table(STRINGS).map_err(db_err)?;
+            for (i, text) in fresh.iter().enumerate() {
+                table.insert((first + i) as u32, &**text).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(fresh)
     }
 
     /// The object of a stored event as it stands now, for the item's `derived.object`.
@@ -221,12 +497,20 @@ impl ObjectStore {
         let Some(id) = object::target_id(event) else {
             return Ok(None);
         };
-        let state = self.object(account, id)?;
-        let deleted = state.as_ref().is_some_and(|s| s.deleted);
+        // Only the head of the state (flags, type, name) is read.
+        let head = match self.stored(object_key(account, id))? {
+            Stored::State(s) => Some(s),
+            Stored::Bytes(bytes) => {
+                let dict = self.dict.read().expect("dictionary lock");
+                Some(self.checked(codec::decode_head(bytes.value(), id, &dict))?)
+            }
+            Stored::None => None,
+        };
+        let deleted = head.as_ref().is_some_and(|h| h.deleted);
         // An object with no state (seen only through reads) goes by the event's name.
-        let name = match state {
+        let name = match head {
             _ if deleted => String::new(),
-            Some(s) => s.name.unwrap_or_default(),
+            Some(h) => h.name.unwrap_or_default(),
             None => event
                 .get("target")
                 .and_then(|t| t.get("name"))
@@ -246,18 +530,25 @@ impl ObjectStore {
     pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
         Ok(Batch {
             store: self,
-            objects: Dirty::default(),
+            objects: KeyMap::default(),
             positions: BTreeMap::new(),
         })
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
-    bytes: Option<Vec<u8>>,
-) -> Result<Option<T>, StoreError> {
-    bytes
-        .map(|b| serde_json::from_slice(&b).map_err(db_err))
-        .transpose()
+/// A state as found by [`ObjectStore::stored`].
+enum Stored {
+    State(ObjectState),
+    Bytes(redb::AccessGuard<'static, &'static [u8]>),
+    None,
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "writing the object store at close failed; it is caught up from the ledger at the next start");
+        }
+    }
 }
 
 /// Derivations not yet committed, kept in memory (bounded by the caller's commit interval) and
@@ -265,7 +556,8 @@ fn read_json<T: serde::de::DeserializeOwned>(
 /// ones. Reads see the batch's own writes first.
 pub struct Batch<'s> {
     store: &'s ObjectStore,
-    objects: Dirty,
+    /// The states the batch changed, by key.
+    objects: KeyMap<ObjectState>,
     positions: BTreeMap<String, u64>,
 }
 
@@ -296,176 +588,732 @@ impl Batch<'_> {
         &mut self,
         records: impl IntoIterator<Item = (&'e str, u64, &'e Value)>,
     ) -> Result<Vec<Derived>, StoreError> {
+        let store = self.store;
+        let r = self.apply_inner(records);
+        store.checked(r)
+    }
+
+    fn apply_inner<'e>(
+        &mut self,
+        records: impl IntoIterator<Item = (&'e str, u64, &'e Value)>,
+    ) -> Result<Vec<Derived>, StoreError> {
         let txn = self.store.db.begin_read().map_err(db_err)?;
-        let objects = txn.open_table(OBJECTS).map_err(db_err)?;
+        let table = txn.open_table(OBJECTS).map_err(db_err)?;
         // Only the batch's owner touches these two: locked once per call.
         let mut cache = self.store.cache.lock().expect("cache lock");
         let known = self.store.known.lock().expect("known lock");
+        // Only the batch's owner writes the dictionary (in `flush`), never while it derives.
+        let dict = self.store.dict.read().expect("dictionary lock");
+        let mine = &mut self.objects;
+        let unflushed = &self.store.unflushed;
+        // Brings a state the batch and the cache lack into the cache, when the store has it.
+        let load = |mine: &KeyMap<ObjectState>,
+                    cache: &mut KeyMap<ObjectState>,
+                    key: u128,
+                    id: &str|
+         -> Result<(), StoreError> {
+            if mine.contains_key(&key) || cache.contains_key(&key) {
+                return Ok(());
+            }
+            if let Some(s) = unflushed.lock().expect("unflushed lock").get(key) {
+                cache.insert(key, s.clone());
+                return Ok(());
+            }
+            if !known.contains(&(key as u64)) {
+                return Ok(());
+            }
+            if let Some(bytes) = table.get(key).map_err(db_err)? {
+                let state = codec::decode(bytes.value(), id, &dict)?;
+                cache.insert(key, state);
+            }
+            Ok(())
+        };
         let mut out = Vec::new();
         for (account, index, event) in records {
-            let id = object::target_id(event);
-            let mut get = |mine: &Dirty, id: &str| -> Result<Option<ObjectState>, StoreError> {
-                let h = key_hash(account, id);
-                if let Some(s) = mine.get(h, account, id) {
-                    return Ok(Some(s.clone()));
-                }
-                if let Some((a, s)) = cache.get(&h)
-                    && a == account
-                    && s.id == id
-                {
-                    return Ok(Some(s.clone()));
-                }
-                if !known.contains(&h) {
-                    return Ok(None);
-                }
-                let state = read_json::<ObjectState>(
-                    objects
-                        .get((account, id))
-                        .map_err(db_err)?
-                        .map(|g| g.value().to_vec()),
-                )?
-                .map(|mut s| {
-                    s.id = id.to_string();
-                    s
-                });
-                if let Some(s) = &state {
-                    if cache.len() >= CACHE_STATES {
+            let d = match object::target_id(event) {
+                Some(id) => {
+                    let key = object_key(account, id);
+                    let parent = object::parent(id).map(|p| (object_key(account, &p), p));
+                    // Room for the two states this event may load.
+                    if cache.len() + 2 > CACHE_STATES {
                         cache.clear();
                     }
-                    cache.insert(h, (account.to_string(), s.clone()));
+                    load(mine, &mut cache, key, id)?;
+                    if let Some((pk, p)) = &parent {
+                        load(mine, &mut cache, *pk, p)?;
+                    }
+                    let find = |k: &u128| mine.get(k).or_else(|| cache.get(k));
+                    let prior = find(&key);
+                    let d = object::derive(event, prior, parent.and_then(|(pk, _)| find(&pk)));
+                    // A state the event left as it was is not written again.
+                    let changed = d.state.as_ref().filter(|s| Some(*s) != prior).is_some();
+                    match d.state {
+                        Some(state) if changed => {
+                            mine.insert(key, state);
+                        }
+                        _ => {}
+                    }
+                    d.derived
                 }
-                Ok(state)
+                None => object::derive(event, None, None).derived,
             };
-            let (prior, parent) = match id {
-                Some(id) => {
-                    let prior = get(&self.objects, id)?;
-                    let parent = match object::parent(id) {
-                        Some(p) => get(&self.objects, &p)?,
-                        None => None,
-                    };
-                    (prior, parent)
-                }
-                None => (None, None),
-            };
-            let d = object::derive(event, prior.as_ref(), parent.as_ref());
-            if let (Some(id), Some(state)) = (id, d.state) {
-                self.objects
-                    .insert(key_hash(account, id), account, id, state);
-            }
-            let record = d.derived;
             match self.positions.get_mut(account) {
                 Some(done) => *done = (*done).max(index),
                 None => {
                     self.positions.insert(account.to_string(), index);
                 }
             }
-            out.push(record);
+            out.push(d);
         }
         Ok(out)
     }
 
-    /// Writes the batch in one transaction, in key order, and makes it durable.
-    pub fn commit(mut self) -> Result<(), StoreError> {
+    /// Commits the batch: every read sees it from now on. It reaches the file with the next
+    /// [`ObjectStore::flush`], made here when enough is waiting (see [`Unflushed`]).
+    pub fn commit(self) -> Result<(), StoreError> {
         if self.objects.is_empty() && self.positions.is_empty() {
             return Ok(());
         }
-        let mut txn = self.store.db.begin_write().map_err(db_err)?;
-        // No fsync: the store is derived and committed after the index; one that lost its newest
-        // commits in a crash lags the index and is caught up from the ledger at the next start.
-        txn.set_durability(redb::Durability::Eventual);
-        {
-            let mut objects = txn.open_table(OBJECTS).map_err(db_err)?;
-            for ((account, id), state) in self.objects.sorted_mut() {
-                // The id is the key: not stored again in the value.
-                let kept = std::mem::take(&mut state.id);
-                let bytes = serde_json::to_vec(&*state).map_err(db_err)?;
-                state.id = kept;
-                objects
-                    .insert((account, id), bytes.as_slice())
-                    .map_err(db_err)?;
+        let due = {
+            let mut known = self.store.known.lock().expect("known lock");
+            let mut cache = self.store.cache.lock().expect("cache lock");
+            let mut u = self.store.unflushed.lock().expect("unflushed lock");
+            for (key, state) in self.objects {
+                known.insert(key as u64);
+                // The cache holds only what the file holds: this state is read from `u`.
+                cache.remove(&key);
+                u.states.insert(key, state);
             }
-            let mut positions = txn.open_table(POSITIONS).map_err(db_err)?;
-            for (account, index) in &self.positions {
-                positions.insert(account.as_str(), *index).map_err(db_err)?;
+            for (account, index) in self.positions {
+                let p = u.positions.entry(account).or_insert(index);
+                *p = (*p).max(index);
             }
-        }
-        txn.commit().map_err(db_err)?;
-        let mut known = self.store.known.lock().expect("known lock");
-        let mut cache = self.store.cache.lock().expect("cache lock");
-        if cache.len() + self.objects.len() > CACHE_STATES {
-            cache.clear();
-        }
-        for (h, (account, _, state)) in self.objects.into_entries() {
-            known.insert(h);
-            if cache.len() < CACHE_STATES {
-                cache.insert(h, (account, state));
-            }
+            let since = *u.since.get_or_insert_with(Instant::now);
+            u.states.len() >= FLUSH_STATES || since.elapsed() >= FLUSH_AFTER
+        };
+        if due {
+            self.store.flush()?;
         }
         Ok(())
     }
 }
 
-/// The states a batch changed, found by the hash of (account, id) without allocating; keys that
-/// share a hash (unlikely at 64 bits) go to a second, exact map.
-#[derive(Default)]
-struct Dirty {
-    by_hash: HashMap<u64, (String, String, ObjectState)>,
-    collided: BTreeMap<(String, String), ObjectState>,
+/// The byte layout of a state (see the module docs).
+mod codec {
+    use serde_json::{Map, Value};
+    use trailkeep_event::object::{self, DigestKind, ObjectState};
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::StoreError;
+
+    /// Strings many states share (types, attribute names, repeated values), stored once in the
+    /// `strings` table and held in memory; bounded: past [`MAX_STRINGS`] strings or
+    /// [`MAX_STRING_BYTES`] bytes, new strings are written inline.
+    #[derive(Default)]
+    pub struct Dictionary {
+        ids: HashMap<Arc<str>, u32>,
+        texts: Vec<Arc<str>>,
+        bytes: usize,
+    }
+
+    /// The most strings the dictionary holds.
+    pub const MAX_STRINGS: usize = 1 << 20;
+    /// The most bytes of text the dictionary holds.
+    pub const MAX_STRING_BYTES: usize = 32 << 20;
+    /// Longer strings are always written inline (a value kept in a state is at most 128 bytes
+    /// of JSON).
+    const MAX_INTERNED_LEN: usize = 256;
+
+    impl Dictionary {
+        /// The dictionary of the `strings` table's rows, which must number the strings from 0.
+        pub fn load(
+            rows: impl IntoIterator<Item = (u32, String)>,
+        ) -> Result<Dictionary, StoreError> {
+            let mut d = Dictionary::default();
+            for (id, text) in rows {
+                if id as usize != d.texts.len() {
+                    return Err(corrupt(format!(
+                        "string {id} where {} was expected",
+                        d.texts.len()
+                    )));
+                }
+                d.push(Arc::from(text));
+            }
+            Ok(d)
+        }
+
+        fn push(&mut self, text: Arc<str>) {
+            self.bytes += text.len();
+            self.ids.insert(text.clone(), self.texts.len() as u32);
+            self.texts.push(text);
+        }
+
+        pub fn len(&self) -> usize {
+            self.texts.len()
+        }
+
+        /// Adds strings written to the table (by [`Interner`]) since.
+        pub fn extend(&mut self, fresh: Vec<Arc<str>>) {
+            for text in fresh {
+                self.push(text);
+            }
+        }
+
+        fn text(&self, id: u64) -> Result<&str, StoreError> {
+            self.texts
+                .get(usize::try_from(id).unwrap_or(usize::MAX))
+                .map(|t| &**t)
+                .ok_or_else(|| corrupt(format!("string {id} is not in the dictionary")))
+        }
+    }
+
+    /// Encodes states against a dictionary, collecting the strings it adds (to be written in
+    /// the same transaction, and added to the dictionary once it is committed).
+    pub struct Interner<'d> {
+        dict: &'d Dictionary,
+        fresh: Vec<Arc<str>>,
+        fresh_ids: HashMap<Arc<str>, u32>,
+        fresh_bytes: usize,
+    }
+
+    impl<'d> Interner<'d> {
+        pub fn new(dict: &'d Dictionary) -> Self {
+            Interner {
+                dict,
+                fresh: Vec::new(),
+                fresh_ids: HashMap::default(),
+                fresh_bytes: 0,
+            }
+        }
+
+        fn id(&mut self, s: &str) -> Option<u32> {
+            if s.len() > MAX_INTERNED_LEN {
+                return None;
+            }
+            if let Some(id) = self.dict.ids.get(s).or_else(|| self.fresh_ids.get(s)) {
+                return Some(*id);
+            }
+            let n = self.dict.texts.len() + self.fresh.len();
+            if n >= MAX_STRINGS || self.dict.bytes + self.fresh_bytes + s.len() > MAX_STRING_BYTES {
+                return None;
+            }
+            let text: Arc<str> = Arc::from(s);
+            self.fresh_bytes += s.len();
+            self.fresh_ids.insert(text.clone(), n as u32);
+            self.fresh.push(text);
+            Some(n as u32)
+        }
+
+        /// The strings added, numbered from the dictionary's length on.
+        pub fn fresh(self) -> Vec<Arc<str>> {
+            self.fresh
+        }
+    }
+
+    /// The first byte of every value of this layout.
+    pub const TAG: u8 = 0xB3;
+    /// The longest string or JSON text a value may hold (states keep short values only).
+    const MAX_STR: usize = 1 << 20;
+
+    const DELETED: u8 = 1;
+    const NAME: u8 = 2;
+    const NAME_IS_LAST_SEGMENT: u8 = 4;
+    const PARENT: u8 = 8;
+
+    const NULL: u8 = 0;
+    const FALSE: u8 = 1;
+    const TRUE: u8 = 2;
+    const STRING: u8 = 3;
+    const LONG_DIGEST: u8 = 4;
+    const SENSITIVE_DIGEST: u8 = 5;
+    const INTEGER: u8 = 6;
+    const JSON: u8 = 7;
+
+    /// The last segment of an id (what a name often is).
+    fn last_segment(id: &str) -> &str {
+        id.rsplit([':', '/']).find(|s| !s.is_empty()).unwrap_or(id)
+    }
+
+    fn varint(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        text(out, s, None);
+    }
+
+    /// A `text`: varint `id << 1 | 1` for a string of the dictionary, else varint `len << 1`
+    /// and the bytes.
+    fn text(out: &mut Vec<u8>, s: &str, interner: Option<&mut Interner<'_>>) {
+        match interner.and_then(|i| i.id(s)) {
+            Some(id) => varint(out, u64::from(id) << 1 | 1),
+            None => {
+                varint(out, (s.len() as u64) << 1);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+
+    /// Appends `state` (without its id) to `out`.
+    pub fn encode(state: &ObjectState, out: &mut Vec<u8>, interner: &mut Interner<'_>) {
+        let mut flags = 0;
+        if state.deleted {
+            flags |= DELETED;
+        }
+        if let Some(name) = &state.name {
+            flags |= NAME;
+            if !state.id.is_empty() && name == last_segment(&state.id) {
+                flags |= NAME_IS_LAST_SEGMENT;
+            }
+        }
+        if state.parent.is_some() {
+            flags |= PARENT;
+        }
+        out.push(TAG);
+        out.push(flags);
+        text(out, &state.object_type, Some(interner));
+        if let Some(name) = &state.name
+            && flags & NAME_IS_LAST_SEGMENT == 0
+        {
+            string(out, name);
+        }
+        if let Some(parent) = &state.parent {
+            string(out, parent);
+        }
+        varint(out, state.attributes.len() as u64);
+        for (k, v) in &state.attributes {
+            text(out, k, Some(interner));
+            value(out, v, interner);
+        }
+    }
+
+    fn value(out: &mut Vec<u8>, v: &Value, interner: &mut Interner<'_>) {
+        match v {
+            Value::Null => out.push(NULL),
+            Value::Bool(false) => out.push(FALSE),
+            Value::Bool(true) => out.push(TRUE),
+            Value::String(s) => match object::parse_digest(s) {
+                Some((kind, digest)) => {
+                    out.push(match kind {
+                        DigestKind::Long => LONG_DIGEST,
+                        DigestKind::Sensitive => SENSITIVE_DIGEST,
+                    });
+                    out.extend_from_slice(&digest.to_le_bytes());
+                }
+                None => {
+                    out.push(STRING);
+                    text(out, s, Some(interner));
+                }
+            },
+            Value::Number(n) if n.as_i64().is_some() => {
+                let i = n.as_i64().unwrap_or_default();
+                out.push(INTEGER);
+                varint(out, ((i << 1) ^ (i >> 63)) as u64);
+            }
+            other => {
+                out.push(JSON);
+                text(out, &other.to_string(), Some(interner));
+            }
+        }
+    }
+
+    /// Reads values of the layout, with every length checked against what is left.
+    struct Reader<'b> {
+        bytes: &'b [u8],
+        at: usize,
+        dict: &'b Dictionary,
+    }
+
+    fn corrupt(what: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(what.to_string())
+    }
+
+    impl<'b> Reader<'b> {
+        fn byte(&mut self) -> Result<u8, StoreError> {
+            let b = *self
+                .bytes
+                .get(self.at)
+                .ok_or_else(|| corrupt(format!("the value ends early, at byte {}", self.at)))?;
+            self.at += 1;
+            Ok(b)
+        }
+
+        fn take(&mut self, n: usize) -> Result<&'b [u8], StoreError> {
+            let end = self
+                .at
+                .checked_add(n)
+                .filter(|e| *e <= self.bytes.len())
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "a length of {n} at byte {} runs past the value's {} bytes",
+                        self.at,
+                        self.bytes.len()
+                    ))
+                })?;
+            let out = &self.bytes[self.at..end];
+            self.at = end;
+            Ok(out)
+        }
+
+        fn varint(&mut self) -> Result<u64, StoreError> {
+            let mut n = 0u64;
+            for shift in (0..64).step_by(7) {
+                let b = self.byte()?;
+                n |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return Ok(n);
+                }
+            }
+            Err(corrupt(format!(
+                "a varint longer than 64 bits before byte {}",
+                self.at
+            )))
+        }
+
+        fn str(&mut self) -> Result<&'b str, StoreError> {
+            let v = self.varint()?;
+            if v & 1 == 1 {
+                return self.dict.text(v >> 1);
+            }
+            let n = v >> 1;
+            if n > MAX_STR as u64 {
+                return Err(corrupt(format!(
+                    "a string of {n} bytes (at most {MAX_STR})"
+                )));
+            }
+            let at = self.at;
+            std::str::from_utf8(self.take(n as usize)?)
+                .map_err(|e| corrupt(format!("a string at byte {at} is not UTF-8: {e}")))
+        }
+
+        fn value(&mut self) -> Result<Value, StoreError> {
+            let at = self.at;
+            Ok(match self.byte()? {
+                NULL => Value::Null,
+                FALSE => Value::Bool(false),
+                TRUE => Value::Bool(true),
+                STRING => Value::String(self.str()?.to_owned()),
+                kind @ (LONG_DIGEST | SENSITIVE_DIGEST) => {
+                    let mut d = [0u8; 8];
+                    d.copy_from_slice(self.take(8)?);
+                    let kind = if kind == LONG_DIGEST {
+                        DigestKind::Long
+                    } else {
+                        DigestKind::Sensitive
+                    };
+                    object::digest_value(kind, u64::from_le_bytes(d))
+                }
+                INTEGER => {
+                    let z = self.varint()?;
+                    Value::from(((z >> 1) as i64) ^ -((z & 1) as i64))
+                }
+                JSON => serde_json::from_str(self.str()?)
+                    .map_err(|e| corrupt(format!("the JSON value at byte {at}: {e}")))?,
+                other => return Err(corrupt(format!("unknown value kind {other} at byte {at}"))),
+            })
+        }
+
+        /// Tag, flags, type and name (and the parent): what an item's `derived.object` needs.
+        fn head(&mut self, id: &str) -> Result<ObjectState, StoreError> {
+            let tag = self.byte()?;
+            if tag != TAG {
+                return Err(corrupt(format!("tag {tag:#04x}, not {TAG:#04x}")));
+            }
+            let flags = self.byte()?;
+            if flags & !(DELETED | NAME | NAME_IS_LAST_SEGMENT | PARENT) != 0
+                || flags & (NAME | NAME_IS_LAST_SEGMENT) == NAME_IS_LAST_SEGMENT
+            {
+                return Err(corrupt(format!("flags {flags:#04x}")));
+            }
+            let object_type = self.str()?.to_owned();
+            let name = match (flags & NAME != 0, flags & NAME_IS_LAST_SEGMENT != 0) {
+                (false, _) => None,
+                (true, true) => Some(last_segment(id).to_owned()),
+                (true, false) => Some(self.str()?.to_owned()),
+            };
+            let parent = if flags & PARENT != 0 {
+                Some(self.str()?.to_owned())
+            } else {
+                None
+            };
+            Ok(ObjectState {
+                id: id.to_owned(),
+                object_type,
+                name,
+                parent,
+                attributes: Map::new(),
+                deleted: flags & DELETED != 0,
+            })
+        }
+    }
+
+    /// The state of object `id` from its stored bytes.
+    pub fn decode(bytes: &[u8], id: &str, dict: &Dictionary) -> Result<ObjectState, StoreError> {
+        let mut r = Reader { bytes, at: 0, dict };
+        let mut state = r.head(id)?;
+        let count = r.varint()?;
+        // Every attribute takes at least two bytes (an empty key and a kind).
+        if count > (bytes.len() - r.at) as u64 / 2 {
+            return Err(corrupt(format!(
+                "{count} attributes in {} bytes",
+                bytes.len()
+            )));
+        }
+        for _ in 0..count {
+            let key = r.str()?.to_owned();
+            let value = r.value()?;
+            if state.attributes.insert(key, value).is_some() {
+                return Err(corrupt("an attribute twice"));
+            }
+        }
+        if r.at != bytes.len() {
+            return Err(corrupt(format!(
+                "{} bytes after the state",
+                bytes.len() - r.at
+            )));
+        }
+        Ok(state)
+    }
+
+    /// The head of the state of object `id` (no attributes), from its stored bytes.
+    pub fn decode_head(
+        bytes: &[u8],
+        id: &str,
+        dict: &Dictionary,
+    ) -> Result<ObjectState, StoreError> {
+        Reader { bytes, at: 0, dict }.head(id)
+    }
 }
 
-impl Dirty {
-    fn get(&self, h: u64, account: &str, id: &str) -> Option<&ObjectState> {
-        match self.by_hash.get(&h) {
-            Some((a, i, s)) if a == account && i == id => Some(s),
-            Some(_) => self.collided.get(&(account.to_string(), id.to_string())),
-            None => None,
+#[cfg(test)]
+impl ObjectStore {
+    /// Stores `bytes` as the state of (account, id), as a damaged file would hold them.
+    pub(crate) fn put_raw(&self, account: &str, id: &str, bytes: &[u8]) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(OBJECTS)
+            .unwrap()
+            .insert(object_key(account, id), bytes)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use trailkeep_event::object::{DigestKind, digest_value};
+
+    use super::*;
+
+    fn state(id: &str, name: Option<&str>, attributes: Value, deleted: bool) -> ObjectState {
+        ObjectState {
+            id: id.to_string(),
+            object_type: "deployment".to_string(),
+            name: name.map(str::to_string),
+            parent: None,
+            attributes: attributes.as_object().unwrap().clone(),
+            deleted,
         }
     }
 
-    fn insert(&mut self, h: u64, account: &str, id: &str, state: ObjectState) {
-        match self.by_hash.get_mut(&h) {
-            Some((a, i, s)) if a == account && i == id => *s = state,
-            Some(_) => {
-                self.collided
-                    .insert((account.to_string(), id.to_string()), state);
-            }
-            None => {
-                self.by_hash
-                    .insert(h, (account.to_string(), id.to_string(), state));
-            }
+    /// Encodes `s` against `dict` (adding its new strings), decodes it back.
+    fn round_trip_with(s: &ObjectState, dict: &mut codec::Dictionary) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut interner = codec::Interner::new(dict);
+        codec::encode(s, &mut bytes, &mut interner);
+        let fresh = interner.fresh();
+        dict.extend(fresh);
+        assert_eq!(&codec::decode(&bytes, &s.id, dict).unwrap(), s);
+        let head = codec::decode_head(&bytes, &s.id, dict).unwrap();
+        assert_eq!(
+            (head.name.as_ref(), head.deleted, &head.object_type),
+            (s.name.as_ref(), s.deleted, &s.object_type)
+        );
+        bytes
+    }
+
+    fn round_trip(s: &ObjectState) -> Vec<u8> {
+        round_trip_with(s, &mut codec::Dictionary::default())
+    }
+
+    #[test]
+    fn states_round_trip_through_the_compact_layout_issue_12() {
+        let id = "crn:v1:bluemix:public:mlops:eu-de:a/acme:proj-1:deployment:dep-1";
+        let attributes = json!({
+            "memory": "512Mi",
+            "empty": "",
+            "unicode": "größe ✓",
+            "replicas": 3,
+            "negative": -17,
+            "big": u64::MAX,
+            "min": i64::MIN,
+            "ratio": 0.25,
+            "on": true,
+            "off": false,
+            "none": null,
+            "env": [{"name": "LOG_LEVEL", "value": "info"}],
+            "nested": {"a": {"b": [1, "two"]}},
+            "spec": digest_value(DigestKind::Long, 0x0123_4567_89ab_cdef),
+            "labels": digest_value(DigestKind::Sensitive, u64::MAX),
+            // Looks like a digest but is not one exactly: kept as the string it is.
+            "fake": "\u{1}sha256:not-hex-at-all!",
+            "short": "\u{1}sensitive:abc",
+            "long": "x".repeat(300),
+        });
+        // The name is the id's last segment (not stored), another name, or none.
+        let named_like_id = round_trip(&state(id, Some("dep-1"), attributes.clone(), false));
+        let renamed = round_trip(&state(id, Some("deployment-2"), attributes.clone(), true));
+        assert!(named_like_id.len() < renamed.len());
+        round_trip(&state(id, None, json!({}), true));
+        round_trip(&state(
+            "plain-id",
+            Some("plain-id"),
+            json!({"k": "v"}),
+            false,
+        ));
+        let mut with_parent = state(id, Some(""), json!({}), false);
+        with_parent.parent = Some("crn:v1:bluemix:public:mlops:eu-de:a/acme:proj-1::".into());
+        round_trip(&with_parent);
+
+        // Digests take 9 bytes, not their 28-character text; the type and attribute names one
+        // byte each (from the dictionary).
+        let s = state(
+            id,
+            Some("dep-1"),
+            json!({"labels": digest_value(DigestKind::Sensitive, 7)}),
+            false,
+        );
+        // Tag and flags, type, count, name of the attribute, kind and digest.
+        assert_eq!(round_trip(&s).len(), 2 + 1 + 1 + 1 + 9);
+
+        // Strings are stored once: the second state refers to the first one's.
+        let mut dict = codec::Dictionary::default();
+        let env =
+            json!({"env": [{"name": "LOG_LEVEL", "value": "info"}], "image": "us.icr.io/p/web:v7"});
+        let first = round_trip_with(&state(id, Some("a"), env.clone(), false), &mut dict);
+        let strings = dict.len();
+        let second = round_trip_with(&state(id, Some("a"), env, false), &mut dict);
+        assert_eq!((first.len(), dict.len()), (second.len(), strings));
+        assert!(second.len() < 16, "{second:?}");
+        // A string the dictionary lacks is corruption, not a guess.
+        let err = codec::decode(&second, id, &codec::Dictionary::default()).unwrap_err();
+        assert!(err.to_string().contains("not in the dictionary"), "{err}");
+    }
+
+    fn corrupt_reason(bytes: &[u8]) -> String {
+        match codec::decode(bytes, "dep-1", &codec::Dictionary::default()) {
+            Err(e @ StoreError::Corrupt(_)) => e.to_string(),
+            other => panic!("{bytes:?} read as {other:?}"),
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.by_hash.is_empty() && self.collided.is_empty()
+    #[test]
+    fn a_corrupt_value_is_a_clear_error_never_a_state_issue_12() {
+        let s = state(
+            "dep-1",
+            Some("x"),
+            json!({"memory": "512Mi", "n": 5, "j": [1]}),
+            false,
+        );
+        // Inline strings only (a full dictionary takes none).
+        let mut full = codec::Dictionary::default();
+        full.extend(
+            (0..codec::MAX_STRINGS)
+                .map(|i| std::sync::Arc::from(i.to_string()))
+                .collect(),
+        );
+        let mut good = Vec::new();
+        codec::encode(&s, &mut good, &mut codec::Interner::new(&full));
+        assert_eq!(codec::decode(&good, "dep-1", &full).unwrap(), s);
+        // Every truncation fails, none reads as a state.
+        for end in 0..good.len() {
+            let reason = corrupt_reason(&good[..end]);
+            assert!(reason.contains("rebuilt from the ledger"), "{reason}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(corrupt_reason(&trailing).contains("1 bytes after the state"));
+        let mut tag = good.clone();
+        tag[0] = b'{';
+        assert!(corrupt_reason(&tag).contains("tag 0x7b"));
+        // The old JSON values are not misread either.
+        assert!(
+            corrupt_reason(br#"{"type":"deployment","attributes":{},"deleted":false}"#)
+                .contains("tag")
+        );
+        let mut flags = good.clone();
+        flags[1] = 0x40;
+        assert!(corrupt_reason(&flags).contains("flags 0x40"));
+        // A length far past the end (inline lengths are shifted left by one bit).
+        let huge = [codec::TAG, 0, 0xfe, 0xff, 0xff, 0xff, 0x0f];
+        assert!(corrupt_reason(&huge).contains("at most"));
+        let long = [codec::TAG, 0, 0x0a, b'a'];
+        assert!(corrupt_reason(&long).contains("runs past"));
+        // Bad UTF-8, an unknown kind, bad JSON, an endless varint.
+        assert!(corrupt_reason(&[codec::TAG, 0, 2, 0xff, 0]).contains("not UTF-8"));
+        assert!(
+            corrupt_reason(&[codec::TAG, 0, 2, b't', 1, 2, b'k', 9])
+                .contains("unknown value kind 9")
+        );
+        assert!(
+            corrupt_reason(&[codec::TAG, 0, 2, b't', 1, 2, b'k', 7, 4, b'[', b'x'])
+                .contains("JSON")
+        );
+        let mut endless = vec![codec::TAG, 0];
+        endless.extend([0x80; 10]);
+        endless.push(1);
+        assert!(corrupt_reason(&endless).contains("varint"));
+        // More attributes than bytes to hold them, and one key twice.
+        assert!(corrupt_reason(&[codec::TAG, 0, 2, b't', 0x7f]).contains("127 attributes"));
+        assert!(
+            corrupt_reason(&[codec::TAG, 0, 2, b't', 2, 2, b'k', 0, 2, b'k', 0]).contains("twice")
+        );
     }
 
-    fn len(&self) -> usize {
-        self.by_hash.len() + self.collided.len()
-    }
+    #[test]
+    fn the_store_flags_a_corrupt_value_and_reset_empties_it_issue_12() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, recreated) = ObjectStore::open(&dir.path().join(FILE_NAME)).unwrap();
+        assert!(!recreated);
+        let id = "projects/p/deployments/d";
+        let create = json!({"action": "mlops.deployment.create", "outcome": "success",
+            "target": {"id": id, "name": "d"}, "requestData": {"memory": "256Mi"}});
+        let update = json!({"action": "mlops.deployment.update", "outcome": "success",
+            "target": {"id": id, "name": "d"}, "requestData": {"memory": "512Mi"}});
+        let mut batch = store.begin().unwrap();
+        batch.apply("acme", 0, &create).unwrap();
+        batch.commit().unwrap();
+        // Committed: read from memory, then from the file once flushed.
+        let s = store.object("acme", id).unwrap().unwrap();
+        assert_eq!(store.positions().unwrap()["acme"], 0);
+        store.flush().unwrap();
+        assert_eq!(store.object("acme", id).unwrap().unwrap(), s);
+        assert_eq!(store.positions().unwrap()["acme"], 0);
+        assert_eq!(
+            (s.id.as_str(), s.attributes["memory"].clone()),
+            (id, json!("256Mi"))
+        );
+        // Another account's object of the same id is another key.
+        assert!(store.object("beta", id).unwrap().is_none());
 
-    /// Every entry in key order (redb takes sorted inserts far more cheaply).
-    fn sorted_mut(&mut self) -> Vec<((&str, &str), &mut ObjectState)> {
-        let mut all: Vec<((&str, &str), &mut ObjectState)> = self
-            .by_hash
-            .values_mut()
-            .map(|(a, i, s)| ((a.as_str(), i.as_str()), s))
-            .chain(
-                self.collided
-                    .iter_mut()
-                    .map(|((a, i), s)| ((a.as_str(), i.as_str()), s)),
-            )
-            .collect();
-        all.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        all
-    }
-
-    /// Every entry with the hash of its key.
-    fn into_entries(self) -> impl Iterator<Item = (u64, (String, String, ObjectState))> {
-        self.by_hash.into_iter().chain(
-            self.collided
-                .into_iter()
-                .map(|((a, i), s)| (key_hash(&a, &i), (a, i, s))),
-        )
+        store.put_raw("acme", id, &[codec::TAG, 0x40]);
+        assert!(store.object("acme", id).unwrap_err().is_corrupt());
+        assert!(store.is_corrupt());
+        // Deriving over it fails too (and does not guess a state); after a reset the store is
+        // empty, to be derived again from the ledger.
+        let mut batch = store.begin().unwrap();
+        store.cache.lock().unwrap().clear();
+        assert!(batch.apply("acme", 1, &update).unwrap_err().is_corrupt());
+        drop(batch);
+        store.reset().unwrap();
+        assert!(!store.is_corrupt());
+        assert!(store.positions().unwrap().is_empty());
+        assert!(store.object("acme", id).unwrap().is_none());
     }
 }
