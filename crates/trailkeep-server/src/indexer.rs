@@ -452,6 +452,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_backlog_ages_from_its_oldest_batch_and_empties_as_batches_are_added() {
+        let backlog = Backlog::default();
+        assert_eq!(backlog.age(), Duration::ZERO, "nothing waits");
+        let old = Instant::now() - Duration::from_secs(3);
+        backlog.push(old);
+        backlog.push(Instant::now());
+        assert!(backlog.age() >= Duration::from_secs(3), "the oldest batch counts");
+        backlog.pop();
+        assert!(backlog.age() < Duration::from_secs(3), "then the next one");
+        backlog.pop();
+        assert_eq!(backlog.age(), Duration::ZERO);
+        backlog.pop(); // popping an empty backlog is harmless
+        assert_eq!(backlog.age(), Duration::ZERO);
+    }
+
+    #[test]
     fn commits_wait_longer_only_after_a_commit_that_showed_load() {
         assert_eq!(commit_interval(0), COMMIT_INTERVAL);
         assert_eq!(commit_interval(LOADED_COMMIT_DOCS - 1), COMMIT_INTERVAL);
