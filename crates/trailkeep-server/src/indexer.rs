@@ -458,7 +458,10 @@ mod tests {
         let old = Instant::now() - Duration::from_secs(3);
         backlog.push(old);
         backlog.push(Instant::now());
-        assert!(backlog.age() >= Duration::from_secs(3), "the oldest batch counts");
+        assert!(
+            backlog.age() >= Duration::from_secs(3),
+            "the oldest batch counts"
+        );
         backlog.pop();
         assert!(backlog.age() < Duration::from_secs(3), "then the next one");
         backlog.pop();
