@@ -12,7 +12,7 @@
 //! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs; a
 //! second thread writes them through the format writer of [`trailkeep_export`] into 64 KiB
 //! chunks on a bounded channel that the response body drains. Between the two threads at most
-//! [`BATCHES_AHEAD`] batches of [`BATCH`] records wait, so the two halves overlap while the
+//! `BATCHES_AHEAD` batches of `BATCH` records wait, so the two halves overlap while the
 //! bodies held stay a few MiB; a slow client slows both, it never makes them buffer. A failure after the first byte
 //! aborts the chunked response, so the client sees a cut transfer rather than a short file.
 //! The file formats live in `trailkeep-export`; this module knows only HTTP and the core.

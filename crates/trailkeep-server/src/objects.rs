@@ -669,7 +669,7 @@ impl Batch<'_> {
     }
 
     /// Commits the batch: every read sees it from now on. It reaches the file with the next
-    /// [`ObjectStore::flush`], made here when enough is waiting (see [`Unflushed`]).
+    /// [`ObjectStore::flush`], made here when enough is waiting (see `Unflushed`).
     pub fn commit(self) -> Result<(), StoreError> {
         if self.objects.is_empty() && self.positions.is_empty() {
             return Ok(());
