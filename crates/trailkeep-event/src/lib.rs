@@ -51,6 +51,7 @@ mod input;
 pub mod k8s;
 mod normalize;
 pub mod object;
+pub mod object_codec;
 pub mod redact;
 mod strict_json;
 mod timestamp;

@@ -166,7 +166,8 @@ impl EventIndex {
                 let (lo, hi) = if req.from.is_some() && req.to.is_some() {
                     (from, to)
                 } else {
-                    let mut compiler = Compiler::new(&self.index, &self.fields)?;
+                    let mut compiler =
+                        Compiler::new(&self.index, &self.fields, &self.accounts_held)?;
                     let query = compiler.compile_for_accounts(req.plan, req.accounts, &searcher)?;
                     let extent = Counter {
                         from,
@@ -212,7 +213,7 @@ impl EventIndex {
             }
         };
 
-        let mut compiler = Compiler::new(&self.index, &self.fields)?;
+        let mut compiler = Compiler::new(&self.index, &self.fields, &self.accounts_held)?;
         let query = compiler.compile_for_accounts(req.plan, req.accounts, &searcher)?;
         let collector = Counter {
             from,

@@ -45,6 +45,7 @@ pub struct EventIndex {
     pub(crate) index: Index,
     pub(crate) reader: IndexReader,
     pub(crate) fields: Fields,
+    pub(crate) accounts_held: crate::compile::AccountsHeld,
 }
 
 impl std::fmt::Debug for EventIndex {
@@ -118,6 +119,7 @@ impl EventIndex {
             index,
             reader,
             fields,
+            accounts_held: Default::default(),
         })
     }
 
@@ -169,6 +171,24 @@ impl EventIndex {
         }
         indexes.sort_unstable();
         Ok(indexes)
+    }
+
+    /// Calls `each` with the [`hash64`](crate::hash64) of every event id visible to searches
+    /// (of every account; a hash may come more than once). Reads only the id field's term
+    /// dictionaries, so it costs a small fraction of reading the events back from the ledger.
+    pub fn for_each_id_hash(&self, mut each: impl FnMut(u64)) -> Result<()> {
+        let searcher = self.reader.searcher();
+        for segment in searcher.segment_readers() {
+            let inverted = segment.inverted_index(self.fields.id)?;
+            let mut terms = inverted.terms().stream()?;
+            while terms.advance() {
+                // A u64 term's value is its big-endian bytes.
+                if let Ok(bytes) = <[u8; 8]>::try_from(terms.key()) {
+                    each(u64::from_be_bytes(bytes));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The class and description derived for the event at `(account, index)` (issue #11), as

@@ -150,7 +150,7 @@ impl EventIndex {
         let cursor = req.cursor.map(decode_cursor).transpose()?;
         let (from, to) = micros_range(req.from, req.to);
         let searcher = self.reader.searcher();
-        let mut compiler = Compiler::new(&self.index, &self.fields)?;
+        let mut compiler = Compiler::new(&self.index, &self.fields, &self.accounts_held)?;
         let query = compiler.compile_for_accounts(req.plan, req.accounts, &searcher)?;
         let mut accounts: Vec<String> = req.accounts.to_vec();
         accounts.sort();

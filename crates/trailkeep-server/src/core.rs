@@ -197,18 +197,11 @@ impl Core {
         }
         let objects = Arc::new(objects);
 
+        let caught = catch_up(&ledger, &index, &mut writer, &objects)?;
+        // Every stored event is searchable now: the ids for idempotent retries come from the
+        // index's id terms (reading every event back from the ledger took minutes at 1M).
         let mut ids = IdRegistry::default();
-        let caught = catch_up(
-            &ledger,
-            &index,
-            &mut writer,
-            &objects,
-            Some(&mut |account: &str, _, event: &Value| {
-                if let Some(id) = event.get("id").and_then(Value::as_str) {
-                    ids.insert_indexed(account, id);
-                }
-            }),
-        )?;
+        index.for_each_id_hash(|h| ids.insert_indexed_hash(h))?;
         if caught.indexed > 0 {
             tracing::info!(
                 events = caught.indexed,
@@ -980,15 +973,11 @@ pub struct CaughtUp {
     pub derived: u64,
 }
 
-/// Shown each ledger record (account, index, stored event) by [`catch_up`].
-pub type RecordVisitor<'a> = dyn FnMut(&str, u64, &Value) + 'a;
-
 /// Brings the search index and the object store up to the end of the ledger: derives object state
 /// for every record past the store's last commit, and indexes every record past the index's last
 /// commit (`writer` must hold nothing uncommitted) with what was derived for it. The store is
 /// never ahead of the index, so every record to index is derived here. Commits every 50,000
-/// records, the index before the store. With `visit`, every record of the ledger is read and
-/// shown to it (the server's start loads the ids for idempotent retries this way).
+/// records, the index before the store, and logs its progress.
 ///
 /// An object store found corrupt (a value it cannot read, here or before) is emptied and
 /// derived again from the start of the ledger: it is never trusted.
@@ -997,18 +986,17 @@ pub fn catch_up(
     index: &EventIndex,
     writer: &mut trailkeep_index::Writer,
     objects: &ObjectStore,
-    mut visit: Option<&mut RecordVisitor<'_>>,
 ) -> Result<CaughtUp, OpenError> {
     if objects.is_corrupt() {
         tracing::warn!("the object store is corrupt; rebuilding it from the ledger");
         objects.reset()?;
     }
-    match catch_up_once(ledger, index, writer, objects, visit.as_deref_mut()) {
+    match catch_up_once(ledger, index, writer, objects) {
         Err(OpenError::Objects(e)) if e.is_corrupt() => {
             tracing::warn!(error = %e, "rebuilding the object store from the ledger");
             writer.rollback()?;
             objects.reset()?;
-            catch_up_once(ledger, index, writer, objects, visit)
+            catch_up_once(ledger, index, writer, objects)
         }
         other => other,
     }
@@ -1019,7 +1007,6 @@ fn catch_up_once(
     index: &EventIndex,
     writer: &mut trailkeep_index::Writer,
     objects: &ObjectStore,
-    mut visit: Option<&mut RecordVisitor<'_>>,
 ) -> Result<CaughtUp, OpenError> {
     let committed = writer.positions().clone();
     let derived_upto = objects.positions()?;
@@ -1028,16 +1015,9 @@ fn catch_up_once(
     for account in ledger.accounts() {
         let next_unindexed = committed.get(&account).map_or(0, |i| i + 1);
         let next_underived = derived_upto.get(&account).map_or(0, |i| i + 1);
-        let from = if visit.is_some() { 0 } else { next_underived };
-        for record in ledger.iter_account(&account, from) {
+        for record in ledger.iter_account(&account, next_underived) {
             let record = record?;
             let event = stored_event(&record)?;
-            if let Some(visit) = visit.as_mut() {
-                visit(&account, record.index, &event);
-            }
-            if record.index < next_underived {
-                continue;
-            }
             let derived = batch.apply(&account, record.index, &event)?;
             done.derived += 1;
             if record.index >= next_unindexed {
@@ -1052,6 +1032,11 @@ fn catch_up_once(
                 done.indexed += 1;
             }
             if done.derived.is_multiple_of(50_000) {
+                tracing::info!(
+                    derived = done.derived,
+                    indexed = done.indexed,
+                    "catching up with the ledger"
+                );
                 writer.commit_hidden()?;
                 batch.commit()?;
                 index.reload()?;

@@ -3,16 +3,18 @@
 //!
 //! Keeping every id ever stored in memory would grow without bound, so the registry keeps exact
 //! entries only for ids being written and ids committed to the ledger but not yet searchable;
-//! once the search index has committed them they move to a growable Bloom filter. An id not in
-//! the exact map and not in the filter is certainly new; on a filter hit (a real retry, or about
-//! one new id in a hundred thousand) the caller asks the index and reads the event back from the
-//! ledger to be sure.
+//! once the search index has committed them they move to a growable Bloom filter of their
+//! [`hash64`] (the hash the index keeps of every id, so the server's start fills the filter from
+//! the index's term dictionaries instead of reading every event back from the ledger). An id not
+//! in the exact map and not in the filter is certainly new; on a filter hit (a real retry, the
+//! same id in another account, or about one new id in a hundred thousand) the caller asks the
+//! index and reads the event back from the ledger to be sure.
 
 use std::collections::{HashMap, VecDeque};
 
 use growable_bloom_filter::GrowableBloom;
 use tokio::sync::watch;
-use trailkeep_index::Positions;
+use trailkeep_index::{Positions, hash64};
 
 /// An id being written by another request: resolves to its index, or `None` if that write failed.
 pub type Pending = watch::Receiver<Option<Option<u64>>>;
@@ -82,16 +84,17 @@ impl IdRegistry {
         self.indexed_through(&positions);
     }
 
-    /// Records an id that is already stored and searchable (the server's start).
-    pub fn insert_indexed(&mut self, account: &str, id: &str) {
-        self.older.insert((account, id));
+    /// Records the [`hash64`] of an id that is already stored and searchable (the server's
+    /// start, from [`trailkeep_index::EventIndex::for_each_id_hash`]).
+    pub fn insert_indexed_hash(&mut self, id_hash: u64) {
+        self.older.insert(id_hash);
     }
 
     pub fn get(&self, account: &str, id: &str) -> Known {
         match self.recent.get(&(account.to_string(), id.to_string())) {
             Some(Slot::Committed(index)) => Known::Committed(*index),
             Some(Slot::Pending(rx)) => Known::Pending(rx.clone()),
-            None if self.older.contains((account, id)) => Known::Maybe,
+            None if self.older.contains(hash64(id)) => Known::Maybe,
             None => Known::New,
         }
     }
@@ -125,7 +128,7 @@ impl IdRegistry {
                 break;
             }
             let (account, id, _) = self.unindexed.pop_front().expect("a front entry");
-            self.older.insert((account.as_str(), id.as_str()));
+            self.older.insert(hash64(&id));
             self.recent.remove(&(account, id));
         }
     }
@@ -143,10 +146,11 @@ mod tests {
     #[test]
     fn entries_move_to_the_filter_once_indexed() {
         let mut ids = IdRegistry::default();
-        ids.insert_indexed("acme", "old-1");
+        ids.insert_indexed_hash(hash64("old-1"));
         assert!(matches!(ids.get("acme", "old-1"), Known::Maybe));
         assert!(matches!(ids.get("acme", "new-1"), Known::New));
-        assert!(matches!(ids.get("beta", "old-1"), Known::New));
+        // The filter holds ids, not accounts: the same id elsewhere is looked up in the index.
+        assert!(matches!(ids.get("beta", "old-1"), Known::Maybe));
         let (_tx, rx) = watch::channel(None);
         ids.reserve("acme", "a", rx);
         assert!(matches!(ids.get("acme", "a"), Known::Pending(_)));

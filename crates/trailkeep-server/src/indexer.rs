@@ -444,7 +444,7 @@ fn resync(
     objects: &ObjectStore,
 ) -> Result<u64, crate::core::OpenError> {
     writer.rollback()?;
-    Ok(crate::core::catch_up(ledger, index, writer, objects, None)?.indexed)
+    Ok(crate::core::catch_up(ledger, index, writer, objects)?.indexed)
 }
 
 #[cfg(test)]

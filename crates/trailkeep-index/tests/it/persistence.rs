@@ -224,3 +224,29 @@ fn a_rebuild_without_an_intermediate_commit_adds_everything_again() {
     assert_eq!(index.num_events(), 3);
     assert_eq!(index.committed_positions().unwrap().get("a"), Some(&2));
 }
+
+#[test]
+fn every_committed_event_id_hash_is_listed_and_nothing_else() {
+    let index = EventIndex::in_memory().unwrap();
+    let mut w = index.writer(WriterOptions::default()).unwrap();
+    let mut expected = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let e = ev(i);
+        expected.insert(trailkeep_index::hash64(e["id"].as_str().unwrap()));
+        w.add(if i % 2 == 0 { "a" } else { "b" }, i, T0, &e)
+            .unwrap();
+        // Several segments, as in a long-running index.
+        if i % 10 == 9 {
+            w.commit().unwrap();
+        }
+    }
+    // Added but not committed: not listed.
+    w.add("a", 100, T0, &ev(100)).unwrap();
+    let mut listed = std::collections::BTreeSet::new();
+    index
+        .for_each_id_hash(|h| {
+            listed.insert(h);
+        })
+        .unwrap();
+    assert_eq!(listed, expected);
+}
