@@ -122,7 +122,7 @@ async fn create_account(
                 "conflict",
                 format!("the account {id:?} already exists"),
             ),
-            other => ApiError::internal(other),
+            other => ApiError::store(other),
         })?;
     crate::audit::record_change(
         &state.core,
@@ -173,7 +173,7 @@ fn key_error(e: KeyStoreError) -> ApiError {
             }])
         }
         KeyStoreError::NotFound => ApiError::not_found("no key with this id"),
-        other => ApiError::internal(other),
+        other => ApiError::store(other),
     }
 }
 

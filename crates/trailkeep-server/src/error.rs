@@ -111,6 +111,21 @@ impl ApiError {
         e
     }
 
+    /// A store failed to write or read: 507 when the disk is full (the change was not made; the
+    /// client may retry once space is freed), otherwise an internal error.
+    pub fn store(cause: impl std::error::Error + 'static) -> Self {
+        if disk_full(&cause) {
+            tracing::warn!(%cause, "a store could not write: the disk is full");
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "the data directory's disk is full: nothing was changed; retry once space is \
+                 freed",
+            );
+        }
+        Self::internal(cause)
+    }
+
     /// An unexpected failure. The cause is logged here and never sent to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
@@ -120,6 +135,23 @@ impl ApiError {
             "internal error; see the server log",
         )
     }
+}
+
+/// Whether `e` or one of its sources is an I/O error for a full disk (or an exhausted quota).
+fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl std::fmt::Display for ApiError {
@@ -179,6 +211,32 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["code"], "overloaded");
         assert_eq!(json["error"]["details"][0]["path"], "body");
+    }
+
+    #[test]
+    fn a_store_failing_on_a_full_disk_is_507_anything_else_500() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing views.json: {source}")]
+        struct Wrapped {
+            source: std::io::Error,
+        }
+        let full = Wrapped {
+            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+        };
+        let e = ApiError::store(full);
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(e.code, "insufficient_storage");
+        let denied = Wrapped {
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(
+            ApiError::store(denied).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::store(std::io::Error::from(std::io::ErrorKind::StorageFull)).status,
+            StatusCode::INSUFFICIENT_STORAGE
+        );
     }
 
     #[tokio::test]

@@ -138,6 +138,6 @@ pub fn new_id(prefix: &str) -> String {
 
 impl From<StoreError> for crate::error::ApiError {
     fn from(e: StoreError) -> Self {
-        crate::error::ApiError::internal(e)
+        crate::error::ApiError::store(e)
     }
 }

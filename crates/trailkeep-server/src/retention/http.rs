@@ -115,7 +115,7 @@ async fn set(
     let retention = retention(&state)?.clone();
     let outcome = retention
         .change(&account, change, &caller.key_id)
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let request = match change {
         Change::Days(d) => json!({"days": d}),
         Change::UseDefault => json!({"useDefault": true}),

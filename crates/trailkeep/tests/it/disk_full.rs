@@ -171,6 +171,22 @@ fn a_full_disk_answers_507_corrupts_nothing_and_recovers_when_space_is_freed() {
             s => panic!("a full disk answered {s}: {}", r.text()),
         }
     }
+    // The other stores say the same: a saved view cannot be written, and nothing is changed.
+    let view =
+        serde_json::json!({"name": "full", "account": "acct-full", "query": "outcome:failure"});
+    let r = crate::server::post_json(&server, "/v1/views", &view);
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["code"],
+        "insufficient_storage",
+        "{}",
+        r.text()
+    );
+    let views = get(&server, "/v1/views?account=acct-full").json();
+    assert!(
+        !views.to_string().contains("\"full\""),
+        "a view refused for a full disk is not listed: {views}"
+    );
     // A little space comes back and is taken by the ledger at once, so the index's next commit
     // finds none: the index falls behind the ledger.
     let f = std::fs::OpenOptions::new()
