@@ -259,6 +259,34 @@ impl State {
         let s = self.segments.get(i.checked_sub(1)?)?;
         (position < s.first + s.count).then_some(s)
     }
+
+    /// The position of record `index` of `account` and the segment holding it; `None` when the
+    /// account has no such record.
+    fn locate(&self, account: &str, index: u64) -> Result<Option<(u64, &Segment)>> {
+        let Some(pos) = self
+            .accounts
+            .get(account)
+            .and_then(|a| a.positions.get(index as usize))
+            .copied()
+        else {
+            return Ok(None);
+        };
+        let seg = self
+            .segment_of(pos)
+            .ok_or_else(|| Error::corrupted(format!("position {pos}"), "no segment holds it"))?;
+        Ok(Some((pos, seg)))
+    }
+}
+
+/// Refuses a record read at `pos` that is not record `index` of `account`.
+fn expect_record(r: &Record, account: &str, index: u64, pos: u64) -> Result<()> {
+    if r.account != account || r.index != index {
+        return Err(Error::corrupted(
+            format!("{}/{}", r.account, r.index),
+            format!("position {pos} should hold {account}/{index}"),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -966,29 +994,16 @@ impl Ledger {
 
     fn read_slot(&self, account: &str, index: u64) -> Result<Option<Slot>> {
         let state = read_lock(&self.shared().state);
-        let Some(pos) = state
-            .accounts
-            .get(account)
-            .and_then(|a| a.positions.get(index as usize))
-            .copied()
-        else {
+        let Some((pos, seg)) = state.locate(account, index)? else {
             return Ok(None);
         };
-        let seg = state
-            .segment_of(pos)
-            .ok_or_else(|| Error::corrupted(format!("position {pos}"), "no segment holds it"))?;
         let (r, removed) = read_from(
             self.shared().storage.as_ref(),
             &self.shared().block_cache,
             seg,
             pos,
         )?;
-        if r.account != account || r.index != index {
-            return Err(Error::corrupted(
-                format!("{}/{}", r.account, r.index),
-                format!("position {pos} should hold {account}/{index}"),
-            ));
-        }
+        expect_record(&r, account, index, pos)?;
         Ok(Some(Slot { record: r, removed }))
     }
 
@@ -1013,18 +1028,10 @@ impl Ledger {
         let mut open: Option<OpenBlock> = None;
         for &(account, index) in wanted {
             let state = read_lock(&shared.state);
-            let Some(pos) = state
-                .accounts
-                .get(account)
-                .and_then(|a| a.positions.get(index as usize))
-                .copied()
-            else {
+            let Some((pos, seg)) = state.locate(account, index)? else {
                 out.push(None);
                 continue;
             };
-            let seg = state.segment_of(pos).ok_or_else(|| {
-                Error::corrupted(format!("position {pos}"), "no segment holds it")
-            })?;
             let (r, removed) = match &seg.data {
                 SegData::Sealed { blocks } => {
                     let block = &blocks[blocks.partition_point(|b| b.first_position <= pos) - 1];
@@ -1066,12 +1073,7 @@ impl Ledger {
                     read_from(shared.storage.as_ref(), &shared.block_cache, seg, pos)?
                 }
             };
-            if r.account != account || r.index != index {
-                return Err(Error::corrupted(
-                    format!("{}/{}", r.account, r.index),
-                    format!("position {pos} should hold {account}/{index}"),
-                ));
-            }
+            expect_record(&r, account, index, pos)?;
             out.push((!removed).then_some(r));
         }
         Ok(out)
