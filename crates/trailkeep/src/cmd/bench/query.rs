@@ -95,8 +95,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         args.iterations
     );
     println!(
-        "{:<46} {:>10} {:>10} {:>10} {:>8}",
-        "query", "p50", "p99", "target", "hits"
+        "{:<46} {:>10} {:>10} {:>10} {:>8} {:>12}",
+        "query", "p50", "p99", "target", "hits", "server CPU"
     );
     let mut figures = Vec::new();
     for q in &refs {
@@ -114,25 +114,34 @@ pub fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let mut lat = Samples::default();
+        let cpu_before = target.cpu();
         for i in 0..args.iterations {
             let t = Instant::now();
             (q.run)(&remote, warmup + i).map_err(|e| anyhow::anyhow!("{}: {e}", q.name))?;
             lat.push(t.elapsed());
         }
+        // Server CPU per query (the search, the self-audit record of the read, the commits it
+        // causes): unlike latency, hardly moved by other work on the machine.
+        let cpu_per_query = match (cpu_before, target.cpu()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) / args.iterations.max(1) as u32),
+            _ => None,
+        };
         let p99 = lat.percentile(99.0);
         println!(
-            "{:<46} {:>10} {:>10} {:>10} {:>8}  {}",
+            "{:<46} {:>10} {:>10} {:>10} {:>8} {:>12}  {}",
             q.name,
             ms(lat.percentile(50.0)),
             ms(p99),
             format!("≤ {}", ms(q.target)),
             hits,
+            cpu_per_query.map_or("-".to_string(), |c| format!("{} µs", c.as_micros())),
             if p99 <= q.target { "met" } else { "MISSED" }
         );
         figures.push(serde_json::json!({
             "name": q.name,
             "p50_ms": lat.percentile(50.0).as_secs_f64() * 1e3,
             "p99_ms": p99.as_secs_f64() * 1e3,
+            "server_cpu_us": cpu_per_query.map(|c| c.as_micros() as u64),
             "hits": hits,
             "runs": args.iterations,
         }));
