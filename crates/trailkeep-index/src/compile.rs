@@ -25,8 +25,8 @@ pub(crate) struct Compiler<'a> {
 }
 
 /// The accounts with documents in the latest searcher, worked out once per searcher generation
-/// (listing them reads every segment's account dictionary, which cost about a quarter of a
-/// one-event lookup's time when done per query).
+/// rather than for every query (listing them reads every segment's account dictionary, a
+/// zstd-compressed block in each).
 #[derive(Default)]
 pub(crate) struct AccountsHeld {
     /// The searcher generation and its accounts.
