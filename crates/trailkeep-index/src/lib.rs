@@ -36,6 +36,7 @@ pub mod query;
 
 mod aggregate;
 mod compile;
+mod document;
 mod error;
 mod index;
 mod matcher;
@@ -47,6 +48,7 @@ pub use aggregate::{
     AggregateRequest, AggregateResult, Bucket, Histogram, MAX_BUCKETS, MAX_TERMS_SIZE, TermCount,
     TermsRequest,
 };
+pub use document::IntoEvent;
 pub use error::{IndexError, Result};
 pub use index::{EventIndex, Positions, SpaceUsage};
 pub use matcher::{MatchItem, matches};

@@ -930,7 +930,7 @@ pub fn reindex(
                 &account,
                 record.index,
                 received_at_of(&record),
-                &event,
+                event,
                 Some(&derived),
             )?;
             done += 1;
@@ -1046,7 +1046,7 @@ fn catch_up_once(
                     &account,
                     record.index,
                     received_at_of(&record),
-                    &event,
+                    event,
                     Some(&derived),
                 )?;
                 done.indexed += 1;

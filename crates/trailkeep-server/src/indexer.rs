@@ -24,7 +24,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use trailkeep_event::object::{self, Derived};
-use trailkeep_index::{Added, DerivedFields, EventIndex, Writer};
+use trailkeep_index::{Added, DerivedFields, EventIndex, IntoEvent, Writer};
 use trailkeep_ledger::Ledger;
 
 use crate::metrics::Metrics;
@@ -227,10 +227,10 @@ pub fn add_with_derived(
     account: &str,
     index: u64,
     received_at: OffsetDateTime,
-    event: &Value,
+    event: impl IntoEvent,
     derived: Option<&Derived>,
 ) -> trailkeep_index::Result<Added> {
-    let scopes = object::scopes(event);
+    let scopes = object::scopes(event.as_event());
     let fields = derived.map(|d| DerivedFields {
         class: &d.class,
         description: &d.description,
