@@ -36,7 +36,6 @@ pub mod query;
 
 mod aggregate;
 mod compile;
-mod document;
 mod error;
 mod index;
 mod matcher;
@@ -48,7 +47,6 @@ pub use aggregate::{
     AggregateRequest, AggregateResult, Bucket, Histogram, MAX_BUCKETS, MAX_TERMS_SIZE, TermCount,
     TermsRequest,
 };
-pub use document::IntoEvent;
 pub use error::{IndexError, Result};
 pub use index::{EventIndex, Positions, SpaceUsage};
 pub use matcher::{MatchItem, matches};

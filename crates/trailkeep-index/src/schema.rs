@@ -36,12 +36,12 @@
 use serde_json::Value;
 use tantivy::schema::{
     DateOptions, DateTimePrecision, Field, IndexRecordOption, JsonObjectOptions, NumericOptions,
-    Schema, TextFieldIndexing, TextOptions,
+    OwnedValue, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     LowerCaser, RawTokenizer, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
 };
-use tantivy::{Index, TantivyDocument};
+use tantivy::{DateTime, Index, TantivyDocument};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -320,6 +320,145 @@ pub fn event_time_nanos(event: &Value) -> Option<i64> {
     let text = event.get("eventTime")?.as_str()?;
     let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos()).ok()
+}
+
+/// A JSON value as indexed in `attrs`: nulls dropped, long strings replaced by their hash token.
+fn attr_value(v: &Value) -> Option<OwnedValue> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => OwnedValue::Bool(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                OwnedValue::U64(u)
+            } else if let Some(i) = n.as_i64() {
+                OwnedValue::I64(i)
+            } else {
+                OwnedValue::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => OwnedValue::Str(json_token(s).into_owned()),
+        Value::Array(items) => OwnedValue::Array(items.iter().filter_map(attr_value).collect()),
+        Value::Object(map) => OwnedValue::Object(
+            map.iter()
+                .filter_map(|(k, v)| attr_value(v).map(|v| (k.clone(), v)))
+                .collect(),
+        ),
+    })
+}
+
+/// An object as indexed in `attrs`, without the keys that have their own field.
+fn attr_object(map: &serde_json::Map<String, Value>, skip: &[&str]) -> Option<OwnedValue> {
+    let items: Vec<(String, OwnedValue)> = map
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .filter_map(|(k, v)| attr_value(v).map(|v| (k.clone(), v)))
+        .collect();
+    if items.is_empty() {
+        None
+    } else {
+        Some(OwnedValue::Object(items))
+    }
+}
+
+/// Builds the index document of one item.
+pub(crate) fn build_document(
+    f: &Fields,
+    account: &str,
+    index: u64,
+    received_at_nanos: i64,
+    event: &Value,
+    derived: Option<&DerivedFields<'_>>,
+) -> TantivyDocument {
+    let mut doc = TantivyDocument::new();
+    if let Some(d) = derived {
+        if !d.class.is_empty() {
+            doc.add_text(f.class, d.class.to_lowercase());
+        }
+        if !d.description.is_empty() {
+            doc.add_text(f.description, d.description);
+        }
+        for s in d.scopes {
+            doc.add_text(f.scope, s);
+        }
+    }
+    doc.add_text(f.account, account);
+    doc.add_u64(f.idx, index);
+    let event_time = event_time_nanos(event).unwrap_or(received_at_nanos);
+    doc.add_date(f.event_time, DateTime::from_timestamp_nanos(event_time));
+    doc.add_date(
+        f.received_at,
+        DateTime::from_timestamp_nanos(received_at_nanos),
+    );
+    let Value::Object(map) = event else {
+        return doc;
+    };
+
+    // Keys of a JSON object are unique, so the leaves go straight into the document's object
+    // (no sorted map in between: tantivy does not need the keys in order).
+    let mut attrs: Vec<(String, OwnedValue)> = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        match (key.as_str(), value) {
+            ("eventTime", _) => {}
+            ("id", Value::String(s)) => doc.add_u64(f.id, hash64(s)),
+            ("correlationId", Value::String(s)) => doc.add_u64(f.correlation_id, hash64(s)),
+            ("outcome", Value::String(s)) => doc.add_text(f.outcome, s.to_lowercase()),
+            ("severity", Value::String(s)) => doc.add_text(f.severity, s.to_lowercase()),
+            ("logSourceCRN", Value::String(s)) => doc.add_text(f.log_source_crn, s),
+            ("message", Value::String(s)) => doc.add_text(f.message, s),
+            ("action", Value::String(s)) => {
+                doc.add_text(f.action, s);
+                doc.add_text(f.action_words, s);
+            }
+            ("dataEvent", Value::Bool(b)) => doc.add_bool(f.data_event, *b),
+            ("dataEvent", Value::String(s)) if s == "true" || s == "false" => {
+                doc.add_bool(f.data_event, s == "true");
+            }
+            ("target" | "initiator", Value::Object(obj)) => {
+                let field = if key == "target" {
+                    f.target_id
+                } else {
+                    f.initiator_id
+                };
+                let mut skip: &[&str] = &[];
+                if let Some(Value::String(id)) = obj.get("id") {
+                    doc.add_text(field, id);
+                    skip = &["id"];
+                }
+                if let Some(v) = attr_object(obj, skip) {
+                    attrs.push((key.clone(), v));
+                }
+            }
+            ("reason", Value::Object(reason)) => {
+                let mut skip = Vec::with_capacity(2);
+                let code = match reason.get("reasonCode") {
+                    Some(Value::Number(n)) => n.as_i64(),
+                    Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    doc.add_i64(f.reason_code, code);
+                    skip.push("reasonCode");
+                }
+                if let Some(Value::String(text)) = reason.get("reasonForFailure") {
+                    doc.add_text(f.reason_for_failure, text);
+                    skip.push("reasonForFailure");
+                }
+                if let Some(v) = attr_object(reason, &skip) {
+                    attrs.push((key.clone(), v));
+                }
+            }
+            // Anything else (and known keys of an unexpected type), by dotted path.
+            _ => {
+                if let Some(v) = attr_value(value) {
+                    attrs.push((key.clone(), v));
+                }
+            }
+        }
+    }
+    if !attrs.is_empty() {
+        doc.add_field_value(f.attrs, &OwnedValue::Object(attrs));
+    }
+    doc
 }
 
 #[cfg(test)]

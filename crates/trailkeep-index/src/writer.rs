@@ -17,10 +17,9 @@ use tantivy::schema::Term;
 use tantivy::{IndexReader, IndexWriter};
 use time::OffsetDateTime;
 
-use crate::document::{EventDocument, IntoEvent};
 use crate::error::Result;
 use crate::index::{CommitPayload, EventIndex, Positions, read_payload};
-use crate::schema::{DerivedFields, FORMAT_VERSION, Fields, unix_nanos};
+use crate::schema::{DerivedFields, FORMAT_VERSION, Fields, build_document, unix_nanos};
 
 /// Resources for the writer.
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +80,7 @@ fn merge_policy() -> tantivy::indexer::LogMergePolicy {
 
 /// The single writer of an [`EventIndex`].
 pub struct Writer {
-    writer: IndexWriter<EventDocument>,
+    writer: IndexWriter,
     reader: IndexReader,
     fields: Fields,
     positions: Positions,
@@ -101,8 +100,7 @@ impl Writer {
     pub(crate) fn new(index: &EventIndex, options: WriterOptions) -> Result<Writer> {
         let threads = options.threads.max(1);
         let budget = options.memory_budget.max(threads * (16 << 20));
-        let writer: IndexWriter<EventDocument> =
-            index.index.writer_with_num_threads(threads, budget)?;
+        let writer: IndexWriter = index.index.writer_with_num_threads(threads, budget)?;
         writer.set_merge_policy(Box::new(merge_policy()));
         let positions = read_payload(&index.index)?
             .map(|p| p.positions)
@@ -118,14 +116,13 @@ impl Writer {
 
     /// Adds one item: the event stored at `(account, index)`, received at `received_at`.
     ///
-    /// `event` is the stored CADF event object: given as an `Arc<Value>`, the document shares
-    /// it (a `&Value` is copied once). Visible to searches after the next commit.
+    /// `event` is the stored CADF event object. Visible to searches after the next commit.
     pub fn add(
         &mut self,
         account: &str,
         index: u64,
         received_at: OffsetDateTime,
-        event: impl IntoEvent,
+        event: &Value,
     ) -> Result<Added> {
         self.add_derived(account, index, received_at, event, None)
     }
@@ -136,7 +133,7 @@ impl Writer {
         account: &str,
         index: u64,
         received_at: OffsetDateTime,
-        event: impl IntoEvent,
+        event: &Value,
         derived: Option<&DerivedFields<'_>>,
     ) -> Result<Added> {
         let committed = self.committed.get(account).copied();
@@ -144,14 +141,7 @@ impl Writer {
             return Ok(Added::Duplicate);
         }
         let received = unix_nanos(received_at);
-        let doc = EventDocument::new(
-            &self.fields,
-            account,
-            index,
-            received,
-            event.into_event(),
-            derived,
-        );
+        let doc = build_document(&self.fields, account, index, received, event, derived);
         let outcome = match self.positions.get_mut(account) {
             Some(highest) if index <= *highest => {
                 let query: Box<dyn Query> = Box::new(

@@ -937,7 +937,7 @@ pub fn reindex(
                 &account,
                 record.index,
                 received_at_of(&record),
-                event,
+                &event,
                 Some(&derived),
             )?;
             done += 1;
@@ -1053,7 +1053,7 @@ fn catch_up_once(
                     &account,
                     record.index,
                     received_at_of(&record),
-                    event,
+                    &event,
                     Some(&derived),
                 )?;
                 done.indexed += 1;

@@ -26,7 +26,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
 use trailkeep_event::object::{self, Derived};
-use trailkeep_index::{Added, DerivedFields, EventIndex, IntoEvent, Writer};
+use trailkeep_index::{Added, DerivedFields, EventIndex, Writer};
 use trailkeep_ledger::Ledger;
 
 use crate::metrics::Metrics;
@@ -283,10 +283,10 @@ pub fn add_with_derived(
     account: &str,
     index: u64,
     received_at: OffsetDateTime,
-    event: impl IntoEvent,
+    event: &Value,
     derived: Option<&Derived>,
 ) -> trailkeep_index::Result<Added> {
-    let scopes = object::scopes(event.as_event());
+    let scopes = object::scopes(event);
     let fields = derived.map(|d| DerivedFields {
         class: &d.class,
         description: &d.description,

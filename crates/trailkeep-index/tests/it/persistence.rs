@@ -24,14 +24,14 @@ fn commit_reopen_and_catch_up_from_the_recorded_position() {
         assert!(index.committed_positions().unwrap().is_empty());
         let mut w = index.writer(WriterOptions::default()).unwrap();
         for i in 0..5 {
-            w.add("a", i, T0, ev(i)).unwrap();
+            w.add("a", i, T0, &ev(i)).unwrap();
         }
-        w.add("b", 0, T0, ev(0)).unwrap();
+        w.add("b", 0, T0, &ev(0)).unwrap();
         let info = w.commit().unwrap();
         assert_eq!(info.positions.get("a"), Some(&4));
         // Added but never committed: lost in the "crash" below.
         for i in 5..8 {
-            w.add("a", i, T0, ev(i)).unwrap();
+            w.add("a", i, T0, &ev(i)).unwrap();
         }
         assert_eq!(w.positions().get("a"), Some(&7));
         assert_eq!(
@@ -49,7 +49,7 @@ fn commit_reopen_and_catch_up_from_the_recorded_position() {
     // Catch up from position + 1, as the server does from the ledger.
     let mut w = index.writer(WriterOptions::default()).unwrap();
     for i in positions["a"] + 1..8 {
-        assert_eq!(w.add("a", i, T0, ev(i)).unwrap(), Added::New);
+        assert_eq!(w.add("a", i, T0, &ev(i)).unwrap(), Added::New);
     }
     w.commit().unwrap();
     assert_eq!(hits(&index, "", &accounts(&["a"])).len(), 8);
@@ -62,10 +62,10 @@ fn re_adding_a_position_never_duplicates_it() {
     let index = EventIndex::open(dir.path()).unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
     for i in 0..3 {
-        w.add("a", i, T0, ev(i)).unwrap();
+        w.add("a", i, T0, &ev(i)).unwrap();
     }
     // Re-add before the commit, and after it, and the whole batch again (a replayed feed).
-    assert_eq!(w.add("a", 1, T0, ev(1)).unwrap(), Added::Replaced);
+    assert_eq!(w.add("a", 1, T0, &ev(1)).unwrap(), Added::Replaced);
     w.commit().unwrap();
     let items: Vec<_> = (0..3).map(ev).collect();
     let new = w
@@ -87,7 +87,7 @@ fn re_adding_a_position_never_duplicates_it() {
         vec!["a/1"]
     );
     // The same index in another account is another position.
-    w.add("b", 1, T0, ev(1)).unwrap();
+    w.add("b", 1, T0, &ev(1)).unwrap();
     w.commit().unwrap();
     assert_eq!(
         hits(&index, "correlationId:c1", &accounts(&["a", "b"])),
@@ -96,14 +96,14 @@ fn re_adding_a_position_never_duplicates_it() {
     // Reopened, the positions still protect against duplicates.
     w.finish().unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
-    assert_eq!(w.add("a", 2, T0, ev(2)).unwrap(), Added::Duplicate);
+    assert_eq!(w.add("a", 2, T0, &ev(2)).unwrap(), Added::Duplicate);
     // A gap below the highest position is filled, once.
-    w.add("a", 10, T0, ev(10)).unwrap();
+    w.add("a", 10, T0, &ev(10)).unwrap();
     w.commit().unwrap();
-    assert_eq!(w.add("a", 5, T0, ev(5)).unwrap(), Added::Replaced);
-    assert_eq!(w.add("a", 5, T0, ev(5)).unwrap(), Added::Replaced);
+    assert_eq!(w.add("a", 5, T0, &ev(5)).unwrap(), Added::Replaced);
+    assert_eq!(w.add("a", 5, T0, &ev(5)).unwrap(), Added::Replaced);
     w.commit().unwrap();
-    assert_eq!(w.add("a", 5, T0, ev(5)).unwrap(), Added::Duplicate);
+    assert_eq!(w.add("a", 5, T0, &ev(5)).unwrap(), Added::Duplicate);
     w.commit().unwrap();
     assert_eq!(
         hits(&index, "", &accounts(&["a"])),
@@ -117,7 +117,7 @@ fn delete_all_empties_the_index_for_a_rebuild() {
     let index = EventIndex::open(dir.path()).unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
     for i in 0..3 {
-        w.add("a", i, T0, ev(i)).unwrap();
+        w.add("a", i, T0, &ev(i)).unwrap();
     }
     w.commit().unwrap();
     w.delete_all().unwrap();
@@ -125,7 +125,7 @@ fn delete_all_empties_the_index_for_a_rebuild() {
     assert_eq!(index.num_events(), 0);
     assert!(index.committed_positions().unwrap().is_empty());
     for i in 0..3 {
-        assert_eq!(w.add("a", i, T0, ev(i)).unwrap(), Added::New);
+        assert_eq!(w.add("a", i, T0, &ev(i)).unwrap(), Added::New);
     }
     w.commit().unwrap();
     assert_eq!(index.num_events(), 3);
@@ -148,12 +148,12 @@ fn delete_all_empties_the_index_for_a_rebuild() {
 fn rollback_forgets_uncommitted_adds_and_their_positions() {
     let index = EventIndex::in_memory().unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
-    w.add("a", 0, T0, ev(0)).unwrap();
+    w.add("a", 0, T0, &ev(0)).unwrap();
     w.commit().unwrap();
-    w.add("a", 1, T0, ev(1)).unwrap();
+    w.add("a", 1, T0, &ev(1)).unwrap();
     w.rollback().unwrap();
     assert_eq!(w.positions().get("a"), Some(&0));
-    assert_eq!(w.add("a", 1, T0, ev(1)).unwrap(), Added::New);
+    assert_eq!(w.add("a", 1, T0, &ev(1)).unwrap(), Added::New);
     w.commit().unwrap();
     assert_eq!(index.num_events(), 2);
 }
@@ -164,7 +164,7 @@ fn an_index_of_another_format_is_refused_then_recreated_empty() {
     {
         let index = EventIndex::open(dir.path()).unwrap();
         let mut w = index.writer(WriterOptions::default()).unwrap();
-        w.add("a", 0, T0, ev(0)).unwrap();
+        w.add("a", 0, T0, &ev(0)).unwrap();
         w.commit().unwrap();
         w.finish().unwrap();
     }
@@ -197,7 +197,7 @@ fn the_index_and_its_writer_can_be_shared_and_moved_across_threads() {
     let index = std::sync::Arc::new(EventIndex::in_memory().unwrap());
     let mut w = index.writer(WriterOptions::default()).unwrap();
     let writer_thread = std::thread::spawn(move || {
-        w.add("a", 0, T0, ev(0)).unwrap();
+        w.add("a", 0, T0, &ev(0)).unwrap();
         w.commit().unwrap();
     });
     writer_thread.join().unwrap();
@@ -213,12 +213,12 @@ fn a_rebuild_without_an_intermediate_commit_adds_everything_again() {
     let index = EventIndex::in_memory().unwrap();
     let mut w = index.writer(WriterOptions::default()).unwrap();
     for i in 0..3 {
-        w.add("a", i, T0, ev(i)).unwrap();
+        w.add("a", i, T0, &ev(i)).unwrap();
     }
     w.commit().unwrap();
     w.delete_all().unwrap();
     for i in 0..3 {
-        assert_eq!(w.add("a", i, T0, ev(i)).unwrap(), Added::New);
+        assert_eq!(w.add("a", i, T0, &ev(i)).unwrap(), Added::New);
     }
     w.commit().unwrap();
     assert_eq!(index.num_events(), 3);
