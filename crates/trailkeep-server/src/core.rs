@@ -301,15 +301,22 @@ impl Core {
     /// would let 20,000 acknowledged events wait for the index (seconds at full load); this
     /// bounds the wait in time, so acknowledged events stay searchable within about a second.
     async fn wait_for_index(&self) -> Result<(), ApiError> {
-        let deadline = std::time::Instant::now() + INDEX_BACKLOG_WAIT;
+        let started = std::time::Instant::now();
+        let deadline = started + INDEX_BACKLOG_WAIT;
+        let mut outcome = Ok(());
         while self.indexer.backlog_age() > INDEX_BACKLOG_TARGET {
             if std::time::Instant::now() >= deadline {
                 self.metrics.overloaded.inc();
-                return Err(ApiError::overloaded(1));
+                outcome = Err(ApiError::overloaded(1));
+                break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(())
+        self.metrics
+            .indexing
+            .held_back
+            .observe(started.elapsed().as_secs_f64());
+        outcome
     }
 
     async fn ingest_to_completion(

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::OwnedSemaphorePermit;
@@ -53,6 +55,60 @@ pub fn commit_interval(last_commit_docs: usize) -> Duration {
         LOADED_COMMIT_INTERVAL
     } else {
         COMMIT_INTERVAL
+    }
+}
+
+/// Where ingest latency goes besides parsing and the ledger: how long requests wait for the index
+/// before they are parsed, and how long the index commits take (each commit holds the indexer,
+/// so a long one ages the backlog and holds new requests back).
+#[derive(Debug, Clone)]
+pub struct IndexingMetrics {
+    /// Time each ingest request waited for the index before it was parsed (zero when the index
+    /// kept up).
+    pub held_back: Histogram,
+    /// Time each index commit took, by part: `index` (tantivy finishes indexing what was added
+    /// and writes the segment), `objects` (the derived object state), `reload` (searchable).
+    pub commit: Family<CommitPart, Histogram, fn() -> Histogram>,
+}
+
+/// The label of [`IndexingMetrics::commit`].
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CommitPart {
+    pub part: &'static str,
+}
+
+/// 1 ms … ~4 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 13,
+    ))
+}
+
+impl IndexingMetrics {
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> IndexingMetrics {
+        let m = IndexingMetrics {
+            held_back: latency_histogram(),
+            commit: Family::new_with_constructor(latency_histogram),
+        };
+        registry.register(
+            "ingest_held_back_seconds",
+            "Time an ingest request waited for the search index to catch up before it was parsed",
+            m.held_back.clone(),
+        );
+        registry.register(
+            "index_commit_seconds",
+            "Time an index commit took, by part (index, objects: the derived object state, reload)",
+            m.commit.clone(),
+        );
+        m
+    }
+
+    fn observe_commit(&self, part: &'static str, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.commit
+            .get_or_create(&CommitPart { part })
+            .observe((now - started).as_secs_f64());
+        now
     }
 }
 
@@ -393,12 +449,17 @@ fn run(
                 // The index first, then the object store: the store never leads the index. The
                 // new documents become searchable only after both, so that a search never shows
                 // an event with object state that is not stored yet.
+                let timing = &metrics.indexing;
+                let started = Instant::now();
                 let committed = writer.commit_hidden().map(|_| ());
+                let started = timing.observe_commit("index", started);
                 // The store must not get ahead: when the index commit failed, the store's batch
                 // is dropped and derived again by the catch-up.
                 let stored = committed.is_ok().then(|| batch.take().map(Batch::commit));
                 batch = None;
+                let started = timing.observe_commit("objects", started);
                 let committed = committed.and_then(|()| index.reload());
+                timing.observe_commit("reload", started);
                 if committed.is_ok() {
                     committed_positions.send_replace(writer.positions().clone());
                 }

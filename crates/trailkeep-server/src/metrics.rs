@@ -49,6 +49,7 @@ pub struct Metrics {
     pub routing: crate::routing::RoutingMetrics,
     pub archive: crate::archive::ArchiveMetrics,
     pub retention: crate::retention::RetentionMetrics,
+    pub indexing: crate::indexer::IndexingMetrics,
 }
 
 impl Default for Metrics {
@@ -132,7 +133,9 @@ impl Metrics {
         let routing = crate::routing::RoutingMetrics::register(&mut registry);
         let archive = crate::archive::ArchiveMetrics::register(&mut registry);
         let retention = crate::retention::RetentionMetrics::register(&mut registry);
+        let indexing = crate::indexer::IndexingMetrics::register(&mut registry);
         Metrics {
+            indexing,
             retention,
             archive,
             alerts,

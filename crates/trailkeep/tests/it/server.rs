@@ -876,3 +876,55 @@ fn retries_of_events_already_searchable_answer_their_original_positions() {
         .unwrap();
     assert!(lookups >= 50, "{lookups} index lookups");
 }
+
+/// `/metrics` shows how long ingest requests waited for the index and how long index commits
+/// took, by part: one hold-back observation per ingest request, one observation of each part per
+/// commit.
+#[test]
+fn metrics_time_the_hold_back_of_every_ingest_request_and_every_index_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let metric = |name: &str| -> f64 {
+        let text = request("GET", &format!("{}/metrics", server.url), None, &[], None).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let held_before = metric("trailkeep_ingest_held_back_seconds_count");
+    for n in 0..3 {
+        let batch = Value::Array(
+            (0..20)
+                .map(|i| {
+                    event(
+                        "acct-m",
+                        &format!("m-{n}-{i}"),
+                        "kms.secrets.wrap",
+                        "success",
+                        "t",
+                    )
+                })
+                .collect(),
+        );
+        assert_eq!(post_json(&server, "/v1/events", &batch).status, 200);
+    }
+    let (found, _) = wait_for(&server, "account:acct-m", 60);
+    assert_eq!(found.len(), 60);
+    assert_eq!(
+        metric("trailkeep_ingest_held_back_seconds_count") - held_before,
+        3.0,
+        "one observation per ingest request"
+    );
+    assert!(metric("trailkeep_ingest_held_back_seconds_sum") >= 0.0);
+    for part in ["index", "objects", "reload"] {
+        assert!(
+            metric(&format!(
+                "trailkeep_index_commit_seconds_count{{part=\"{part}\"}}"
+            )) >= 1.0,
+            "the {part} part of the commit that made the events searchable was timed"
+        );
+    }
+    assert!(metric("trailkeep_index_commit_seconds_sum{part=\"index\"}") > 0.0);
+}
