@@ -52,5 +52,5 @@ pub use index::{EventIndex, Positions, SpaceUsage};
 pub use matcher::{MatchItem, matches};
 pub use query::{ParseError, Plan, Query};
 pub use schema::{DerivedFields, FORMAT_VERSION, MAX_PLAIN_VALUE_BYTES, hash64, hashed_token};
-pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest};
+pub use search::{Hit, MAX_LIMIT, SearchPage, SearchRequest, TimeSpan, Walk};
 pub use writer::{Added, CommitInfo, Writer, WriterOptions};

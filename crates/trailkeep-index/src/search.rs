@@ -9,7 +9,7 @@
 //! order; it carries no accounts, query or range, so it cannot widen what a caller sees.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -188,6 +188,220 @@ impl EventIndex {
             });
         }
         Ok(SearchPage { hits, next_cursor })
+    }
+}
+
+/// The span of the indexed event times, for readers that walk the whole order in time windows
+/// (exports): each window is a search whose `from` and `to` are the window's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSpan {
+    /// The oldest `eventTime` indexed, in µs since the Unix epoch.
+    pub oldest_micros: i64,
+    /// The newest `eventTime` indexed, in µs since the Unix epoch.
+    pub newest_micros: i64,
+    /// Documents in the index (all accounts): with the span, the mean density of events in time.
+    pub docs: u64,
+}
+
+impl EventIndex {
+    /// The span of the `eventTime` column over every segment of the current snapshot, from the
+    /// columns' bounds (no document is read); `None` when nothing is indexed. An index that
+    /// later receives older or newer events has a wider span: a reader that walks windows
+    /// asks again before it stops.
+    pub fn time_span(&self) -> Result<Option<TimeSpan>> {
+        let searcher = self.reader.searcher();
+        let mut span: Option<TimeSpan> = None;
+        for segment in searcher.segment_readers() {
+            if segment.num_docs() == 0 {
+                continue;
+            }
+            let time = segment.fast_fields().date(col::EVENT_TIME)?;
+            if time.values.num_vals() == 0 {
+                continue;
+            }
+            let (lo, hi) = (
+                time.min_value().into_timestamp_micros(),
+                time.max_value().into_timestamp_micros(),
+            );
+            let docs = u64::from(segment.num_docs());
+            span = Some(match span {
+                None => TimeSpan {
+                    oldest_micros: lo,
+                    newest_micros: hi,
+                    docs,
+                },
+                Some(s) => TimeSpan {
+                    oldest_micros: s.oldest_micros.min(lo),
+                    newest_micros: s.newest_micros.max(hi),
+                    docs: s.docs + docs,
+                },
+            });
+        }
+        Ok(span)
+    }
+}
+
+/// Walks every hit of a search in the search order (newest first), a page at a time, for
+/// readers of the whole result (exports). Cursor paging alone scans the index up to the cursor
+/// for every page and keeps a page's worth of hits in a heap while doing so; the walk instead
+/// cuts the range into time windows of about one page of hits each (from the density of the
+/// index, then of the windows already read) and pages within a window only when it holds
+/// more. A window is a search bounded by `from` and `to`, so the hits outside it are rejected
+/// on their time alone and the segments outside it are not visited. The windows partition the
+/// range (each is `[lo, hi)` and the next one ends at `lo`), so the pages together hold every
+/// hit exactly once, in the same order as [`EventIndex::search`]'s pages.
+#[derive(Debug)]
+pub struct Walk<'a> {
+    index: &'a EventIndex,
+    plan: &'a Plan,
+    accounts: &'a [String],
+    limit: usize,
+    with_derived: bool,
+    /// The request's bounds as given, and in µs (`i64::MIN`/`i64::MAX` when absent).
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+    from_micros: i64,
+    /// The current window `[lo, hi)` in µs; `hi == None` is the request's `to`.
+    lo: i64,
+    hi: Option<i64>,
+    width: i64,
+    /// Where the next page of the current window starts.
+    cursor: Option<String>,
+    /// Hits read from the current window so far.
+    in_window: usize,
+    done: bool,
+}
+
+/// How much a window may grow or shrink from one to the next.
+const WINDOW_STEP: i128 = 8;
+
+impl EventIndex {
+    /// A [`Walk`] over the hits of `req` (whose `cursor` must be `None`), `req.limit` hits a
+    /// page at most; `with_derived` as [`EventIndex::search`] (else as
+    /// [`EventIndex::search_positions`]).
+    pub fn walk<'a>(&'a self, req: &SearchRequest<'a>, with_derived: bool) -> Result<Walk<'a>> {
+        if req.cursor.is_some() {
+            return Err(IndexError::InvalidRequest(
+                "a walk starts at the beginning".into(),
+            ));
+        }
+        if req.limit == 0 || req.limit > MAX_LIMIT {
+            return Err(IndexError::InvalidRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let (from_micros, to_micros) = micros_range(req.from, req.to);
+        let mut walk = Walk {
+            index: self,
+            plan: req.plan,
+            accounts: req.accounts,
+            limit: req.limit,
+            with_derived,
+            from: req.from,
+            to: req.to,
+            from_micros,
+            lo: from_micros,
+            hi: None,
+            width: 1,
+            cursor: None,
+            in_window: 0,
+            done: false,
+        };
+        // The first window: the newest events, as wide as one page at the index's mean density.
+        if let Some(span) = self.time_span()? {
+            let top = to_micros.min(span.newest_micros.saturating_add(1));
+            let spread = i128::from(top) - i128::from(span.oldest_micros);
+            let width = (spread * req.limit as i128 / i128::from(span.docs.max(1))).max(1);
+            walk.width = i64::try_from(width).unwrap_or(i64::MAX);
+            walk.lo = walk.lower_bound(top, span.oldest_micros);
+        }
+        Ok(walk)
+    }
+}
+
+impl Walk<'_> {
+    /// The next window's lower bound below `hi`: the request's own bound once the window
+    /// reaches it or the oldest event indexed.
+    fn lower_bound(&self, hi: i64, oldest: i64) -> i64 {
+        let lo = hi.saturating_sub(self.width);
+        if lo <= self.from_micros || lo <= oldest {
+            self.from_micros
+        } else {
+            lo
+        }
+    }
+
+    /// The next page; `None` once every hit was returned. Pages may hold fewer than `limit`
+    /// hits (a window's last), never none.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next_page(&mut self) -> Result<Option<SearchPage>> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let micros = |m: i64| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1000)
+                    .map_err(|_| IndexError::InvalidRequest(format!("time {m} µs is out of range")))
+            };
+            let from = if self.lo <= self.from_micros {
+                self.from
+            } else {
+                Some(micros(self.lo)?)
+            };
+            let to = match self.hi {
+                None => self.to,
+                Some(hi) => Some(micros(hi)?),
+            };
+            let req = SearchRequest {
+                plan: self.plan,
+                accounts: self.accounts,
+                from,
+                to,
+                limit: self.limit,
+                cursor: self.cursor.as_deref(),
+            };
+            let mut page = self.index.search_page(&req, self.with_derived)?;
+            self.in_window += page.hits.len();
+            if let Some(next) = page.next_cursor.take() {
+                // More in this window; the caller's pages carry no cursor of their own.
+                self.cursor = Some(next);
+                return Ok(Some(page));
+            }
+            self.cursor = None;
+            self.next_window()?;
+            if !page.hits.is_empty() {
+                return Ok(Some(page));
+            }
+        }
+    }
+
+    /// Moves below the window just read, sized from its hits; done when it reached the
+    /// request's `from` or nothing older is indexed.
+    fn next_window(&mut self) -> Result<()> {
+        let n = std::mem::take(&mut self.in_window);
+        if self.lo <= self.from_micros {
+            self.done = true;
+            return Ok(());
+        }
+        let Some(span) = self.index.time_span()? else {
+            self.done = true;
+            return Ok(());
+        };
+        let hi = self.lo;
+        if span.oldest_micros >= hi {
+            self.done = true;
+            return Ok(());
+        }
+        let width = i128::from(self.width);
+        let next = if n == 0 {
+            width * WINDOW_STEP
+        } else {
+            (width * self.limit as i128 / n as i128).clamp(width / WINDOW_STEP, width * WINDOW_STEP)
+        };
+        self.width = i64::try_from(next.max(1)).unwrap_or(i64::MAX);
+        self.hi = Some(hi);
+        self.lo = self.lower_bound(hi, span.oldest_micros);
+        Ok(())
     }
 }
 
@@ -391,14 +605,22 @@ impl NewestSegment {
 
     fn harvest(self) -> Vec<(SortKey, DocAddress)> {
         let mut out = Vec::with_capacity(self.heap.len());
-        let mut buf = String::new();
+        // Each account's name is looked up in the dictionary once, not once per hit (a page
+        // holds thousands of hits of a few accounts). `None`: the ordinal has no term.
+        let mut names: HashMap<u64, Option<String>> = HashMap::new();
         for Reverse((micros, ord, index, doc)) in self.heap {
-            buf.clear();
-            if self.account.ord_to_str(ord, &mut buf).unwrap_or(false) {
+            let name = names.entry(ord).or_insert_with(|| {
+                let mut buf = String::new();
+                self.account
+                    .ord_to_str(ord, &mut buf)
+                    .unwrap_or(false)
+                    .then_some(buf)
+            });
+            if let Some(account) = name {
                 out.push((
                     SortKey {
                         micros,
-                        account: buf.clone(),
+                        account: account.clone(),
                         index,
                     },
                     DocAddress::new(self.segment_ord, doc),

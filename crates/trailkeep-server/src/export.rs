@@ -6,11 +6,12 @@
 //! fixed when the request starts (for a bundle, the size of a checkpoint signed then), and hits
 //! past it are left out, so the export and its proofs agree however long it takes.
 //!
-//! **Constant memory:** a blocking task pages through the index (hits only, newest first;
-//! positions alone from fast fields unless the format is NDJSON, whose items carry what was
-//! derived), reads the bodies from the ledger a batch at a time ([`Ledger::read_many`]: each
+//! **Constant memory:** a blocking task pages through the index (hits only, newest first, in
+//! time windows of about a page each: [`Walk`]; positions alone from fast fields unless the
+//! format is NDJSON, whose items carry what was derived, their objects looked up a batch at a
+//! time), reads the bodies from the ledger a batch at a time ([`Ledger::read_many`]: each
 //! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs; a
-//! second thread writes them through the format writer of [`trailkeep_export`] into 64 KiB
+//! second thread writes them through the format writer of [`trailkeep_export`] into 256 KiB
 //! chunks on a bounded channel that the response body drains. Between the two threads at most
 //! `BATCHES_AHEAD` batches of `BATCH` records wait, so the two halves overlap while the
 //! bodies held stay a few MiB; a slow client slows both, it never makes them buffer. A failure after the first byte
@@ -31,7 +32,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use trailkeep_export::bundle::{BundleWriter, HeaderInfo};
 use trailkeep_export::{ExportError, ExportItem, Format, TabularWriter};
-use trailkeep_index::{Plan, SearchPage, SearchRequest};
+use trailkeep_index::{Plan, SearchPage, SearchRequest, Walk};
 use trailkeep_ledger::{
     Checkpoint, Error as LedgerError, Hash, Ledger, NoteVerifier, merkle, tiles,
 };
@@ -41,9 +42,10 @@ use crate::app::{AppState, Caller};
 use crate::audit::{AuditRecord, events_target};
 use crate::core::{Core, format_time};
 use crate::error::{ApiError, ErrorDetail};
+use crate::objects::ItemDerived;
 
-/// Hits fetched from the index per page (the most a search page may hold: each page scans
-/// the index's time column once).
+/// Hits fetched from the index per page (the most a search page may hold); the pages are
+/// read in time windows of about this many hits each ([`Walk`]).
 const PAGE: usize = trailkeep_index::MAX_LIMIT;
 /// Records read from the ledger per batch handed from the reading thread to the writing one
 /// (with [`BATCHES_AHEAD`], what bounds the bodies held at once: a few MiB).
@@ -51,7 +53,7 @@ const BATCH: usize = 512;
 /// Batches the reading thread may have ready before the writing one takes them.
 const BATCHES_AHEAD: usize = 2;
 /// Bytes per chunk sent to the client.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// Chunks waiting for the client at most (with `CHUNK`, the memory an export may hold).
 const CHANNEL_CHUNKS: usize = 8;
 
@@ -134,8 +136,8 @@ async fn export(
         to: p.to.clone(),
     };
     // The snapshot and the first page are taken before answering, so their failures are
-    // proper error responses.
-    let (job, first) = tokio::task::spawn_blocking(move || {
+    // proper error responses (the page itself is read again by the walk that streams).
+    let job = tokio::task::spawn_blocking(move || {
         let snapshot = take_snapshot(&core, &accounts, format == Format::Bundle)?;
         let job = Job {
             core,
@@ -147,8 +149,8 @@ async fn export(
             snapshot,
             header,
         };
-        let first = job.page(None)?;
-        Ok::<_, ApiError>((job, first))
+        job.walk()?.next_page()?;
+        Ok::<_, ApiError>(job)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -163,7 +165,7 @@ async fn export(
             runtime,
             stall_limit,
         };
-        if let Err(e) = job.run(first, out) {
+        if let Err(e) = job.run(out) {
             tracing::warn!(error = %e, "export stopped");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
@@ -288,12 +290,11 @@ fn target_part(bytes: &[u8]) -> serde_json::Result<serde_json::Value> {
 }
 
 impl Job {
-    fn page(&self, cursor: Option<&str>) -> Result<SearchPage, ApiError> {
+    /// Every hit, newest first, a page at a time (in time windows: see [`Walk`]); `None` when
+    /// no account is readable.
+    fn walk(&self) -> Result<Pages<'_>, ApiError> {
         if self.accounts.is_empty() {
-            return Ok(SearchPage {
-                hits: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(Pages(None));
         }
         let req = SearchRequest {
             plan: &self.plan,
@@ -301,15 +302,15 @@ impl Job {
             from: self.from,
             to: self.to,
             limit: PAGE,
-            cursor,
+            cursor: None,
         };
         // Only NDJSON items carry what was derived; the other formats need the positions alone.
-        if self.format == Format::Ndjson {
-            self.core.index.search(&req)
-        } else {
-            self.core.index.search_positions(&req)
-        }
-        .map_err(index_error)
+        let walk = self
+            .core
+            .index
+            .walk(&req, self.format == Format::Ndjson)
+            .map_err(index_error)?;
+        Ok(Pages(Some(walk)))
     }
 
     /// Pages through the index and reads the bodies (and, for a bundle, builds the inclusion
@@ -317,13 +318,13 @@ impl Job {
     /// overlap. Batches of [`BATCH`] records pass through
     /// a channel of [`BATCHES_AHEAD`], so the bodies held at once stay bounded; when the writer
     /// stops (the client went away), the reader finds the channel closed and stops too.
-    fn run(self, first: SearchPage, out: ChannelWriter) -> Result<(), RunError> {
+    fn run(self, out: ChannelWriter) -> Result<(), RunError> {
         std::thread::scope(|scope| {
             let (tx, rx) =
                 std::sync::mpsc::sync_channel::<Result<Vec<Fetched>, RunError>>(BATCHES_AHEAD);
             let job = &self;
             scope.spawn(move || {
-                if let Err(e) = job.read_all(first, &tx) {
+                if let Err(e) = job.read_all(&tx) {
                     let _ = tx.send(Err(e));
                 }
             });
@@ -334,13 +335,12 @@ impl Job {
     /// The reading half: every hit inside the snapshot with its record, in batches.
     fn read_all(
         &self,
-        first: SearchPage,
         tx: &std::sync::mpsc::SyncSender<Result<Vec<Fetched>, RunError>>,
     ) -> Result<(), RunError> {
         let ledger = &self.core.ledger;
         let mut proofs: HashMap<String, ProofMemo> = HashMap::new();
-        let mut page = first;
-        loop {
+        let mut pages = self.walk().map_err(|e| RunError::Other(e.message))?;
+        while let Some(mut page) = pages.next_page().map_err(|e| RunError::Other(e.message))? {
             // Hits past the snapshot are newer than the export; the rest are read a batch at a
             // time (each sealed block opened once per batch).
             let hits: Vec<trailkeep_index::Hit> = std::mem::take(&mut page.hits)
@@ -395,13 +395,44 @@ impl Job {
                     return Ok(()); // the writing half stopped; it reports why
                 }
             }
-            let Some(cursor) = page.next_cursor.take() else {
-                return Ok(());
-            };
-            page = self
-                .page(Some(&cursor))
-                .map_err(|e| RunError::Other(e.message))?;
         }
+        Ok(())
+    }
+
+    /// The `derived` member of each item of a batch (NDJSON), as `Core::derived_of` makes it
+    /// one at a time: the objects are looked up in one read of the object store.
+    fn derived_of(&self, batch: &[Fetched]) -> Result<Vec<Option<Vec<u8>>>, RunError> {
+        let mut targets = Vec::with_capacity(batch.len());
+        for f in batch {
+            targets.push(match f.hit.derived {
+                Some(_) => Some(target_part(&f.bytes).map_err(|e| RunError::Other(e.to_string()))?),
+                None => None,
+            });
+        }
+        let wanted: Vec<(&str, &serde_json::Value)> = batch
+            .iter()
+            .zip(&targets)
+            .filter_map(|(f, t)| Some((f.hit.account.as_str(), t.as_ref()?)))
+            .collect();
+        let mut objects = self
+            .core
+            .objects
+            .object_refs(&wanted)
+            .map_err(|e| RunError::Other(ApiError::internal(e).message))?
+            .into_iter();
+        Ok(batch
+            .iter()
+            .map(|f| {
+                let (class, description) = f.hit.derived.clone()?;
+                let d = ItemDerived {
+                    class,
+                    description,
+                    changes: Vec::new(),
+                    object: objects.next().flatten(),
+                };
+                Some(serde_json::to_vec(&d).expect("derived fields serialise"))
+            })
+            .collect())
     }
 
     /// The writing half: the format writer over the batches the reading half sends.
@@ -420,7 +451,16 @@ impl Job {
             f => Sink::Table(TabularWriter::new(f, out)?),
         };
         for batch in rx {
-            for f in batch? {
+            let batch = batch?;
+            // NDJSON lines are items exactly as search answers them, `derived` included: the
+            // objects of a batch are looked up together.
+            let derived = if self.format == Format::Ndjson {
+                self.derived_of(&batch)?
+            } else {
+                Vec::new()
+            };
+            let mut derived = derived.into_iter();
+            for f in batch {
                 let hit = &f.hit;
                 let item = ExportItem {
                     account: &hit.account,
@@ -429,21 +469,8 @@ impl Job {
                     bytes: &f.bytes,
                 };
                 match &mut sink {
-                    // NDJSON lines are items exactly as search answers them, `derived` included.
                     Sink::Table(w) if self.format == Format::Ndjson => {
-                        let derived = match &hit.derived {
-                            None => None,
-                            Some(stored) => {
-                                let target = target_part(&f.bytes)
-                                    .map_err(|e| RunError::Other(e.to_string()))?;
-                                self.core
-                                    .derived_of(&hit.account, Some(stored.clone()), &target)
-                                    .map_err(|e| RunError::Other(e.message))?
-                                    .map(|d| {
-                                        serde_json::to_vec(&d).expect("derived fields serialise")
-                                    })
-                            }
-                        };
+                        let derived = derived.next().flatten();
                         w.write_with_derived(&item, derived.as_deref())?
                     }
                     Sink::Table(w) => w.write(&item)?,
@@ -466,6 +493,18 @@ impl Job {
         };
         out.flush().map_err(ExportError::Io)?;
         Ok(())
+    }
+}
+
+/// An export's [`Walk`] (`None`: no account to read).
+struct Pages<'a>(Option<Walk<'a>>);
+
+impl Pages<'_> {
+    fn next_page(&mut self) -> Result<Option<SearchPage>, ApiError> {
+        match &mut self.0 {
+            None => Ok(None),
+            Some(walk) => walk.next_page().map_err(index_error),
+        }
     }
 }
 
@@ -616,7 +655,7 @@ impl merkle::NodeSource for MemoSource<'_> {
 /// How many client timeouts an export waits for a client that reads nothing before giving up.
 const STALL_TIMEOUTS: u32 = 5;
 
-/// A `Write` that hands 64 KiB chunks to the response body, waiting while the client is slow —
+/// A `Write` that hands 256 KiB chunks to the response body, waiting while the client is slow —
 /// but not forever: a client that takes nothing for `stall_limit` is given up on, so a reader
 /// that stopped reading cannot hold a blocking thread and a ledger snapshot indefinitely.
 struct ChannelWriter {

@@ -534,6 +534,80 @@ impl ObjectStore {
         }))
     }
 
+    /// [`ObjectStore::object_ref`] of many stored events at once (an export's batch), in the
+    /// same order: one read transaction for them all, the keys looked up in key order, and each
+    /// (account, `target.id`) read once however many of the events name it. Read only.
+    pub fn object_refs(
+        &self,
+        events: &[(&str, &Value)],
+    ) -> Result<Vec<Option<ObjectRef>>, StoreError> {
+        /// What `derived.object` takes from a state: deleted, and the name.
+        type Head = Option<(bool, Option<String>)>;
+        let keys: Vec<Option<(u128, &str)>> = events
+            .iter()
+            .map(|(account, event)| {
+                object::target_id(event).map(|id| (object_key(account, id), id))
+            })
+            .collect();
+        let mut heads: BTreeMap<u128, Head> = BTreeMap::new();
+        let mut unread: Vec<(u128, &str)> = Vec::new();
+        {
+            // Committed batches not yet in the file are read from memory, as `stored` does.
+            let unflushed = self.unflushed.lock().expect("unflushed lock");
+            for &(key, id) in keys.iter().flatten() {
+                if heads.contains_key(&key) {
+                    continue;
+                }
+                match unflushed.get(key) {
+                    Some(s) => {
+                        heads.insert(key, Some((s.deleted, s.name.clone())));
+                    }
+                    None => {
+                        heads.insert(key, None);
+                        unread.push((key, id));
+                    }
+                }
+            }
+        }
+        if !unread.is_empty() {
+            unread.sort_unstable_by_key(|&(key, _)| key);
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let table = txn.open_table(OBJECTS).map_err(db_err)?;
+            let dict = self.dict.read().expect("dictionary lock");
+            for (key, id) in unread {
+                if let Some(bytes) = table.get(key).map_err(db_err)? {
+                    let h = self.checked(codec::decode_head(bytes.value(), id, &dict))?;
+                    heads.insert(key, Some((h.deleted, h.name)));
+                }
+            }
+        }
+        Ok(events
+            .iter()
+            .zip(keys)
+            .map(|((_, event), key)| {
+                let (key, id) = key?;
+                let head = heads.get(&key).cloned().flatten();
+                let deleted = head.as_ref().is_some_and(|(deleted, _)| *deleted);
+                // As in `object_ref`: an object with no state goes by the event's name.
+                let name = match head {
+                    _ if deleted => String::new(),
+                    Some((_, name)) => name.unwrap_or_default(),
+                    None => event
+                        .get("target")
+                        .and_then(|t| t.get("name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                };
+                Some(ObjectRef {
+                    id: id.to_string(),
+                    name,
+                    deleted,
+                })
+            })
+            .collect())
+    }
+
     /// Starts a batch of derivations. Only one batch may be open at a time (the indexer's, or
     /// the catch-up's, or `reindex`'s).
     pub fn begin(&self) -> Result<Batch<'_>, StoreError> {
@@ -891,6 +965,90 @@ mod tests {
         assert!(
             corrupt_reason(&[codec::TAG, 0, 2, b't', 2, 2, b'k', 0, 2, b'k', 0]).contains("twice")
         );
+    }
+
+    /// The batched lookup answers exactly what one `object_ref` per event does: for states in
+    /// memory and in the file, deleted objects, objects with no state, events without a
+    /// target, another account's object of the same id, and repeated ids.
+    #[test]
+    fn object_refs_answer_what_object_ref_does_one_event_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = ObjectStore::open(&dir.path().join(FILE_NAME)).unwrap();
+        let ev = |action: &str, id: &str, name: &str| {
+            json!({"action": action, "outcome": "success", "target": {"id": id, "name": name},
+                "requestData": {"memory": "256Mi"}})
+        };
+        let mut batch = store.begin().unwrap();
+        batch
+            .apply("acme", 0, &ev("mlops.deployment.create", "p/d/one", "one"))
+            .unwrap();
+        batch
+            .apply(
+                "acme",
+                1,
+                &ev("mlops.deployment.create", "p/d/gone", "gone"),
+            )
+            .unwrap();
+        batch
+            .apply(
+                "acme",
+                2,
+                &ev("mlops.deployment.delete", "p/d/gone", "gone"),
+            )
+            .unwrap();
+        batch.commit().unwrap();
+        store.flush().unwrap();
+        // One more state only in memory (committed, not yet flushed).
+        let mut batch = store.begin().unwrap();
+        batch
+            .apply(
+                "acme",
+                3,
+                &ev("mlops.deployment.create", "p/d/fresh", "fresh"),
+            )
+            .unwrap();
+        batch.commit().unwrap();
+        let events = [
+            ("acme", ev("mlops.deployment.read", "p/d/one", "old name")),
+            ("acme", ev("mlops.deployment.read", "p/d/gone", "gone")),
+            ("acme", ev("mlops.deployment.read", "p/d/fresh", "x")),
+            (
+                "acme",
+                ev("mlops.deployment.read", "p/d/never", "seen only"),
+            ),
+            (
+                "acme",
+                json!({"action": "mlops.login", "targetId": "p/d/one"}),
+            ),
+            ("acme", json!({"action": "mlops.login"})),
+            ("beta", ev("mlops.deployment.read", "p/d/one", "beta's")),
+            ("acme", ev("mlops.deployment.read", "p/d/one", "again")),
+        ];
+        let wanted: Vec<(&str, &Value)> = events.iter().map(|(a, e)| (*a, e)).collect();
+        let batched = store.object_refs(&wanted).unwrap();
+        let single: Vec<Option<ObjectRef>> = events
+            .iter()
+            .map(|(a, e)| store.object_ref(a, e).unwrap())
+            .collect();
+        assert_eq!(batched, single);
+        let names: Vec<Option<(&str, bool)>> = batched
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.name.as_str(), r.deleted)))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                Some(("one", false)),
+                Some(("", true)),
+                Some(("fresh", false)),
+                Some(("seen only", false)),
+                Some(("one", false)),
+                None,
+                Some(("beta's", false)),
+                Some(("one", false)),
+            ]
+        );
+        assert!(store.object_refs(&[]).unwrap().is_empty());
     }
 
     #[test]

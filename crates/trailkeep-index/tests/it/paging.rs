@@ -199,3 +199,135 @@ fn positions_page_like_search_over_many_segments() {
         }
     }
 }
+
+/// Every hit of `plan` in `[from, to)` through a walk of `limit`-hit pages.
+fn walked(
+    index: &trailkeep_index::EventIndex,
+    plan: &trailkeep_index::Plan,
+    accounts: &[String],
+    from: Option<time::OffsetDateTime>,
+    to: Option<time::OffsetDateTime>,
+    limit: usize,
+    with_derived: bool,
+) -> Vec<trailkeep_index::Hit> {
+    let mut walk = index
+        .walk(
+            &SearchRequest {
+                plan,
+                accounts,
+                from,
+                to,
+                limit,
+                cursor: None,
+            },
+            with_derived,
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(page) = walk.next_page().unwrap() {
+        assert!(!page.hits.is_empty() && page.hits.len() <= limit);
+        assert!(page.next_cursor.is_none());
+        out.extend(page.hits);
+    }
+    out
+}
+
+#[test]
+fn a_walk_in_time_windows_returns_what_cursor_paging_does() {
+    // Uneven density: a burst of 60 events in one minute (ties), a long quiet stretch with
+    // one event a day, and a second burst; three accounts, one of them not readable.
+    let mut items = Vec::new();
+    let mut next = std::collections::HashMap::new();
+    let mut push = |account: &'static str, minutes: i64, outcome: &str| {
+        let i = next.entry(account).or_insert(0u64);
+        items.push((
+            account,
+            *i,
+            event(minutes, "codeengine.job.run", outcome, json!({})),
+        ));
+        *i += 1;
+    };
+    for n in 0..60 {
+        push(
+            ["a", "b", "c"][n % 3],
+            0,
+            if n % 4 == 0 { "failure" } else { "success" },
+        );
+    }
+    for day in 1..30 {
+        push(["a", "b"][day as usize % 2], day * 24 * 60, "success");
+    }
+    for n in 0..45 {
+        push(["a", "c"][n % 2], 40 * 24 * 60 + (n as i64 % 5), "failure");
+    }
+    let (_dir, index) = index_of(&items);
+    let readable = accounts(&["a", "b"]);
+    let t = |minutes: i64| crate::support::T0 + time::Duration::minutes(minutes);
+    let ranges = [
+        (None, None),
+        (Some(t(0)), None),
+        (None, Some(t(20 * 24 * 60))),
+        (Some(t(1)), Some(t(40 * 24 * 60 + 3))),
+        (Some(t(-5)), Some(t(-1))),
+        (
+            Some(t(0) + time::Duration::nanoseconds(1)),
+            Some(t(24 * 60) + time::Duration::nanoseconds(1)),
+        ),
+    ];
+    for query in ["", "outcome:failure", "outcome:success"] {
+        let plan = plan_strict(query).unwrap();
+        for (from, to) in ranges {
+            let full = index
+                .search(&SearchRequest {
+                    plan: &plan,
+                    accounts: &readable,
+                    from,
+                    to,
+                    limit: 1000,
+                    cursor: None,
+                })
+                .unwrap();
+            assert!(full.next_cursor.is_none());
+            for limit in [1, 2, 7, 30, 1000] {
+                let got = walked(&index, &plan, &readable, from, to, limit, true);
+                assert_eq!(
+                    got, full.hits,
+                    "query {query:?}, {from:?}..{to:?}, limit {limit}"
+                );
+                let positions = walked(&index, &plan, &readable, from, to, limit, false);
+                let strip = |h: &trailkeep_index::Hit| (h.account.clone(), h.index, h.event_time);
+                assert_eq!(
+                    positions.iter().map(strip).collect::<Vec<_>>(),
+                    full.hits.iter().map(strip).collect::<Vec<_>>()
+                );
+                assert!(positions.iter().all(|h| h.derived.is_none()));
+            }
+        }
+    }
+    // Nothing of account c ever shows; a walk takes no cursor.
+    let plan = plan_strict("").unwrap();
+    assert!(
+        walked(&index, &plan, &readable, None, None, 5, false)
+            .iter()
+            .all(|h| h.account != "c")
+    );
+    let err = index.walk(
+        &SearchRequest {
+            plan: &plan,
+            accounts: &readable,
+            from: None,
+            to: None,
+            limit: 5,
+            cursor: Some("x"),
+        },
+        false,
+    );
+    assert!(err.is_err());
+}
+
+#[test]
+fn a_walk_over_an_empty_index_has_no_pages() {
+    let (_dir, index) = index_of(&[]);
+    let plan = plan_strict("").unwrap();
+    assert!(walked(&index, &plan, &accounts(&["a"]), None, None, 10, false).is_empty());
+}
