@@ -576,7 +576,9 @@ impl ObjectStore {
             let dict = self.dict.read().expect("dictionary lock");
             for (key, id) in unread {
                 if let Some(bytes) = table.get(key).map_err(db_err)? {
-                    let h = self.checked(codec::decode_head(bytes.value(), id, &dict))?;
+                    let h = self.checked(
+                        codec::decode_head(bytes.value(), id, &dict).map_err(StoreError::from),
+                    )?;
                     heads.insert(key, Some((h.deleted, h.name)));
                 }
             }
