@@ -24,9 +24,10 @@
 //! not even on purpose, so a tenant cannot make its object read as another tenant's. Nothing
 //! lists the objects of an account; every read knows the (account, id) it looks for.
 //!
-//! A state is written as (integers `varint` = unsigned LEB128; strings `str` = varint length
-//! then UTF-8 bytes; `text` = varint `id << 1 | 1` for a string of the `strings` table, else
-//! varint `length << 1` then UTF-8 bytes):
+//! A state is written by [`trailkeep_event::object_codec`] (which has a fuzz target) as
+//! (integers `varint` = unsigned LEB128; strings `str` = varint length then UTF-8 bytes; `text` =
+//! varint `id << 1 | 1` for a string of the `strings` table, else varint `length << 1` then
+//! UTF-8 bytes):
 //!
 //! | field | bytes |
 //! |---|---|
