@@ -119,6 +119,7 @@ impl Started {
     ) -> Result<(), RunError> {
         let app = router(self.state);
         let result = self.listener.serve(app, shutdown).await;
+        self.core.flush_background_records().await;
         if let Some(archive) = self.core.archive.get() {
             archive.stop();
         }
