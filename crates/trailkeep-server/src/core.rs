@@ -1183,12 +1183,13 @@ fn load_or_create_secret(path: &Path) -> Result<[u8; 32], OpenError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::audit::Initiator;
     use crate::config::ServeOptions;
 
-    fn open(dir: &Path) -> Arc<Core> {
+    /// A core with the default options over `dir`, for unit tests.
+    pub(crate) fn open(dir: &Path) -> Arc<Core> {
         let config = ServeOptions {
             data_dir: Some(dir.to_path_buf()),
             ..Default::default()

@@ -205,8 +205,7 @@ mod tests {
 
     use super::*;
     use crate::auth::Role;
-    use crate::config::ServeOptions;
-    use crate::metrics::Metrics;
+    use crate::core::tests::open;
 
     fn crn(account: &str, rest: &str) -> String {
         format!("crn:v1:bluemix:public:mlops:eu-de:a/{account}:proj-1:{rest}")
@@ -293,16 +292,6 @@ mod tests {
             ),
             ev(account, 7, "mlops.deployment.delete", &dep, "", json!({})),
         ]
-    }
-
-    fn open(dir: &std::path::Path) -> Arc<Core> {
-        let config = ServeOptions {
-            data_dir: Some(dir.to_path_buf()),
-            ..Default::default()
-        }
-        .resolve()
-        .unwrap();
-        Core::open(&config, Arc::new(Metrics::new())).unwrap()
     }
 
     fn principal(role: Role, accounts: AccountScope) -> Principal {
