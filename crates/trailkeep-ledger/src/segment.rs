@@ -956,7 +956,10 @@ mod tests {
     }
 
     /// Every record of a whole sealed segment, opened with its dictionary.
-    fn all_records(bytes: &[u8]) -> Result<Vec<(u64, String, u64, Vec<u8>)>, SegmentError> {
+    /// (position, account, index, data) of a record.
+    type Owned = (u64, String, u64, Vec<u8>);
+
+    fn all_records(bytes: &[u8]) -> Result<Vec<Owned>, SegmentError> {
         let idx = parse_sealed(bytes)?;
         let dict = load_dictionary(&idx, bytes)?;
         let mut out = Vec::new();
