@@ -84,7 +84,7 @@ pub struct LedgerConfig {
     pub durability: Durability,
     /// Rotate (and then seal) the active segment once it reaches this many bytes.
     pub segment_target_bytes: u64,
-    /// Block size and compression level of sealed segments.
+    /// Block size, compression level and dictionary training of sealed segments.
     pub seal: SealOptions,
     /// Sign checkpoints of grown trees this often from the writer thread (`None`: only on
     /// [`Ledger::sign_checkpoints_if_grown`] and at close).
