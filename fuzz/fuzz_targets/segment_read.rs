@@ -1,6 +1,6 @@
 #![no_main]
 //! Arbitrary bytes as on-disk ledger data: segment headers, frames, sealed segments (footer,
-//! tables, blocks), metadata, checkpoints and checkpoint chunks, tile paths, and full recovery + verification of a data
+//! tables, dictionary, blocks), metadata, checkpoints and checkpoint chunks, tile paths, and full recovery + verification of a data
 //! directory whose segment holds the bytes. Must never panic; every refusal is a positioned error.
 
 use std::sync::Arc;
@@ -13,10 +13,18 @@ use trailkeep_ledger::{
 
 fn read_sealed(data: &[u8]) {
     let Ok(idx) = segment::parse_sealed(data) else { return };
+    // Version 3: the segment's own dictionary (a damaged one is an error, then every block is
+    // also tried without it).
+    let dict = segment::load_dictionary(&idx, data).ok().flatten();
     for b in &idx.blocks {
         let start = b.offset as usize;
         let Some(compressed) = data.get(start..start + b.compressed_len as usize) else { continue };
-        if let Ok(raw) = segment::open_block(b, compressed) {
+        if let Ok(raw) = segment::open_block_with(b, compressed, dict.as_ref()) {
+            let _ = segment::block_records(b, &raw);
+        }
+        if dict.is_some()
+            && let Ok(raw) = segment::open_block(b, compressed)
+        {
             let _ = segment::block_records(b, &raw);
         }
     }

@@ -30,6 +30,9 @@ fn main() {
             seal: SealOptions {
                 block_target: 16 * 1024,
                 zstd_level: 3,
+                // Small enough that these small segments get a dictionary.
+                dict_max_bytes: 4096,
+                dict_sample_bytes: 64 * 1024,
             },
             checkpoint_interval: Some(Duration::from_millis(20)),
             ..LedgerConfig::default()

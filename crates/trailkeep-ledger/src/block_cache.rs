@@ -1,7 +1,8 @@
 //! Decompressed blocks of sealed segments, kept for reads that come back to them.
 //!
-//! A read of one record from a sealed segment decompresses its whole block (256 KiB by
-//! default), which costs far more than picking the record out. Searches return events that sit
+//! A read of one record from a sealed segment decompresses its whole block (32 KiB by default
+//! since segment version 3, with the segment's dictionary; 256 KiB in older segments), which
+//! costs far more than picking the record out. Searches return events that sit
 //! close together — the newest ones of an account, the events of one request — so they touch
 //! the same few blocks again and again. The cache keeps the most recently used blocks up to a
 //! byte budget; everything else is dropped, so memory stays bounded whatever is read.

@@ -84,7 +84,7 @@ pub struct LedgerConfig {
     pub durability: Durability,
     /// Rotate (and then seal) the active segment once it reaches this many bytes.
     pub segment_target_bytes: u64,
-    /// Block size and compression level of sealed segments.
+    /// Block size, compression level and dictionary training of sealed segments.
     pub seal: SealOptions,
     /// Sign checkpoints of grown trees this often from the writer thread (`None`: only on
     /// [`Ledger::sign_checkpoints_if_grown`] and at close).
@@ -222,8 +222,72 @@ enum Command {
 
 #[derive(Debug)]
 enum SegData {
-    Plain { offsets: Vec<u64>, len: u64 },
-    Sealed { blocks: Vec<BlockMeta> },
+    Plain {
+        offsets: Vec<u64>,
+        len: u64,
+    },
+    Sealed {
+        blocks: Vec<BlockMeta>,
+        dict: SegDict,
+    },
+}
+
+/// A sealed segment's zstd dictionary (segment version 3): where it is, and once a block of the
+/// segment has been read (or the segment was sealed by this process), the prepared dictionary,
+/// kept for every later read of the segment's blocks. Segments never read cost nothing.
+#[derive(Debug, Default)]
+struct SegDict {
+    meta: Option<segment::DictMeta>,
+    ready: std::sync::OnceLock<segment::Dictionary>,
+}
+
+impl SegDict {
+    fn new(meta: Option<segment::DictMeta>, ready: Option<segment::Dictionary>) -> Self {
+        let d = SegDict {
+            meta,
+            ready: Default::default(),
+        };
+        if let Some(r) = ready {
+            let _ = d.ready.set(r);
+        }
+        d
+    }
+
+    /// The prepared dictionary of segment `name` (read and checked on first use), or `None` when
+    /// the segment has none.
+    fn get(&self, storage: &dyn Storage, name: &str) -> Result<Option<&segment::Dictionary>> {
+        let Some(meta) = &self.meta else {
+            return Ok(None);
+        };
+        if let Some(d) = self.ready.get() {
+            return Ok(Some(d));
+        }
+        let bytes = storage.get_range(name, meta.offset, meta.len as usize)?;
+        let d = segment::open_dictionary(meta, &bytes).map_err(|e| seg_err(name, e))?;
+        let _ = self.ready.set(d);
+        Ok(self.ready.get())
+    }
+}
+
+/// Reads, checks and decompresses a sealed block, or takes it from the cache.
+fn load_block(
+    storage: &dyn Storage,
+    cache: &BlockCache,
+    name: &str,
+    block: &BlockMeta,
+    dict: &SegDict,
+) -> Result<Arc<Vec<u8>>> {
+    if let Some(raw) = cache.get(block.first_position) {
+        return Ok(raw);
+    }
+    let dictionary = dict.get(storage, name)?;
+    let compressed = storage.get_range(name, block.offset, block.compressed_len as usize)?;
+    let raw = Arc::new(
+        segment::open_block_with(block, &compressed, dictionary)
+            .map_err(|e| Error::corrupted(format!("{name}@{}", e.offset), e.reason))?,
+    );
+    cache.insert(block.first_position, raw.clone());
+    Ok(raw)
 }
 
 #[derive(Debug)]
@@ -531,7 +595,10 @@ fn load_segments(
                 name: sname,
                 first,
                 count,
-                data: SegData::Sealed { blocks: idx.blocks },
+                data: SegData::Sealed {
+                    blocks: idx.blocks,
+                    dict: SegDict::new(idx.dictionary, None),
+                },
             });
             next = first + count;
             if let Some(p) = plain
@@ -626,25 +693,10 @@ fn read_from(
                 r.removed,
             ))
         }
-        SegData::Sealed { blocks } => {
+        SegData::Sealed { blocks, dict } => {
             let b = blocks.partition_point(|b| b.first_position <= position) - 1;
             let block = &blocks[b];
-            let raw = match cache.get(block.first_position) {
-                Some(raw) => raw,
-                None => {
-                    let compressed = storage.get_range(
-                        &seg.name,
-                        block.offset,
-                        block.compressed_len as usize,
-                    )?;
-                    let raw = Arc::new(
-                        segment::open_block(block, &compressed)
-                            .map_err(|e| Error::corrupted(here(e.offset), e.reason))?,
-                    );
-                    cache.insert(block.first_position, raw.clone());
-                    raw
-                }
-            };
+            let raw = load_block(storage, cache, &seg.name, block, dict)?;
             // The frames before the record are skipped by their lengths: the block's CRC was
             // checked when it was opened, and the record's own frame is checked below.
             let mut off = 0usize;
@@ -688,21 +740,10 @@ impl OpenBlock {
         cache: &BlockCache,
         name: &str,
         block: &segment::BlockMeta,
+        dict: &SegDict,
     ) -> Result<Self> {
         let here = |off: u64| format!("{name}@{off}");
-        let raw = match cache.get(block.first_position) {
-            Some(raw) => raw,
-            None => {
-                let compressed =
-                    storage.get_range(name, block.offset, block.compressed_len as usize)?;
-                let raw = Arc::new(
-                    segment::open_block(block, &compressed)
-                        .map_err(|e| Error::corrupted(here(e.offset), e.reason))?,
-                );
-                cache.insert(block.first_position, raw.clone());
-                raw
-            }
-        };
+        let raw = load_block(storage, cache, name, block, dict)?;
         // The block's CRC was checked when it was opened; each record's own frame is checked
         // when it is read.
         let mut offsets = Vec::with_capacity(block.record_count as usize);
@@ -1033,7 +1074,7 @@ impl Ledger {
                 continue;
             };
             let (r, removed) = match &seg.data {
-                SegData::Sealed { blocks } => {
+                SegData::Sealed { blocks, dict } => {
                     let block = &blocks[blocks.partition_point(|b| b.first_position <= pos) - 1];
                     let here = || format!("{}@{}", seg.name, block.offset);
                     let current = open
@@ -1045,6 +1086,7 @@ impl Ledger {
                             &shared.block_cache,
                             &seg.name,
                             block,
+                            dict,
                         )?);
                     }
                     let o = open.as_ref().expect("opened above");
@@ -1568,13 +1610,17 @@ fn rewrite_segment(
         .get(name)?
         .ok_or_else(|| Error::corrupted(name, "segment vanished"))?;
     let idx = segment::parse_sealed(&bytes).map_err(|e| seg_err(name, e))?;
+    let dictionary = segment::load_dictionary(&idx, &bytes).map_err(|e| seg_err(name, e))?;
     let mut raws = Vec::with_capacity(idx.blocks.len());
     for b in &idx.blocks {
         let start = b.offset as usize;
         let compressed = bytes
             .get(start..start + b.compressed_len as usize)
             .ok_or_else(|| Error::corrupted(format!("{name}@{start}"), "block beyond the end"))?;
-        raws.push(segment::open_block(b, compressed).map_err(|e| seg_err(name, e))?);
+        raws.push(
+            segment::open_block_with(b, compressed, dictionary.as_ref())
+                .map_err(|e| seg_err(name, e))?,
+        );
     }
     let mut records = Vec::with_capacity(idx.records.len());
     for (b, raw) in idx.blocks.iter().zip(&raws) {
@@ -1634,8 +1680,11 @@ fn rewrite_segment(
             None => *r,
         })
         .collect();
+    // The rewrite is a version-3 segment with a dictionary trained afresh on the bodies that
+    // remain (none when retention removed them all, as it usually does: it removes by age).
     let sealed = segment::build_sealed(first, &rewritten, shared.config.seal)?;
     let new_idx = segment::parse_sealed(&sealed).map_err(|e| seg_err(name, e))?;
+    let new_dict = segment::load_dictionary(&new_idx, &sealed).map_err(|e| seg_err(name, e))?;
     fail_point("retention-before-swap");
     {
         // Readers hold the read lock while they read a segment, so none sees the swap halfway.
@@ -1644,6 +1693,7 @@ fn rewrite_segment(
         if let Some(seg) = state.segments.iter_mut().find(|s| s.name == name) {
             seg.data = SegData::Sealed {
                 blocks: new_idx.blocks,
+                dict: SegDict::new(new_idx.dictionary, new_dict),
             };
         }
         // The old blocks hold the removed bodies: none may be served from memory.
@@ -1675,13 +1725,18 @@ fn seal_segment(shared: &Shared, name: &str) -> Result<()> {
     let recs: Vec<_> = scan.records.iter().map(|(_, r)| *r).collect();
     let sealed = segment::build_sealed(first, &recs, shared.config.seal)?;
     let idx = segment::parse_sealed(&sealed).map_err(|e| seg_err(name, e))?;
+    // Parsed once here, the dictionary serves every read of the segment from now on.
+    let dict = segment::load_dictionary(&idx, &sealed).map_err(|e| seg_err(name, e))?;
     let sname = segment::sealed_name(first);
     storage.put(&sname, &sealed)?;
     {
         let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
         if let Some(seg) = state.segments.iter_mut().find(|s| s.name == name) {
             seg.name = sname;
-            seg.data = SegData::Sealed { blocks: idx.blocks };
+            seg.data = SegData::Sealed {
+                blocks: idx.blocks,
+                dict: SegDict::new(idx.dictionary, dict),
+            };
         }
     }
     Ok(storage.delete(name)?)

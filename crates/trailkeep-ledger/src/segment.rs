@@ -11,17 +11,27 @@ use crate::frame::{self, FrameError, MAX_ACCOUNT_LEN, RawRecord};
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TRAILKLG";
 /// Magic at the very end of a sealed segment.
 pub const SEALED_MAGIC: [u8; 8] = *b"TRAILKSL";
-/// Newest segment format version this build reads. Version 1 is written for every segment
-/// without tombstones (so older builds read it); version 2 only for sealed segments rewritten by
-/// retention, which hold tombstones (FORMAT.md §4.1, §5).
-pub const SEGMENT_VERSION: u16 = 2;
-/// Segment version of segments without tombstones.
+/// Newest segment format version this build reads. Plain segments are written as version 1;
+/// sealed segments as version 3 (small blocks compressed with the segment's own zstd
+/// dictionary, FORMAT.md §5). Versions 1 (sealed, no tombstones) and 2 (sealed, rewritten by
+/// retention, with tombstones) are still read.
+pub const SEGMENT_VERSION: u16 = 3;
+/// Segment version of plain segments (and of sealed segments written before version 3).
 pub const SEGMENT_VERSION_PLAIN: u16 = 1;
-/// Segment version of sealed segments with tombstones.
+/// Segment version of sealed segments with tombstones written before version 3.
 pub const SEGMENT_VERSION_TOMBSTONES: u16 = 2;
-/// Flag bit on the account ordinal of a record-table entry (version 2): the record is a
-/// tombstone.
+/// Segment version of sealed segments with a dictionary region (possibly empty) and, when
+/// retention rewrote them, tombstones.
+pub const SEGMENT_VERSION_DICTIONARY: u16 = 3;
+/// Flag bit on the account ordinal of a record-table entry (version 2 and later): the record is
+/// a tombstone.
 pub const TABLE_REMOVED_FLAG: u32 = 0x8000_0000;
+/// Largest dictionary a reader accepts (version 3).
+pub const MAX_DICT_LEN: usize = 1024 * 1024;
+/// Bytes of the dictionary entry at the start of version-3 tables: length (u32), CRC-32 (u32).
+pub const DICT_ENTRY_LEN: usize = 8;
+/// Magic number at the start of a zstd dictionary (little-endian 0xEC30A437).
+pub const ZSTD_DICT_MAGIC: [u8; 4] = [0x37, 0xA4, 0x30, 0xEC];
 /// Header length.
 pub const HEADER_LEN: usize = 24;
 /// Footer length of a sealed segment.
@@ -255,6 +265,88 @@ pub struct SealedIndex {
     pub removed: Vec<bool>,
     /// The blocks, in position order.
     pub blocks: Vec<BlockMeta>,
+    /// Where the segment's zstd dictionary is (version 3 with a non-empty dictionary region;
+    /// `None` otherwise: blocks are then plain zstd frames).
+    pub dictionary: Option<DictMeta>,
+}
+
+/// Where a version-3 sealed segment keeps its zstd dictionary: right after the last block, right
+/// before the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictMeta {
+    /// Byte offset of the dictionary in the segment.
+    pub offset: u64,
+    /// Length in bytes (1..=[`MAX_DICT_LEN`]).
+    pub len: u32,
+    /// CRC-32 of the dictionary bytes.
+    pub crc: u32,
+}
+
+/// A segment's zstd dictionary, checked and prepared for decompression (parsed once; shared by
+/// every reader of the segment's blocks).
+pub struct Dictionary {
+    ddict: zstd::zstd_safe::DDict<'static>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dictionary {
+    /// Length of the stored dictionary in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the dictionary is empty (never: an empty dictionary region means none).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Memory held by the prepared dictionary.
+    pub fn memory(&self) -> usize {
+        self.ddict.sizeof()
+    }
+}
+
+/// Check a dictionary's bytes against its table entry and prepare it for decompression.
+pub fn open_dictionary(meta: &DictMeta, bytes: &[u8]) -> Result<Dictionary, SegmentError> {
+    if bytes.len() != meta.len as usize {
+        return Err(SegmentError::at(meta.offset, "dictionary truncated"));
+    }
+    if crc32fast::hash(bytes) != meta.crc {
+        return Err(SegmentError::at(meta.offset, "dictionary CRC mismatch"));
+    }
+    if bytes.len() < 8 || bytes[..4] != ZSTD_DICT_MAGIC {
+        return Err(SegmentError::at(
+            meta.offset,
+            "dictionary is not a zstd dictionary",
+        ));
+    }
+    let ddict = zstd::zstd_safe::DDict::try_create(bytes)
+        .ok_or_else(|| SegmentError::at(meta.offset, "dictionary does not parse"))?;
+    Ok(Dictionary {
+        ddict,
+        len: bytes.len(),
+    })
+}
+
+/// The dictionary of a sealed segment held whole in memory (`idx` parsed from `buf`), or `None`
+/// when it has none.
+pub fn load_dictionary(idx: &SealedIndex, buf: &[u8]) -> Result<Option<Dictionary>, SegmentError> {
+    let Some(meta) = &idx.dictionary else {
+        return Ok(None);
+    };
+    let start = meta.offset as usize;
+    let bytes = buf
+        .get(start..start + meta.len as usize)
+        .ok_or_else(|| SegmentError::at(meta.offset, "dictionary truncated"))?;
+    open_dictionary(meta, bytes).map(Some)
 }
 
 /// Options for sealing.
@@ -264,30 +356,97 @@ pub struct SealOptions {
     pub block_target: usize,
     /// zstd level.
     pub zstd_level: i32,
+    /// Largest zstd dictionary trained per segment (0: never train; blocks are then plain zstd
+    /// frames). Capped at [`MAX_DICT_LEN`].
+    pub dict_max_bytes: usize,
+    /// Bytes of record data sampled (records spread evenly over the segment) to train the
+    /// dictionary. A segment with less than 8 × `dict_max_bytes` of record data, or fewer than
+    /// 8 records to sample, gets no dictionary, as does one whose training fails.
+    pub dict_sample_bytes: usize,
 }
 
 impl Default for SealOptions {
+    /// 32 KiB blocks at zstd level 1 with a 64 KiB dictionary trained on 1 MiB of the segment's
+    /// records (chosen by measurement: docs/performance.md, "small blocks with a trained
+    /// dictionary").
     fn default() -> Self {
         Self {
-            block_target: 256 * 1024,
+            block_target: 32 * 1024,
             zstd_level: 1,
+            dict_max_bytes: 64 * 1024,
+            dict_sample_bytes: 1024 * 1024,
         }
     }
 }
 
-/// Build a sealed segment from the records of a plain segment (all must be valid and
+/// Fewest sampled records a dictionary is trained on.
+const MIN_DICT_SAMPLES: usize = 8;
+
+/// Train a dictionary on records spread over the segment (FORMAT.md §5), or `None` when the
+/// segment is too small or training fails. Tombstones are not sampled.
+pub fn train_dictionary(records: &[RawRecord<'_>], opts: &SealOptions) -> Option<Vec<u8>> {
+    let max = opts.dict_max_bytes.min(MAX_DICT_LEN);
+    if max < 256 {
+        return None;
+    }
+    let live: Vec<&[u8]> = records
+        .iter()
+        .filter(|r| !r.removed && !r.data.is_empty())
+        .map(|r| r.data)
+        .collect();
+    let total: usize = live.iter().map(|d| d.len()).sum();
+    if live.len() < MIN_DICT_SAMPLES || total < max.saturating_mul(8) {
+        return None;
+    }
+    let budget = opts.dict_sample_bytes.min(total).max(1);
+    let avg = (total / live.len()).max(1);
+    let want = (budget / avg).clamp(1, live.len());
+    let step = live.len() as f64 / want as f64;
+    let mut buf = Vec::with_capacity(budget);
+    let mut sizes = Vec::with_capacity(want);
+    for k in 0..want {
+        if buf.len() >= budget {
+            break;
+        }
+        let d = live[((k as f64 * step) as usize).min(live.len() - 1)];
+        let take = d.len().min(budget - buf.len());
+        buf.extend_from_slice(&d[..take]);
+        sizes.push(take);
+    }
+    if sizes.len() < MIN_DICT_SAMPLES {
+        return None;
+    }
+    let dict = zstd::dict::from_continuous(&buf, &sizes, max).ok()?;
+    (dict.len() >= 8 && dict[..4] == ZSTD_DICT_MAGIC).then_some(dict)
+}
+
+/// Build a sealed segment (version 3) from the records of a plain segment (all must be valid and
 /// consecutive from `first_position`), or of a sealed one being rewritten by retention (then some
-/// may be tombstones, and the segment is written as version 2).
+/// may be tombstones). A dictionary is trained on the segment's own records
+/// ([`train_dictionary`]); without one the blocks are plain zstd frames.
 pub fn build_sealed(
     first_position: u64,
     records: &[RawRecord<'_>],
     opts: SealOptions,
 ) -> std::io::Result<Vec<u8>> {
-    let version = if records.iter().any(|r| r.removed) {
-        SEGMENT_VERSION_TOMBSTONES
-    } else {
-        SEGMENT_VERSION_PLAIN
-    };
+    let dict = train_dictionary(records, &opts);
+    build_sealed_with(first_position, records, opts, dict.as_deref())
+}
+
+/// [`build_sealed`] with a given dictionary (`None` or empty: none), e.g. one trained elsewhere.
+pub fn build_sealed_with(
+    first_position: u64,
+    records: &[RawRecord<'_>],
+    opts: SealOptions,
+    dict: Option<&[u8]>,
+) -> std::io::Result<Vec<u8>> {
+    let version = SEGMENT_VERSION_DICTIONARY;
+    let dict = dict.filter(|d| !d.is_empty());
+    if dict.is_some_and(|d| d.len() > MAX_DICT_LEN) {
+        return Err(std::io::Error::other(
+            "dictionary larger than the format allows",
+        ));
+    }
     let mut out = Vec::new();
     out.extend_from_slice(&encode_header_version(
         SegmentKind::Sealed,
@@ -298,7 +457,10 @@ pub fn build_sealed(
     let mut ordinals: std::collections::HashMap<&str, u32> = Default::default();
     let mut table = Vec::with_capacity(records.len() * RECORD_ENTRY_LEN);
     let mut blocks = Vec::new();
-    let mut compressor = zstd::bulk::Compressor::new(opts.zstd_level)?;
+    let mut compressor = match dict {
+        Some(d) => zstd::bulk::Compressor::with_dictionary(opts.zstd_level, d)?,
+        None => zstd::bulk::Compressor::new(opts.zstd_level)?,
+    };
     let mut raw = Vec::with_capacity(opts.block_target + 64 * 1024);
     let mut block_first = first_position;
     let mut block_count = 0u32;
@@ -348,7 +510,16 @@ pub fn build_sealed(
     if block_count > 0 {
         flush(&mut raw, &mut out, block_first, block_count)?;
     }
+    let dict = dict.unwrap_or_default();
+    out.extend_from_slice(dict);
     let tables_offset = out.len() as u64;
+    out.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+    let dict_crc = if dict.is_empty() {
+        0
+    } else {
+        crc32fast::hash(dict)
+    };
+    out.extend_from_slice(&dict_crc.to_le_bytes());
     out.extend_from_slice(&(accounts.len() as u32).to_le_bytes());
     for a in &accounts {
         out.push(a.len() as u8);
@@ -472,8 +643,31 @@ pub fn decode_tables(
             Err(SegmentError::at(base + at as u64, "tables end early"))
         }
     };
+    let mut dictionary = None;
+    if header.version >= SEGMENT_VERSION_DICTIONARY {
+        need(at, DICT_ENTRY_LEN)?;
+        let len = u32::from_le_bytes(tables[0..4].try_into().expect("4"));
+        let crc = u32::from_le_bytes(tables[4..8].try_into().expect("4"));
+        let room = base - HEADER_LEN as u64;
+        if len as usize > MAX_DICT_LEN || u64::from(len) > room {
+            return Err(SegmentError::at(base, "dictionary length out of range"));
+        }
+        if len == 0 && crc != 0 {
+            return Err(SegmentError::at(base + 4, "empty dictionary with a CRC"));
+        }
+        if len > 0 {
+            dictionary = Some(DictMeta {
+                offset: base - u64::from(len),
+                len,
+                crc,
+            });
+        }
+        at += DICT_ENTRY_LEN;
+    }
+    // Blocks end where the dictionary (or, without one, the tables) start.
+    let blocks_end = dictionary.map_or(base, |d| d.offset);
     need(at, 4)?;
-    let n_accounts = u32::from_le_bytes(tables[0..4].try_into().expect("4")) as usize;
+    let n_accounts = u32::from_le_bytes(tables[at..at + 4].try_into().expect("4")) as usize;
     at += 4;
     if n_accounts as u64 > footer.record_count {
         return Err(SegmentError::at(base, "more accounts than records"));
@@ -547,7 +741,7 @@ pub fn decode_tables(
             "trailing bytes in tables",
         ));
     }
-    if next_off != footer.tables_offset || next_pos != header.first_position + footer.record_count {
+    if next_off != blocks_end || next_pos != header.first_position + footer.record_count {
         return Err(SegmentError::at(base, "blocks do not cover the segment"));
     }
     Ok(SealedIndex {
@@ -556,6 +750,7 @@ pub fn decode_tables(
         records,
         removed,
         blocks,
+        dictionary,
     })
 }
 
@@ -572,13 +767,53 @@ pub fn parse_sealed(buf: &[u8]) -> Result<SealedIndex, SegmentError> {
     decode_tables(header, &footer, tables)
 }
 
-/// Check and decompress one block's bytes.
+/// Check and decompress one block's bytes (of a segment without a dictionary).
 pub fn open_block(block: &BlockMeta, compressed: &[u8]) -> Result<Vec<u8>, SegmentError> {
+    open_block_with(block, compressed, None)
+}
+
+/// Check and decompress one block's bytes with the segment's dictionary, if it has one.
+pub fn open_block_with(
+    block: &BlockMeta,
+    compressed: &[u8],
+    dict: Option<&Dictionary>,
+) -> Result<Vec<u8>, SegmentError> {
     if compressed.len() != block.compressed_len as usize {
         return Err(SegmentError::at(block.offset, "block truncated"));
     }
     if crc32fast::hash(compressed) != block.crc {
         return Err(SegmentError::at(block.offset, "block CRC mismatch"));
+    }
+    if let Some(dict) = dict {
+        thread_local! {
+            static DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let mut raw = Vec::with_capacity(block.uncompressed_len as usize);
+        DCTX.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = zstd::zstd_safe::DCtx::try_create();
+            }
+            let Some(d) = slot.as_mut() else {
+                return Err("no memory for a decompression context".to_string());
+            };
+            d.decompress_using_ddict(&mut raw, compressed, &dict.ddict)
+                .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())
+        })
+        .map_err(|e| {
+            SegmentError::at(
+                block.offset,
+                format!("block does not decompress with the segment's dictionary: {e}"),
+            )
+        })?;
+        if raw.len() != block.uncompressed_len as usize {
+            return Err(SegmentError::at(
+                block.offset,
+                "block decompressed to the wrong length",
+            ));
+        }
+        return Ok(raw);
     }
     // A decompression context is costly to set up (it showed in profiles of reads that open
     // one block per event), so each thread keeps one.
@@ -658,6 +893,7 @@ mod tests {
         let opts = SealOptions {
             block_target: 500,
             zstd_level: 3,
+            ..SealOptions::default()
         };
         let bytes = build_sealed(10, &recs, opts).unwrap();
         let idx = parse_sealed(&bytes).unwrap();
@@ -676,5 +912,243 @@ mod tests {
         for cut in [1, 10, 47, 48, 100] {
             assert!(parse_sealed(&bytes[..bytes.len() - cut]).is_err());
         }
+    }
+
+    /// Event-like records (JSON of a few shapes with varying ids), `n` of them; record `big`
+    /// (if any) is padded past 100 KiB.
+    fn event_datas(n: usize, big: Option<usize>) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let mut e = format!(
+                    r#"{{"action":"svc{}.thing.{}","correlationId":"{:016x}","outcome":"{}","initiator":{{"id":"IBMid-{:06}","host":{{"address":"10.0.{}.{}"}}}},"target":{{"id":"crn:v1:bluemix:public:svc{}:eu-de:a/acct{}::thing:{:08x}","typeURI":"svc/thing"}},"severity":"normal"}}"#,
+                    i % 5,
+                    ["create", "update", "delete", "read"][i % 4],
+                    (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    if i % 7 == 0 { "failure" } else { "success" },
+                    i % 997,
+                    i % 256,
+                    i / 256 % 256,
+                    i % 5,
+                    i % 13,
+                    (i as u32).wrapping_mul(2_654_435_761),
+                );
+                if Some(i) == big {
+                    e.push_str(&"0".repeat(120_000));
+                }
+                e.into_bytes()
+            })
+            .collect()
+    }
+
+    fn raw_records<'a>(first: u64, datas: &'a [Vec<u8>]) -> Vec<RawRecord<'a>> {
+        datas
+            .iter()
+            .enumerate()
+            .map(|(i, d)| RawRecord {
+                position: first + i as u64,
+                received_at: 1_000 + i as i64,
+                index: i as u64 / 3,
+                account: ["acme", "globex", "initech"][i % 3],
+                data: d,
+                removed: false,
+            })
+            .collect()
+    }
+
+    /// Every record of a whole sealed segment, opened with its dictionary.
+    /// (position, account, index, data) of a record.
+    type Owned = (u64, String, u64, Vec<u8>);
+
+    fn all_records(bytes: &[u8]) -> Result<Vec<Owned>, SegmentError> {
+        let idx = parse_sealed(bytes)?;
+        let dict = load_dictionary(&idx, bytes)?;
+        let mut out = Vec::new();
+        for b in &idx.blocks {
+            let c = &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+            let raw = open_block_with(b, c, dict.as_ref())?;
+            for r in block_records(b, &raw)? {
+                out.push((r.position, r.account.to_owned(), r.index, r.data.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn small_dict_options() -> SealOptions {
+        SealOptions {
+            block_target: 4 * 1024,
+            zstd_level: 1,
+            dict_max_bytes: 2 * 1024,
+            dict_sample_bytes: 32 * 1024,
+        }
+    }
+
+    #[test]
+    fn version_3_with_a_dictionary_round_trips_every_record_across_blocks() {
+        // One record larger than many blocks sits in the middle.
+        let datas = event_datas(600, Some(300));
+        let recs = raw_records(77, &datas);
+        let bytes = build_sealed(77, &recs, small_dict_options()).unwrap();
+        let idx = parse_sealed(&bytes).unwrap();
+        assert_eq!(idx.header.version, SEGMENT_VERSION_DICTIONARY);
+        let meta = idx.dictionary.expect("a dictionary was trained");
+        assert!(meta.len > 256 && meta.len as usize <= 2 * 1024, "{meta:?}");
+        let last = idx.blocks.last().unwrap();
+        assert_eq!(meta.offset, last.offset + u64::from(last.compressed_len));
+        assert!(idx.blocks.len() > 20, "{} blocks", idx.blocks.len());
+        // The big record closes its block alone-ish: some block is far larger than the target.
+        assert!(idx.blocks.iter().any(|b| b.uncompressed_len > 100_000));
+        let all = all_records(&bytes).unwrap();
+        assert_eq!(all.len(), datas.len());
+        for (i, (pos, account, index, data)) in all.iter().enumerate() {
+            assert_eq!(*pos, 77 + i as u64);
+            assert_eq!(account, ["acme", "globex", "initech"][i % 3]);
+            assert_eq!(*index, i as u64 / 3);
+            assert_eq!(data, &datas[i]);
+        }
+        // Blocks need the dictionary: without it they do not decompress (an error, not bytes).
+        let b = &idx.blocks[0];
+        let c = &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+        let e = open_block(b, c).unwrap_err();
+        assert!(e.reason.contains("does not decompress"), "{e}");
+    }
+
+    #[test]
+    fn the_dictionary_makes_small_blocks_smaller() {
+        let datas = event_datas(2000, None);
+        let recs = raw_records(0, &datas);
+        let with = build_sealed(0, &recs, small_dict_options()).unwrap();
+        let without = build_sealed(
+            0,
+            &recs,
+            SealOptions {
+                dict_max_bytes: 0,
+                ..small_dict_options()
+            },
+        )
+        .unwrap();
+        assert!(parse_sealed(&with).unwrap().dictionary.is_some());
+        assert!(parse_sealed(&without).unwrap().dictionary.is_none());
+        assert!(
+            with.len() < without.len(),
+            "with {} without {}",
+            with.len(),
+            without.len()
+        );
+        assert_eq!(all_records(&with).unwrap(), all_records(&without).unwrap());
+    }
+
+    #[test]
+    fn a_segment_too_small_to_train_is_written_without_a_dictionary() {
+        let datas = event_datas(5, None);
+        let recs = raw_records(3, &datas);
+        let bytes = build_sealed(3, &recs, SealOptions::default()).unwrap();
+        let idx = parse_sealed(&bytes).unwrap();
+        assert_eq!(idx.header.version, SEGMENT_VERSION_DICTIONARY);
+        assert!(idx.dictionary.is_none());
+        assert!(load_dictionary(&idx, &bytes).unwrap().is_none());
+        assert_eq!(all_records(&bytes).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_damaged_dictionary_is_a_positioned_error_never_wrong_bytes() {
+        let datas = event_datas(600, None);
+        let recs = raw_records(0, &datas);
+        let bytes = build_sealed(0, &recs, small_dict_options()).unwrap();
+        let meta = parse_sealed(&bytes).unwrap().dictionary.unwrap();
+        for at in [0usize, 4, 100, meta.len as usize - 1] {
+            let mut bad = bytes.clone();
+            bad[meta.offset as usize + at] ^= 0x10;
+            // The tables still parse (they do not cover the dictionary bytes)...
+            let idx = parse_sealed(&bad).unwrap();
+            // ...but the dictionary is refused by its own CRC, at its offset.
+            let e = load_dictionary(&idx, &bad).unwrap_err();
+            assert_eq!(e.offset, meta.offset);
+            assert!(e.reason.contains("dictionary CRC mismatch"), "{e}");
+            assert!(all_records(&bad).is_err());
+        }
+        // A dictionary whose CRC was recomputed over garbage is refused too (no panic).
+        let mut forged = bytes.clone();
+        let start = meta.offset as usize;
+        forged[start..start + meta.len as usize].fill(0xAB);
+        let m = DictMeta {
+            crc: crc32fast::hash(&forged[start..start + meta.len as usize]),
+            ..meta
+        };
+        let e = open_dictionary(&m, &forged[start..start + meta.len as usize]).unwrap_err();
+        assert!(e.reason.contains("not a zstd dictionary"), "{e}");
+        // Garbage after a genuine magic number.
+        forged[start..start + 4].copy_from_slice(&ZSTD_DICT_MAGIC);
+        let m = DictMeta {
+            crc: crc32fast::hash(&forged[start..start + meta.len as usize]),
+            ..meta
+        };
+        if let Ok(d) = open_dictionary(&m, &forged[start..start + meta.len as usize]) {
+            let idx = parse_sealed(&bytes).unwrap();
+            let b = &idx.blocks[1];
+            let c = &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
+            match open_block_with(b, c, Some(&d)) {
+                Err(e) => assert!(e.reason.contains("does not decompress"), "{e}"),
+                Ok(raw) => panic!("a forged dictionary gave {} bytes", raw.len()),
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_dictionary_entries_in_the_tables_are_refused() {
+        let datas = event_datas(600, None);
+        let recs = raw_records(0, &datas);
+        let bytes = build_sealed(0, &recs, small_dict_options()).unwrap();
+        let len = bytes.len();
+        let footer = decode_footer(&bytes[len - FOOTER_LEN..], len as u64).unwrap();
+        let header = decode_header(&bytes).unwrap();
+        let t0 = footer.tables_offset as usize;
+        let tables = bytes[t0..t0 + footer.tables_len as usize].to_vec();
+        for (field, value) in [
+            (0usize, u32::MAX),
+            (0, (MAX_DICT_LEN + 1) as u32),
+            (0, 0),
+            (0, 1),
+            (0, t0 as u32),
+        ] {
+            let mut t = tables.clone();
+            t[field..field + 4].copy_from_slice(&value.to_le_bytes());
+            let f = Footer {
+                tables_crc: crc32fast::hash(&t),
+                ..footer
+            };
+            let e = decode_tables(header, &f, &t).unwrap_err();
+            assert!(
+                e.reason.contains("dictionary") || e.reason.contains("blocks do not cover"),
+                "{value}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn tombstones_in_version_3() {
+        let datas = event_datas(600, None);
+        let recs = raw_records(0, &datas);
+        let tomb = crate::frame::tombstone_data(&[7; 32], 9);
+        let rewritten: Vec<RawRecord<'_>> = recs
+            .iter()
+            .map(|r| {
+                if r.position < 300 {
+                    RawRecord {
+                        data: &tomb,
+                        removed: true,
+                        ..*r
+                    }
+                } else {
+                    *r
+                }
+            })
+            .collect();
+        let bytes = build_sealed(0, &rewritten, small_dict_options()).unwrap();
+        let idx = parse_sealed(&bytes).unwrap();
+        assert_eq!(idx.header.version, SEGMENT_VERSION_DICTIONARY);
+        assert_eq!(idx.removed.iter().filter(|r| **r).count(), 300);
+        let all = all_records(&bytes).unwrap();
+        assert_eq!(all[0].3, tomb.to_vec());
+        assert_eq!(all[599].3, datas[599]);
     }
 }

@@ -455,6 +455,14 @@ fn check_sealed(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
             return out;
         }
     };
+    // A damaged dictionary makes every block of the segment unreadable; each record is then
+    // reported damaged with the dictionary's fault.
+    let dictionary = segment::load_dictionary(&idx, buf).map_err(|e| {
+        format!(
+            "{name}@{}: the segment's dictionary is unusable: {}",
+            e.offset, e.reason
+        )
+    });
     for b in &idx.blocks {
         let start = b.offset as usize;
         let compressed = &buf[start..start + b.compressed_len as usize];
@@ -473,7 +481,14 @@ fn check_sealed(name: &str, buf: &[u8], tick: &dyn Fn(u64)) -> SegOut {
                 out.damaged.push((a.clone(), *index));
             }
         };
-        let raw = match segment::open_block(b, compressed) {
+        let dict = match &dictionary {
+            Ok(d) => d.as_ref(),
+            Err(reason) => {
+                damaged_block(&mut out, reason.clone());
+                continue;
+            }
+        };
+        let raw = match segment::open_block_with(b, compressed, dict) {
             Ok(r) => r,
             Err(e) => {
                 damaged_block(&mut out, e.reason);

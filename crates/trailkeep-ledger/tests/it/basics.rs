@@ -224,7 +224,7 @@ fn newer_formats_need_an_upgrade() {
     let seg = storage.list("seg/").unwrap()[0].clone();
     storage
         .tamper(&seg, |b| {
-            b[8] = 3;
+            b[8] = 4;
             let crc = crc32fast_hash(&b[..20]);
             b[20..24].copy_from_slice(&crc.to_le_bytes());
         })
@@ -234,8 +234,8 @@ fn newer_formats_need_an_upgrade() {
         matches!(
             err,
             Error::UpgradeRequired {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{err}"

@@ -32,6 +32,9 @@ pub fn test_config() -> LedgerConfig {
         seal: SealOptions {
             block_target: 2 * 1024,
             zstd_level: 3,
+            // Small enough that 8 KiB segments get a dictionary.
+            dict_max_bytes: 512,
+            dict_sample_bytes: 8 * 1024,
         },
         checkpoint_interval: None,
         ..LedgerConfig::default()

@@ -85,6 +85,14 @@ fn fix_crcs(b: &mut [u8]) {
         let off = u64::from_le_bytes(b[f..f + 8].try_into().unwrap()) as usize;
         let len = u64::from_le_bytes(b[f + 8..f + 16].try_into().unwrap()) as usize;
         if off.checked_add(len) == Some(f) {
+            // Version 3: the dictionary's own CRC, in the tables' first 8 bytes.
+            if b[8] == 3 && len >= 8 {
+                let dlen = u32::from_le_bytes(b[off..off + 4].try_into().unwrap()) as usize;
+                if dlen > 0 && dlen <= off - 24 {
+                    let c = crc(&b[off - dlen..off]);
+                    b[off + 4..off + 8].copy_from_slice(&c);
+                }
+            }
             let c = crc(&b[off..f]);
             b[f + 28..f + 32].copy_from_slice(&c);
         }
@@ -152,6 +160,10 @@ fn mutated_segments_never_panic() {
         .get(names.iter().find(|n| n.ends_with(".sealed")).unwrap())
         .unwrap()
         .unwrap();
+    // Mutations reach the dictionary of a version-3 segment too.
+    let idx = segment::parse_sealed(&sealed).unwrap();
+    assert_eq!(idx.header.version, segment::SEGMENT_VERSION_DICTIONARY);
+    assert!(idx.dictionary.is_some());
     let plain = storage
         .get(names.iter().rfind(|n| n.ends_with(".log")).unwrap())
         .unwrap()
@@ -165,9 +177,10 @@ fn mutated_segments_never_panic() {
         let _ = segment::scan_plain(&m);
         let _ = frame::decode_frame(&m);
         if let Ok(idx) = segment::parse_sealed(&m) {
+            let dict = segment::load_dictionary(&idx, &m).ok().flatten();
             for b in &idx.blocks {
                 let c = &m[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
-                if let Ok(raw) = segment::open_block(b, c) {
+                if let Ok(raw) = segment::open_block_with(b, c, dict.as_ref()) {
                     let _ = segment::block_records(b, &raw);
                 }
             }

@@ -171,13 +171,14 @@ fn forge_tombstone(storage: &MemStorage, index: u64, by: u64) -> (String, u64) {
         }
         let bytes = storage.get(&name).unwrap().unwrap();
         let idx = segment::parse_sealed(&bytes).unwrap();
+        let dict = segment::load_dictionary(&idx, &bytes).unwrap();
         let raws: Vec<Vec<u8>> = idx
             .blocks
             .iter()
             .map(|b| {
                 let c =
                     &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
-                segment::open_block(b, c).unwrap()
+                segment::open_block_with(b, c, dict.as_ref()).unwrap()
             })
             .collect();
         let mut recs = Vec::new();
@@ -269,13 +270,14 @@ fn an_altered_body_is_not_laundered_into_a_tombstone() {
         }
         let bytes = storage.get(&name).unwrap().unwrap();
         let idx = segment::parse_sealed(&bytes).unwrap();
+        let dict = segment::load_dictionary(&idx, &bytes).unwrap();
         let raws: Vec<Vec<u8>> = idx
             .blocks
             .iter()
             .map(|b| {
                 let c =
                     &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
-                segment::open_block(b, c).unwrap()
+                segment::open_block_with(b, c, dict.as_ref()).unwrap()
             })
             .collect();
         let mut recs = Vec::new();

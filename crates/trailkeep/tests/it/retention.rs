@@ -433,13 +433,14 @@ fn forge_tombstone(ledger_dir: &Path, account: &str, index: u64) -> (String, u64
         }
         let bytes = std::fs::read(&path).unwrap();
         let idx = segment::parse_sealed(&bytes).unwrap();
+        let dict = segment::load_dictionary(&idx, &bytes).unwrap();
         let raws: Vec<Vec<u8>> = idx
             .blocks
             .iter()
             .map(|b| {
                 let c =
                     &bytes[b.offset as usize..(b.offset + u64::from(b.compressed_len)) as usize];
-                segment::open_block(b, c).unwrap()
+                segment::open_block_with(b, c, dict.as_ref()).unwrap()
             })
             .collect();
         let mut recs = Vec::new();
