@@ -15,14 +15,15 @@ pub mod bundle;
 mod fields;
 #[cfg(feature = "parquet")]
 mod parquet_in;
+pub mod scan;
 mod tabular;
 
 pub use fields::{COLUMNS, Fields, format_time};
 #[cfg(feature = "parquet")]
 pub use parquet_in::{ParquetRow, read_parquet};
-#[cfg(feature = "parquet")]
-pub use tabular::PARQUET_ROW_GROUP_BYTES;
 pub use tabular::TabularWriter;
+#[cfg(feature = "parquet")]
+pub use tabular::{PARQUET_ROW_GROUP_BYTES, ParquetBatch, ParquetRows};
 
 /// Why an export could not be written.
 #[derive(Debug, thiserror::Error)]
