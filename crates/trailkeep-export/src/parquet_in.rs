@@ -124,7 +124,11 @@ mod tests {
             })
             .collect();
         let item = |i: usize| ExportItem {
-            account: if i.is_multiple_of(2) { "acme" } else { "globex" },
+            account: if i.is_multiple_of(2) {
+                "acme"
+            } else {
+                "globex"
+            },
             index: i as u64,
             received_at_unix_nanos: 1_700_000_000_000_000_000 + i as i64 * 1_000,
             bytes: items[i].as_bytes(),

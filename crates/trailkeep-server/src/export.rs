@@ -10,8 +10,10 @@
 //! time windows of about a page each: [`Walk`]; positions alone from fast fields unless the
 //! format is NDJSON, whose items carry what was derived, their objects looked up a batch at a
 //! time), reads the bodies from the ledger a batch at a time ([`Ledger::read_many`]: each
-//! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs; a
-//! second thread writes them through the format writer of [`trailkeep_export`] into 256 KiB
+//! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs and
+//! encodes their lines ([`PreparedEvent`]), for Parquet reads the columns out of the events
+//! into Arrow arrays ([`ParquetRows`]); a second thread (for a bundle: hashes and) writes them
+//! through the format writer of [`trailkeep_export`] into 256 KiB
 //! chunks on a bounded channel that the response body drains. Between the two threads at most
 //! `BATCHES_AHEAD` batches of `BATCH` records wait, so the two halves overlap while the
 //! bodies held stay a few MiB; a slow client slows both, it never makes them buffer. A failure after the first byte
@@ -50,6 +52,8 @@ const PAGE: usize = trailkeep_index::MAX_LIMIT;
 /// Records read from the ledger per batch handed from the reading thread to the writing one
 /// (with [`BATCHES_AHEAD`], what bounds the bodies held at once: a few MiB).
 const BATCH: usize = 512;
+/// Rows per Arrow batch of a Parquet export.
+const PARQUET_ROWS: usize = BATCH / 2;
 /// Batches the reading thread may have ready before the writing one takes them.
 const BATCHES_AHEAD: usize = 2;
 /// Bytes per chunk sent to the client.
@@ -414,10 +418,16 @@ impl Job {
                 }
                 let ready = match &mut parquet {
                     Some(rows) => {
-                        for f in &batch {
-                            rows.push(&f.item())?;
+                        // In halves: smaller Arrow batches, less held at once.
+                        for half in batch.chunks(PARQUET_ROWS) {
+                            for f in half {
+                                rows.push(&f.item())?;
+                            }
+                            if tx.send(Ok(Ready::Rows(rows.take()?))).is_err() {
+                                return Ok(()); // the writing half stopped; it reports why
+                            }
                         }
-                        Ready::Rows(rows.take()?)
+                        continue;
                     }
                     // A bundle's lines are encoded here too (base64 of the bytes and proofs);
                     // the writing half hashes and writes them.
