@@ -161,25 +161,26 @@ impl<W: Write> BundleWriter<W> {
 
     /// Writes one event with its inclusion proof against its account's checkpoint.
     pub fn event(&mut self, item: &ExportItem<'_>, proof: &[Hash]) -> Result<(), ExportError> {
-        if !self.has_checkpoint(item.account) {
+        self.prepared(&PreparedEvent::new(item, proof))
+    }
+
+    /// Writes one event made ready by [`PreparedEvent::new`] (perhaps on another thread): the
+    /// same line [`BundleWriter::event`] writes.
+    pub fn prepared(&mut self, event: &PreparedEvent) -> Result<(), ExportError> {
+        if !self.has_checkpoint(&event.account) {
             return Err(ExportError::Format(format!(
                 "event {}/{} comes before its account's checkpoint",
-                item.account, item.index
+                event.account, event.index
             )));
         }
-        let received = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-            item.received_at_unix_nanos,
-        ))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let seq = self.events;
-        self.entry(&Entry::Event {
-            seq,
-            account: item.account.into(),
-            index: item.index,
-            received_at: format_time(received),
-            bytes: B64.encode(item.bytes),
-            proof: proof.iter().map(|h| B64.encode(h)).collect(),
-        })?;
+        self.line.clear();
+        self.line.extend_from_slice(EVENT_LINE_START);
+        self.line
+            .extend_from_slice(itoa_u64(seq, &mut [0u8; 20]).as_bytes());
+        self.line.extend_from_slice(&event.rest);
+        self.digest.update(&self.line);
+        self.out.write_all(&self.line)?;
         self.events += 1;
         Ok(())
     }
@@ -208,6 +209,89 @@ impl<W: Write> BundleWriter<W> {
         self.out.flush()?;
         Ok(self.out)
     }
+}
+
+/// What an event line starts with, up to its `seq`.
+const EVENT_LINE_START: &[u8] = br#"{"type":"event","seq":"#;
+
+/// `n` in decimal, in `buf`.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("digits")
+}
+
+/// An event line of a bundle but for its `seq`, which the writer gives it: the base64 of the
+/// event's bytes and of its proof's hashes, encoded wherever the caller likes (an export
+/// prepares them on the thread that reads the events, while another hashes and writes the
+/// file). The line is exactly what serializing [`Entry::Event`] makes (a test compares them).
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    account: String,
+    index: u64,
+    /// Everything after the `seq` value, the newline included.
+    rest: Vec<u8>,
+}
+
+impl PreparedEvent {
+    /// Encodes `item` and its inclusion `proof` against its account's checkpoint.
+    pub fn new(item: &ExportItem<'_>, proof: &[Hash]) -> Self {
+        let received = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+            item.received_at_unix_nanos,
+        ))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let b64_len = |n: usize| n.div_ceil(3) * 4;
+        let mut rest = Vec::with_capacity(
+            item.account.len() + b64_len(item.bytes.len()) + proof.len() * 47 + 128,
+        );
+        rest.extend_from_slice(br#","account":"#);
+        serde_json::to_writer(&mut rest, item.account).expect("a string serializes");
+        rest.extend_from_slice(br#","index":"#);
+        rest.extend_from_slice(itoa_u64(item.index, &mut [0u8; 20]).as_bytes());
+        rest.extend_from_slice(br#","receivedAt":""#);
+        // RFC 3339 digits and punctuation: nothing to escape.
+        rest.extend_from_slice(format_time(received).as_bytes());
+        rest.extend_from_slice(br#"","bytes":""#);
+        // The base64 alphabet has nothing JSON escapes either.
+        append_base64(&mut rest, item.bytes);
+        rest.extend_from_slice(br#"","proof":["#);
+        for (i, h) in proof.iter().enumerate() {
+            if i > 0 {
+                rest.push(b',');
+            }
+            rest.push(b'"');
+            append_base64(&mut rest, h);
+            rest.push(b'"');
+        }
+        rest.extend_from_slice(b"]}\n");
+        Self {
+            account: item.account.to_string(),
+            index: item.index,
+            rest,
+        }
+    }
+
+    /// The event's account.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+}
+
+/// Appends the standard base64 of `data` (with padding).
+fn append_base64(out: &mut Vec<u8>, data: &[u8]) {
+    let start = out.len();
+    out.resize(start + data.len().div_ceil(3) * 4, 0);
+    let n = B64
+        .encode_slice(data, &mut out[start..])
+        .expect("room for the base64 was made");
+    out.truncate(start + n);
 }
 
 fn trailer_body(events: u64, digest_hex: &str) -> String {
@@ -767,6 +851,80 @@ mod tests {
             .finish(|body| ledger.sign_note(body).map_err(|e| e.to_string()))
             .unwrap();
         (out, verifier)
+    }
+
+    /// A prepared event line is byte for byte what serializing [`Entry::Event`] makes, for
+    /// odd accounts, big numbers, empty and long bodies and proofs of every length.
+    #[test]
+    fn prepared_event_lines_are_serdes() {
+        let body: Vec<u8> = (0..=255u8).cycle().take(3_001).collect();
+        let cases: [(&str, u64, i64, &[u8], usize); 5] = [
+            ("acme", 0, 0, b"{}", 0),
+            ("a\"b\\c\u{1}é", u64::MAX, -1_500, b"", 1),
+            ("beta", 12_345, 1_700_000_000_123_456_789, b"{\"n\":1}", 2),
+            ("x", 1 << 40, i64::MAX, &body[..1], 20),
+            ("y", 7, 1_000, &body, 64),
+        ];
+        for (seq, (account, index, nanos, bytes, proof_len)) in cases.into_iter().enumerate() {
+            let proof: Vec<Hash> = (0..proof_len).map(|i| [i as u8 ^ 0xa5; 32]).collect();
+            let item = ExportItem {
+                account,
+                index,
+                received_at_unix_nanos: nanos,
+                bytes,
+            };
+            let mut w = BundleWriter::new(Vec::new(), "key", &HeaderInfo::default()).unwrap();
+            for _ in 0..seq {
+                // Earlier events, so that `seq` counts up.
+                w.checkpoint(&format!("other{}", w.events()), "note")
+                    .unwrap();
+                let other = format!("other{}", w.events());
+                w.event(
+                    &ExportItem {
+                        account: &other,
+                        ..item
+                    },
+                    &[],
+                )
+                .unwrap();
+            }
+            let start = w.out.len();
+            w.checkpoint(account, "note").unwrap();
+            let after_checkpoint = w.out.len();
+            w.prepared(&PreparedEvent::new(&item, &proof)).unwrap();
+            let line = &w.out[after_checkpoint..];
+            assert!(start < after_checkpoint);
+            let received = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let mut expected = serde_json::to_vec(&Entry::Event {
+                seq: seq as u64,
+                account: account.into(),
+                index,
+                received_at: format_time(received),
+                bytes: B64.encode(bytes),
+                proof: proof.iter().map(|h| B64.encode(h)).collect(),
+            })
+            .unwrap();
+            expected.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(line),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+
+    /// An event prepared for an account without a checkpoint is refused, like `event`.
+    #[test]
+    fn prepared_event_before_its_checkpoint_is_refused() {
+        let mut w = BundleWriter::new(Vec::new(), "key", &HeaderInfo::default()).unwrap();
+        let item = ExportItem {
+            account: "acme",
+            index: 0,
+            received_at_unix_nanos: 0,
+            bytes: b"{}",
+        };
+        assert!(w.prepared(&PreparedEvent::new(&item, &[])).is_err());
+        assert_eq!(w.events(), 0);
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! * [`TabularWriter`] writes items as NDJSON (one API item per line), CSV or Apache Parquet, one
 //!   item at a time into any [`std::io::Write`]: memory stays bounded whatever the size of the
 //!   export (Parquet buffers at most one row group, flushed at [`PARQUET_ROW_GROUP_BYTES`]).
-//!   The columns of CSV and Parquet are [`COLUMNS`], documented in `docs/export.md`.
+//!   The columns of CSV and Parquet are [`COLUMNS`], documented in `docs/export.md`, read out
+//!   of each event by a lazy scan ([`scan`]). [`ParquetRows`] builds Parquet's columns apart
+//!   from the writer (on another thread) for [`TabularWriter::write_rows`].
 //! * [`bundle`] writes, parses (with limits) and verifies evidence bundles: events with their
 //!   exact canonical bytes, an inclusion proof of each against one signed checkpoint per account,
 //!   the checkpoints, the verifier key and a signed trailer over the whole file
-//!   (`docs/evidence-bundle.md`).
+//!   (`docs/evidence-bundle.md`); [`bundle::PreparedEvent`] encodes an event line apart from
+//!   the writer.
 //!
 //! No I/O of its own and no HTTP: callers hand in writers and readers.
 
@@ -15,14 +18,15 @@ pub mod bundle;
 mod fields;
 #[cfg(feature = "parquet")]
 mod parquet_in;
+pub mod scan;
 mod tabular;
 
 pub use fields::{COLUMNS, Fields, format_time};
 #[cfg(feature = "parquet")]
 pub use parquet_in::{ParquetRow, read_parquet};
-#[cfg(feature = "parquet")]
-pub use tabular::PARQUET_ROW_GROUP_BYTES;
 pub use tabular::TabularWriter;
+#[cfg(feature = "parquet")]
+pub use tabular::{PARQUET_ROW_GROUP_BYTES, ParquetBatch, ParquetRows};
 
 /// Why an export could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -108,4 +108,59 @@ mod tests {
         assert!(read_parquet(bytes, 1).is_err(), "the row limit holds");
         assert!(read_parquet(b"not parquet".to_vec(), 10).is_err());
     }
+
+    /// Rows gathered apart ([`crate::ParquetRows`], as an export gathers them on its reading
+    /// thread) and rows written one by one make the same file content, in order.
+    #[test]
+    fn rows_gathered_apart_read_back_as_rows_written_one_by_one() {
+        let items: Vec<String> = (0..1_000)
+            .map(|i| {
+                format!(
+                    r#"{{"action":"a.b.{}","eventTime":"2026-11-15T08:37:{:02}.5+00:00","id":"{i}","message":"m \"{i}\"","target":{{"id":"t{}","name":"n"}}}}"#,
+                    i % 7,
+                    i % 60,
+                    i % 13
+                )
+            })
+            .collect();
+        let item = |i: usize| ExportItem {
+            account: if i.is_multiple_of(2) {
+                "acme"
+            } else {
+                "globex"
+            },
+            index: i as u64,
+            received_at_unix_nanos: 1_700_000_000_000_000_000 + i as i64 * 1_000,
+            bytes: items[i].as_bytes(),
+        };
+        let mut one_by_one = TabularWriter::new(Format::Parquet, Vec::new()).unwrap();
+        for i in 0..items.len() {
+            one_by_one.write(&item(i)).unwrap();
+        }
+        let mut apart = TabularWriter::new(Format::Parquet, Vec::new()).unwrap();
+        let mut rows = crate::ParquetRows::new();
+        for i in 0..items.len() {
+            // Some rows through the writer itself, the rest in batches of uneven sizes.
+            if i % 100 < 3 {
+                apart.write(&item(i)).unwrap();
+                continue;
+            }
+            rows.push(&item(i)).unwrap();
+            if rows.len() == 97 {
+                apart.write_rows(rows.take().unwrap()).unwrap();
+            }
+        }
+        apart.write_rows(rows.take().unwrap()).unwrap();
+        assert_eq!(apart.rows(), items.len() as u64);
+        let a = read_parquet(one_by_one.finish().unwrap(), 2_000).unwrap();
+        let b = read_parquet(apart.finish().unwrap(), 2_000).unwrap();
+        assert_eq!(a.len(), items.len());
+        assert_eq!(a, b);
+        // A CSV writer takes no Parquet rows.
+        let mut csv = TabularWriter::new(Format::Csv, Vec::new()).unwrap();
+        assert!(
+            csv.write_rows(crate::ParquetRows::new().take().unwrap())
+                .is_err()
+        );
+    }
 }

@@ -10,8 +10,10 @@
 //! time windows of about a page each: [`Walk`]; positions alone from fast fields unless the
 //! format is NDJSON, whose items carry what was derived, their objects looked up a batch at a
 //! time), reads the bodies from the ledger a batch at a time ([`Ledger::read_many`]: each
-//! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs; a
-//! second thread writes them through the format writer of [`trailkeep_export`] into 256 KiB
+//! sealed block opened once per batch) and, for a bundle, builds their inclusion proofs and
+//! encodes their lines ([`PreparedEvent`]), for Parquet reads the columns out of the events
+//! into Arrow arrays ([`ParquetRows`]); a second thread (for a bundle: hashes and) writes them
+//! through the format writer of [`trailkeep_export`] into 256 KiB
 //! chunks on a bounded channel that the response body drains. Between the two threads at most
 //! `BATCHES_AHEAD` batches of `BATCH` records wait, so the two halves overlap while the
 //! bodies held stay a few MiB; a slow client slows both, it never makes them buffer. A failure after the first byte
@@ -30,8 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use trailkeep_export::bundle::{BundleWriter, HeaderInfo};
-use trailkeep_export::{ExportError, ExportItem, Format, TabularWriter};
+use trailkeep_export::bundle::{BundleWriter, HeaderInfo, PreparedEvent};
+use trailkeep_export::{ExportError, ExportItem, Format, ParquetBatch, ParquetRows, TabularWriter};
 use trailkeep_index::{Plan, SearchPage, SearchRequest, Walk};
 use trailkeep_ledger::{
     Checkpoint, Error as LedgerError, Hash, Ledger, NoteVerifier, merkle, tiles,
@@ -50,6 +52,8 @@ const PAGE: usize = trailkeep_index::MAX_LIMIT;
 /// Records read from the ledger per batch handed from the reading thread to the writing one
 /// (with [`BATCHES_AHEAD`], what bounds the bodies held at once: a few MiB).
 const BATCH: usize = 512;
+/// Rows per Arrow batch of a Parquet export.
+const PARQUET_ROWS: usize = BATCH / 2;
 /// Batches the reading thread may have ready before the writing one takes them.
 const BATCHES_AHEAD: usize = 2;
 /// Bytes per chunk sent to the client.
@@ -268,8 +272,9 @@ enum RunError {
 }
 
 /// The parts of a stored event that `derived.object` is found by (`target`, `targetId`), as a
-/// small event: the rest is skipped by the parser, not built into a tree (an export reads
-/// millions of events).
+/// small event: the rest is stepped over by a lazy scan ([`trailkeep_export::scan`]), not
+/// parsed into a tree (an export reads millions of events). What the scan cannot follow is
+/// parsed by serde, skipping all but those two members.
 fn target_part(bytes: &[u8]) -> serde_json::Result<serde_json::Value> {
     #[derive(serde::Deserialize)]
     struct TargetOnly {
@@ -278,12 +283,27 @@ fn target_part(bytes: &[u8]) -> serde_json::Result<serde_json::Value> {
         #[serde(rename = "targetId", default)]
         target_id: Option<serde_json::Value>,
     }
-    let parts: TargetOnly = serde_json::from_slice(bytes)?;
+    let mut found: [Option<std::ops::Range<usize>>; 2] = Default::default();
+    let parts = match trailkeep_export::scan::members(bytes, &["target", "targetId"], &mut found) {
+        Ok(()) => {
+            let value = |r: &Option<std::ops::Range<usize>>| {
+                r.as_ref()
+                    .map(|r| serde_json::from_slice::<serde_json::Value>(&bytes[r.clone()]))
+                    .transpose()
+            };
+            TargetOnly {
+                target: value(&found[0])?,
+                target_id: value(&found[1])?,
+            }
+        }
+        Err(_) => serde_json::from_slice(bytes)?,
+    };
     let mut event = serde_json::Map::new();
-    if let Some(t) = parts.target {
+    // `null` members are what serde's `Option` made of them: absent.
+    if let Some(t) = parts.target.filter(|t| !t.is_null()) {
         event.insert("target".into(), t);
     }
-    if let Some(t) = parts.target_id {
+    if let Some(t) = parts.target_id.filter(|t| !t.is_null()) {
         event.insert("targetId".into(), t);
     }
     Ok(serde_json::Value::Object(event))
@@ -320,8 +340,7 @@ impl Job {
     /// stops (the client went away), the reader finds the channel closed and stops too.
     fn run(self, out: ChannelWriter) -> Result<(), RunError> {
         std::thread::scope(|scope| {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<Result<Vec<Fetched>, RunError>>(BATCHES_AHEAD);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Ready, RunError>>(BATCHES_AHEAD);
             let job = &self;
             scope.spawn(move || {
                 if let Err(e) = job.read_all(&tx) {
@@ -335,9 +354,12 @@ impl Job {
     /// The reading half: every hit inside the snapshot with its record, in batches.
     fn read_all(
         &self,
-        tx: &std::sync::mpsc::SyncSender<Result<Vec<Fetched>, RunError>>,
+        tx: &std::sync::mpsc::SyncSender<Result<Ready, RunError>>,
     ) -> Result<(), RunError> {
         let ledger = &self.core.ledger;
+        // Parquet's columns are read out of the events and built here, so that the writing
+        // half, which encodes and compresses the pages, has only that to do.
+        let mut parquet = (self.format == Format::Parquet).then(ParquetRows::new);
         let mut proofs: HashMap<String, ProofMemo> = HashMap::new();
         let mut pages = self.walk().map_err(|e| RunError::Other(e.message))?;
         while let Some(mut page) = pages.next_page().map_err(|e| RunError::Other(e.message))? {
@@ -391,7 +413,33 @@ impl Job {
                         proof,
                     });
                 }
-                if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                if batch.is_empty() {
+                    continue;
+                }
+                let ready = match &mut parquet {
+                    Some(rows) => {
+                        // In halves: smaller Arrow batches, less held at once.
+                        for half in batch.chunks(PARQUET_ROWS) {
+                            for f in half {
+                                rows.push(&f.item())?;
+                            }
+                            if tx.send(Ok(Ready::Rows(rows.take()?))).is_err() {
+                                return Ok(()); // the writing half stopped; it reports why
+                            }
+                        }
+                        continue;
+                    }
+                    // A bundle's lines are encoded here too (base64 of the bytes and proofs);
+                    // the writing half hashes and writes them.
+                    None if self.format == Format::Bundle => Ready::Events(
+                        batch
+                            .iter()
+                            .map(|f| PreparedEvent::new(&f.item(), &f.proof))
+                            .collect(),
+                    ),
+                    None => Ready::Records(batch),
+                };
+                if tx.send(Ok(ready)).is_err() {
                     return Ok(()); // the writing half stopped; it reports why
                 }
             }
@@ -438,7 +486,7 @@ impl Job {
     /// The writing half: the format writer over the batches the reading half sends.
     fn write_all(
         &self,
-        rx: std::sync::mpsc::Receiver<Result<Vec<Fetched>, RunError>>,
+        rx: std::sync::mpsc::Receiver<Result<Ready, RunError>>,
         out: ChannelWriter,
     ) -> Result<(), RunError> {
         let ledger = &self.core.ledger;
@@ -450,8 +498,28 @@ impl Job {
             )?),
             f => Sink::Table(TabularWriter::new(f, out)?),
         };
-        for batch in rx {
-            let batch = batch?;
+        for ready in rx {
+            let batch = match (ready?, &mut sink) {
+                (Ready::Records(batch), _) => batch,
+                (Ready::Rows(rows), Sink::Table(w)) => {
+                    w.write_rows(rows)?;
+                    continue;
+                }
+                (Ready::Events(events), Sink::Bundle(b)) => {
+                    for e in &events {
+                        // Every account with a hit inside the snapshot has a signed note.
+                        if !b.has_checkpoint(e.account()) {
+                            let snap = &self.snapshot[e.account()];
+                            b.checkpoint(e.account(), snap.note.as_deref().unwrap_or_default())?;
+                        }
+                        b.prepared(e)?;
+                    }
+                    continue;
+                }
+                (Ready::Rows(_) | Ready::Events(_), _) => {
+                    return Err(RunError::Other("a batch of another format".into()));
+                }
+            };
             // NDJSON lines are items exactly as search answers them, `derived` included: the
             // objects of a batch are looked up together.
             let derived = if self.format == Format::Ndjson {
@@ -462,12 +530,7 @@ impl Job {
             let mut derived = derived.into_iter();
             for f in batch {
                 let hit = &f.hit;
-                let item = ExportItem {
-                    account: &hit.account,
-                    index: hit.index,
-                    received_at_unix_nanos: f.received_at_unix_nanos,
-                    bytes: &f.bytes,
-                };
+                let item = f.item();
                 match &mut sink {
                     Sink::Table(w) if self.format == Format::Ndjson => {
                         let derived = derived.next().flatten();
@@ -508,6 +571,16 @@ impl Pages<'_> {
     }
 }
 
+/// What the reading half hands the writing one.
+enum Ready {
+    /// Records to write.
+    Records(Vec<Fetched>),
+    /// A Parquet export's rows, already in columns.
+    Rows(ParquetBatch),
+    /// A bundle's event lines, but for their sequence numbers.
+    Events(Vec<PreparedEvent>),
+}
+
 /// A hit with its record, read ahead of the writer.
 struct Fetched {
     hit: trailkeep_index::Hit,
@@ -515,6 +588,17 @@ struct Fetched {
     bytes: Vec<u8>,
     /// Its inclusion proof against the snapshot's checkpoint (bundles only).
     proof: Vec<Hash>,
+}
+
+impl Fetched {
+    fn item(&self) -> ExportItem<'_> {
+        ExportItem {
+            account: &self.hit.account,
+            index: self.hit.index,
+            received_at_unix_nanos: self.received_at_unix_nanos,
+            bytes: &self.bytes,
+        }
+    }
 }
 
 /// Accounts whose proof memos are kept at once (each at most [`MEMO_NODES`] hashes and
@@ -717,5 +801,36 @@ impl futures_core::Stream for ChunkStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lazy scan finds what serde finds: `target` and `targetId` of any kind, `null`
+    /// ones left out, and what it cannot follow read by serde.
+    #[test]
+    fn target_part_takes_target_and_target_id_only() {
+        let t = |s: &str| target_part(s.as_bytes()).unwrap();
+        assert_eq!(
+            t(
+                r#"{"action":"a","requestData":{"x":["}",{"target":1}]},"target":{"id":"o/1","name":"n \"q\""},"targetId":"o/1"}"#
+            ),
+            serde_json::json!({"target": {"id": "o/1", "name": "n \"q\""}, "targetId": "o/1"})
+        );
+        assert_eq!(
+            t(r#"{"target":null,"targetId":7}"#),
+            serde_json::json!({"targetId": 7})
+        );
+        assert_eq!(t(r#"{"action":"a"}"#), serde_json::json!({}));
+        let deep = format!(
+            r#"{{"attrs":{}1{},"target":{{"id":"deep"}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(t(&deep), serde_json::json!({"target": {"id": "deep"}}));
+        assert!(target_part(br#"{"target":{"id":"x"}"#).is_err());
+        assert!(target_part(b"not json").is_err());
     }
 }
