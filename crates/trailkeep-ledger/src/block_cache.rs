@@ -7,6 +7,11 @@
 //! the same few blocks again and again. The cache keeps the most recently used blocks up to a
 //! byte budget; everything else is dropped, so memory stays bounded whatever is read.
 //!
+//! Segments of version 3 compress their blocks with a zstd dictionary of their own, prepared
+//! once for decompression (about 100 KB in memory each). The cache keeps the prepared
+//! dictionaries of the [`DICTIONARIES_KEPT`] most recently read segments, so a server that has
+//! read every segment of a large ledger does not hold all of them.
+//!
 //! Sealed segments change only when retention replaces one with a copy whose removed bodies
 //! are tombstones; it then calls [`BlockCache::clear`], so a removed body is never served from
 //! memory.
@@ -14,6 +19,12 @@
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
+
+use crate::segment::Dictionary;
+
+/// Prepared dictionaries kept (of the most recently read segments): a search or an export reads
+/// a few segments at a time, and a dictionary not kept costs one small read and parse again.
+pub const DICTIONARIES_KEPT: usize = 64;
 
 /// Which block: its first global position (positions are global, so a block's first one names
 /// it among all segments).
@@ -23,6 +34,8 @@ type Key = u64;
 pub(crate) struct BlockCache {
     inner: Mutex<Inner>,
     budget: usize,
+    /// Prepared dictionaries by their segment's first position.
+    dictionaries: Mutex<LruCache<u64, Arc<Dictionary>>>,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -48,7 +61,25 @@ impl BlockCache {
                 bytes: 0,
             }),
             budget,
+            dictionaries: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(DICTIONARIES_KEPT).expect("not zero"),
+            )),
         }
+    }
+
+    fn lock_dictionaries(&self) -> std::sync::MutexGuard<'_, LruCache<u64, Arc<Dictionary>>> {
+        self.dictionaries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The prepared dictionary of the segment that starts at `segment_first`, when kept.
+    pub(crate) fn dictionary(&self, segment_first: u64) -> Option<Arc<Dictionary>> {
+        self.lock_dictionaries().get(&segment_first).cloned()
+    }
+
+    /// Keeps a segment's prepared dictionary, dropping the least recently used one beyond
+    /// [`DICTIONARIES_KEPT`].
+    pub(crate) fn insert_dictionary(&self, segment_first: u64, dictionary: Arc<Dictionary>) {
+        self.lock_dictionaries().put(segment_first, dictionary);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -79,11 +110,18 @@ impl BlockCache {
         }
     }
 
-    /// Forgets every block (after retention replaced a segment).
+    /// Forgets every block and dictionary (after retention replaced a segment).
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.blocks.clear();
         inner.bytes = 0;
+        self.lock_dictionaries().clear();
+    }
+
+    /// Dictionaries held now.
+    #[cfg(test)]
+    fn dictionaries(&self) -> usize {
+        self.lock_dictionaries().len()
     }
 
     /// Bytes held now.
@@ -119,6 +157,39 @@ mod tests {
         cache.clear();
         assert_eq!(cache.bytes(), 0);
         assert!(cache.get(0).is_none());
+    }
+
+    fn dictionary() -> Arc<Dictionary> {
+        let events: Vec<Vec<u8>> = (0..2_000)
+            .map(|i| format!("{{\"id\":\"event-{i}\",\"action\":\"svc.thing.read\"}}").into_bytes())
+            .collect();
+        let sizes: Vec<usize> = events.iter().map(Vec::len).collect();
+        let samples = events.concat();
+        let bytes = zstd::dict::from_continuous(&samples, &sizes, 4096).unwrap();
+        let meta = crate::segment::DictMeta {
+            offset: 0,
+            len: bytes.len() as u32,
+            crc: crc32fast::hash(&bytes),
+        };
+        Arc::new(crate::segment::open_dictionary(&meta, &bytes).unwrap())
+    }
+
+    #[test]
+    fn keeps_the_dictionaries_of_the_most_recently_read_segments_only() {
+        let cache = BlockCache::new(300);
+        let d = dictionary();
+        for segment_first in 0..(DICTIONARIES_KEPT as u64 + 10) {
+            cache.insert_dictionary(segment_first * 1_000, d.clone());
+        }
+        assert_eq!(cache.dictionaries(), DICTIONARIES_KEPT);
+        assert!(cache.dictionary(0).is_none(), "the oldest was dropped");
+        assert!(
+            cache
+                .dictionary((DICTIONARIES_KEPT as u64 + 9) * 1_000)
+                .is_some()
+        );
+        cache.clear();
+        assert_eq!(cache.dictionaries(), 0);
     }
 
     #[test]

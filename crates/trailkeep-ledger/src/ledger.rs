@@ -232,40 +232,34 @@ enum SegData {
     },
 }
 
-/// A sealed segment's zstd dictionary (segment version 3): where it is, and once a block of the
-/// segment has been read (or the segment was sealed by this process), the prepared dictionary,
-/// kept for every later read of the segment's blocks. Segments never read cost nothing.
-#[derive(Debug, Default)]
+/// Where a sealed segment's zstd dictionary is (segment version 3; `None`: blocks without one).
+/// The prepared dictionary is kept by the block cache for the most recently read segments and
+/// read and checked again when it was dropped.
+#[derive(Debug)]
 struct SegDict {
     meta: Option<segment::DictMeta>,
-    ready: std::sync::OnceLock<segment::Dictionary>,
+    /// The segment's first position, which names its dictionary in the cache.
+    segment_first: u64,
 }
 
 impl SegDict {
-    fn new(meta: Option<segment::DictMeta>, ready: Option<segment::Dictionary>) -> Self {
-        let d = SegDict {
-            meta,
-            ready: Default::default(),
-        };
-        if let Some(r) = ready {
-            let _ = d.ready.set(r);
-        }
-        d
-    }
-
-    /// The prepared dictionary of segment `name` (read and checked on first use), or `None` when
-    /// the segment has none.
-    fn get(&self, storage: &dyn Storage, name: &str) -> Result<Option<&segment::Dictionary>> {
+    /// The prepared dictionary of segment `name`, or `None` when the segment has none.
+    fn get(
+        &self,
+        storage: &dyn Storage,
+        cache: &BlockCache,
+        name: &str,
+    ) -> Result<Option<Arc<segment::Dictionary>>> {
         let Some(meta) = &self.meta else {
             return Ok(None);
         };
-        if let Some(d) = self.ready.get() {
+        if let Some(d) = cache.dictionary(self.segment_first) {
             return Ok(Some(d));
         }
         let bytes = storage.get_range(name, meta.offset, meta.len as usize)?;
-        let d = segment::open_dictionary(meta, &bytes).map_err(|e| seg_err(name, e))?;
-        let _ = self.ready.set(d);
-        Ok(self.ready.get())
+        let d = Arc::new(segment::open_dictionary(meta, &bytes).map_err(|e| seg_err(name, e))?);
+        cache.insert_dictionary(self.segment_first, d.clone());
+        Ok(Some(d))
     }
 }
 
@@ -280,10 +274,10 @@ fn load_block(
     if let Some(raw) = cache.get(block.first_position) {
         return Ok(raw);
     }
-    let dictionary = dict.get(storage, name)?;
+    let dictionary = dict.get(storage, cache, name)?;
     let compressed = storage.get_range(name, block.offset, block.compressed_len as usize)?;
     let raw = Arc::new(
-        segment::open_block_with(block, &compressed, dictionary)
+        segment::open_block_with(block, &compressed, dictionary.as_deref())
             .map_err(|e| Error::corrupted(format!("{name}@{}", e.offset), e.reason))?,
     );
     cache.insert(block.first_position, raw.clone());
@@ -597,7 +591,10 @@ fn load_segments(
                 count,
                 data: SegData::Sealed {
                     blocks: idx.blocks,
-                    dict: SegDict::new(idx.dictionary, None),
+                    dict: SegDict {
+                        meta: idx.dictionary,
+                        segment_first: first,
+                    },
                 },
             });
             next = first + count;
@@ -1684,7 +1681,6 @@ fn rewrite_segment(
     // remain (none when retention removed them all, as it usually does: it removes by age).
     let sealed = segment::build_sealed(first, &rewritten, shared.config.seal)?;
     let new_idx = segment::parse_sealed(&sealed).map_err(|e| seg_err(name, e))?;
-    let new_dict = segment::load_dictionary(&new_idx, &sealed).map_err(|e| seg_err(name, e))?;
     fail_point("retention-before-swap");
     {
         // Readers hold the read lock while they read a segment, so none sees the swap halfway.
@@ -1693,10 +1689,14 @@ fn rewrite_segment(
         if let Some(seg) = state.segments.iter_mut().find(|s| s.name == name) {
             seg.data = SegData::Sealed {
                 blocks: new_idx.blocks,
-                dict: SegDict::new(new_idx.dictionary, new_dict),
+                dict: SegDict {
+                    meta: new_idx.dictionary,
+                    segment_first: first,
+                },
             };
         }
-        // The old blocks hold the removed bodies: none may be served from memory.
+        // The old blocks hold the removed bodies: none may be served from memory (and the old
+        // dictionary does not fit the new blocks).
         shared.block_cache.clear();
     }
     fail_point("retention-after-swap");
@@ -1735,8 +1735,16 @@ fn seal_segment(shared: &Shared, name: &str) -> Result<()> {
             seg.name = sname;
             seg.data = SegData::Sealed {
                 blocks: idx.blocks,
-                dict: SegDict::new(idx.dictionary, dict),
+                dict: SegDict {
+                    meta: idx.dictionary,
+                    segment_first: first,
+                },
             };
+        }
+        // Under the lock, so that a retention rewrite of the segment cannot come in between and
+        // find this dictionary kept for its new blocks.
+        if let Some(dict) = dict {
+            shared.block_cache.insert_dictionary(first, Arc::new(dict));
         }
     }
     Ok(storage.delete(name)?)
