@@ -144,8 +144,8 @@ pub const INDEX_BACKLOG_TARGET: Duration = Duration::from_millis(250);
 /// Longest an ingest request is held back for the index before it is answered 429.
 pub const INDEX_BACKLOG_WAIT: Duration = Duration::from_secs(2);
 /// How long the self-audit records of reads are gathered before they are appended together: one
-/// ledger append (and fsync) per gathering instead of one per read, which was a third of a point
-/// lookup's server CPU.
+/// ledger append (and fsync) per gathering instead of one per read (in a profile of one-event
+/// lookups, the ledger's fsyncs of those records were a third of the server's CPU).
 pub const BACKGROUND_RECORD_GATHER: Duration = Duration::from_millis(50);
 /// Gathered records that are appended at once without waiting for the rest of the gathering, so
 /// memory stays bounded under a burst of reads.
