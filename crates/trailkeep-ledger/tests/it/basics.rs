@@ -4,7 +4,7 @@ use trailkeep_ledger::{
     Checkpoint, Durability, Error, MemStorage, NoteVerifier, leaf_hash, verifier, verify,
 };
 
-use crate::{event, open_mem, test_config, wait_sealed};
+use crate::{event, first_sealed, open_mem, test_config, wait_sealed};
 
 #[test]
 fn append_read_iterate_and_reopen() {
@@ -244,7 +244,6 @@ fn newer_formats_need_an_upgrade() {
 
 #[test]
 fn corruption_in_a_sealed_segment_is_an_error_not_a_skip() {
-    use trailkeep_ledger::Storage;
     let storage = MemStorage::new();
     let l = open_mem(&storage, test_config());
     let acks = l
@@ -253,12 +252,7 @@ fn corruption_in_a_sealed_segment_is_an_error_not_a_skip() {
     l.rotate().unwrap();
     wait_sealed(&l);
     l.close().unwrap();
-    let sealed = storage
-        .list("seg/")
-        .unwrap()
-        .into_iter()
-        .find(|n| n.ends_with(".sealed"))
-        .unwrap();
+    let sealed = first_sealed(&storage);
     storage.tamper(&sealed, |b| b[40] ^= 0xff).unwrap();
     let l = open_mem(&storage, test_config());
     let err = l.read("a", acks[0].index).unwrap_err();

@@ -141,6 +141,17 @@ fn v1_fixture_opens_reads_and_verifies() {
     assert_same_but_sealed(&fixture, fresh.path(), "v1");
 }
 
+/// Every record of [`records`] reads back, but acme's first `cut`, which retention removed.
+fn assert_reads_all_but_acmes_first(ledger: &Ledger, cut: u64) {
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    for (account, bytes) in records() {
+        let i = next.entry(account.clone()).or_default();
+        let want = (account != "acme" || *i >= cut).then_some(bytes);
+        assert_eq!(ledger.read(&account, *i).unwrap(), want, "{account}/{i}");
+        *i += 1;
+    }
+}
+
 fn fixture_v2_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-retention")
 }
@@ -182,13 +193,7 @@ fn v2_retention_fixture_opens_reads_and_verifies() {
     let ledger = Ledger::open_dir(tmp.path(), config()).unwrap();
     let cut = ledger.removed("acme");
     assert_eq!(cut, acme.removed);
-    let mut next: BTreeMap<String, u64> = BTreeMap::new();
-    for (account, bytes) in records() {
-        let i = next.entry(account.clone()).or_default();
-        let want = (account != "acme" || *i >= cut).then_some(bytes);
-        assert_eq!(ledger.read(&account, *i).unwrap(), want, "{account}/{i}");
-        *i += 1;
-    }
+    assert_reads_all_but_acmes_first(&ledger, cut);
     ledger.close().unwrap();
 
     // The writer still produces exactly this format (but for sealed segments, now version 3).
@@ -234,13 +239,7 @@ fn v3_fixture_opens_reads_and_verifies() {
     let ledger = Ledger::open_dir(tmp.path(), config()).unwrap();
     let cut = ledger.removed("acme");
     assert!(cut > 0);
-    let mut next: BTreeMap<String, u64> = BTreeMap::new();
-    for (account, bytes) in records() {
-        let i = next.entry(account.clone()).or_default();
-        let want = (account != "acme" || *i >= cut).then_some(bytes);
-        assert_eq!(ledger.read(&account, *i).unwrap(), want, "{account}/{i}");
-        *i += 1;
-    }
+    assert_reads_all_but_acmes_first(&ledger, cut);
     ledger.close().unwrap();
 
     // The writer still produces exactly this format.

@@ -93,6 +93,16 @@ pub fn event(n: u64) -> Vec<u8> {
 }
 
 /// Wait until at least one segment was sealed and no rotated one is left plain (bounded).
+/// The name of the first sealed segment in `storage`.
+pub fn first_sealed(storage: &MemStorage) -> String {
+    storage
+        .list("seg/")
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".sealed"))
+        .expect("a sealed segment")
+}
+
 pub fn wait_sealed(ledger: &Ledger) {
     for _ in 0..1000 {
         let s = ledger.stats();

@@ -4,7 +4,7 @@ use trailkeep_ledger::segment::{self, HEADER_LEN};
 use trailkeep_ledger::verify::{ProblemKind, VerifyReport};
 use trailkeep_ledger::{Appended, MemStorage, NoteSigner, Storage, frame, verify};
 
-use crate::{event, open_mem, test_config, wait_sealed};
+use crate::{event, first_sealed, open_mem, test_config, wait_sealed};
 
 /// 30 records over two accounts; `sealed` puts the first ones in sealed segments.
 fn build(sealed: bool) -> (MemStorage, Vec<Appended>) {
@@ -93,12 +93,7 @@ fn flipped_byte_in_active_segment() {
 #[test]
 fn flipped_byte_in_sealed_segment() {
     let (storage, acks) = build(true);
-    let sealed = storage
-        .list("seg/")
-        .unwrap()
-        .into_iter()
-        .find(|n| n.ends_with(".sealed"))
-        .unwrap();
+    let sealed = first_sealed(&storage);
     let bytes = storage.get(&sealed).unwrap().unwrap();
     let idx = segment::parse_sealed(&bytes).unwrap();
     let block = idx.blocks[0];
@@ -119,12 +114,7 @@ fn flipped_byte_in_sealed_segment() {
 #[test]
 fn flipped_byte_in_a_sealed_segments_dictionary() {
     let (storage, acks) = build(true);
-    let sealed = storage
-        .list("seg/")
-        .unwrap()
-        .into_iter()
-        .find(|n| n.ends_with(".sealed"))
-        .unwrap();
+    let sealed = first_sealed(&storage);
     let bytes = storage.get(&sealed).unwrap().unwrap();
     let idx = segment::parse_sealed(&bytes).unwrap();
     let dict = idx.dictionary.expect("the test config trains dictionaries");
@@ -240,12 +230,7 @@ fn truncated_active_segment() {
 #[test]
 fn truncated_sealed_segment() {
     let (storage, acks) = build(true);
-    let sealed = storage
-        .list("seg/")
-        .unwrap()
-        .into_iter()
-        .find(|n| n.ends_with(".sealed"))
-        .unwrap();
+    let sealed = first_sealed(&storage);
     let bytes = storage.get(&sealed).unwrap().unwrap();
     let n = segment::parse_sealed(&bytes).unwrap().records.len() as u64;
     storage
