@@ -126,7 +126,7 @@ impl BlockCache {
 
     /// Bytes held now.
     #[cfg(test)]
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.lock().bytes
     }
 }

@@ -263,6 +263,16 @@ impl SegDict {
     }
 }
 
+/// How a block read uses the block cache besides looking the block up in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeepBlock {
+    /// Keep the block for later reads (a search's hits cluster in a few blocks).
+    Yes,
+    /// Do not: a reader of a long run of records (an export) reads each block once, and would
+    /// only push the blocks searches come back to out of the cache.
+    No,
+}
+
 /// Reads, checks and decompresses a sealed block, or takes it from the cache.
 fn load_block(
     storage: &dyn Storage,
@@ -270,6 +280,7 @@ fn load_block(
     name: &str,
     block: &BlockMeta,
     dict: &SegDict,
+    keep: KeepBlock,
 ) -> Result<Arc<Vec<u8>>> {
     if let Some(raw) = cache.get(block.first_position) {
         return Ok(raw);
@@ -280,7 +291,9 @@ fn load_block(
         segment::open_block_with(block, &compressed, dictionary.as_deref())
             .map_err(|e| Error::corrupted(format!("{name}@{}", e.offset), e.reason))?,
     );
-    cache.insert(block.first_position, raw.clone());
+    if keep == KeepBlock::Yes {
+        cache.insert(block.first_position, raw.clone());
+    }
     Ok(raw)
 }
 
@@ -693,7 +706,7 @@ fn read_from(
         SegData::Sealed { blocks, dict } => {
             let b = blocks.partition_point(|b| b.first_position <= position) - 1;
             let block = &blocks[b];
-            let raw = load_block(storage, cache, &seg.name, block, dict)?;
+            let raw = load_block(storage, cache, &seg.name, block, dict, KeepBlock::Yes)?;
             // The frames before the record are skipped by their lengths: the block's CRC was
             // checked when it was opened, and the record's own frame is checked below.
             let mut off = 0usize;
@@ -740,7 +753,7 @@ impl OpenBlock {
         dict: &SegDict,
     ) -> Result<Self> {
         let here = |off: u64| format!("{name}@{off}");
-        let raw = load_block(storage, cache, name, block, dict)?;
+        let raw = load_block(storage, cache, name, block, dict, KeepBlock::No)?;
         // The block's CRC was checked when it was opened; each record's own frame is checked
         // when it is read.
         let mut offsets = Vec::with_capacity(block.record_count as usize);
@@ -1059,7 +1072,9 @@ impl Ledger {
     /// [`Ledger::read_record`] (`None` when there is no such record or retention removed its
     /// bytes). For reading many records that sit close together (an export): a sealed block is
     /// opened once for a run of reads from it and its frames located once, instead of looking it
-    /// up in the block cache and stepping over the frames before each record.
+    /// up in the block cache and stepping over the frames before each record. A block found in
+    /// the cache is used; a block opened here is not kept in it (it would only push out the
+    /// blocks that searches come back to).
     pub fn read_many(&self, wanted: &[(&str, u64)]) -> Result<Vec<Option<Record>>> {
         let shared = self.shared();
         let mut out = Vec::with_capacity(wanted.len());
@@ -2337,5 +2352,60 @@ impl Syncer {
             signed.push((account, cp.size));
         }
         Ok(signed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    #[test]
+    fn a_run_of_reads_uses_the_block_cache_but_leaves_it_as_it_was() {
+        let config = LedgerConfig {
+            segment_target_bytes: 16 * 1024,
+            seal: SealOptions {
+                block_target: 2 * 1024,
+                dict_max_bytes: 512,
+                dict_sample_bytes: 8 * 1024,
+                ..SealOptions::default()
+            },
+            checkpoint_interval: None,
+            ..LedgerConfig::default()
+        };
+        let ledger = Ledger::open(Arc::new(MemStorage::new()), config).unwrap();
+        let body =
+            |n: u64| format!(r#"{{"id":"event-{n}","action":"svc.thing.read"}}"#).into_bytes();
+        ledger
+            .append((0..400).map(|n| ("acct".to_string(), body(n))).collect())
+            .unwrap();
+        ledger.rotate().unwrap();
+        for _ in 0..1000 {
+            let s = ledger.stats();
+            if s.sealed_segments > 0 && s.segments == s.sealed_segments + 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(ledger.stats().sealed_segments > 0);
+        let wanted: Vec<(&str, u64)> = (0..400).map(|i| ("acct", i)).collect();
+        let read = ledger.read_many(&wanted).unwrap();
+        assert!(
+            read.iter()
+                .enumerate()
+                .all(|(n, r)| r.as_ref().unwrap().bytes == body(n as u64))
+        );
+        assert_eq!(
+            ledger.shared().block_cache.bytes(),
+            0,
+            "read_many kept its blocks"
+        );
+        // A single read keeps its block, and a run of reads then takes it from the cache.
+        assert_eq!(ledger.read("acct", 0).unwrap().unwrap(), body(0));
+        let kept = ledger.shared().block_cache.bytes();
+        assert!(kept > 0);
+        assert_eq!(ledger.read_many(&wanted).unwrap(), read);
+        assert_eq!(ledger.shared().block_cache.bytes(), kept);
+        ledger.close().unwrap();
     }
 }
